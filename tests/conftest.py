@@ -1,0 +1,47 @@
+"""Shared fixtures: a per-test data folder (store, corpora cache) that reuses the downloaded models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_CACHE = REPO / "data" / "cache"
+
+
+def _link_shared_caches(cache: Path) -> None:
+    """Models and wheels are expensive: share them; everything else is per test."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for name in ("models", "wheels", "packages", "torch_extensions"):
+        (REAL_CACHE / name).mkdir(parents=True, exist_ok=True)
+        link = cache / name
+        if not link.exists():
+            link.symlink_to(REAL_CACHE / name)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh WORKBENCH_DATA folder for one test."""
+    _link_shared_caches(tmp_path / "cache")
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from workbench.models import load_model
+
+    return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from workbench.models import load_model
+
+    return load_model("smollm2-135m-instruct")
+
+
+def subprocess_env(data: Path) -> dict[str, str]:
+    return {**os.environ, "WORKBENCH_DATA": str(data), "PYTHONUNBUFFERED": "1"}

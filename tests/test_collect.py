@@ -1,0 +1,72 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import subprocess_env
+from workbench.store import Store
+
+COLLECT = ["-m", "workbench.cli", "--store", "{store}", "collect", "--model", "tiny", "--corpus", "wiki-sample",
+           "--hook-point", "blocks.1.hook_resid_post", "--tokens", "15000", "--batch-size", "1", "--context", "64", "--shard-rows", "300"]
+
+
+def _cmd(store) -> list[str]:
+    return [sys.executable] + [a.format(store=store) for a in COLLECT]
+
+
+def _manifest_rows(data_dir) -> int:
+    manifests = list((data_dir / "cache" / "activations").glob("*/manifest.json"))
+    return json.loads(manifests[0].read_text())["rows"] if manifests else 0
+
+
+def test_kill_9_then_rerun_completes_with_one_copy(data_dir):
+    store = data_dir / "w.duckdb"
+    proc = subprocess.Popen(_cmd(store), env=subprocess_env(data_dir), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _manifest_rows(data_dir) == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "collect finished before it could be killed; raise --tokens"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _manifest_rows(data_dir)
+    assert 0 < partial < 15000
+    assert Store(store).query("SELECT status FROM runs")["status"].tolist() == ["running"]
+    subprocess.run(_cmd(store), env=subprocess_env(data_dir), check=True, capture_output=True)
+    runs = Store(store).query("SELECT run_id, status FROM runs")
+    stats = Store(store).query("SELECT run_id, n_tokens FROM activation_stats")
+    assert runs["status"].tolist() == ["finished"]
+    assert stats["n_tokens"].tolist() == [15000] and stats["run_id"].tolist() == runs["run_id"].tolist()
+    again = subprocess.run(_cmd(store), env=subprocess_env(data_dir), capture_output=True, text=True, check=True)
+    assert "already finished" in again.stdout
+    assert len(Store(store).query("SELECT * FROM activation_stats")) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nope"], "unknown model 'nope'"),
+    (["--model", "tiny", "--hook-point", "blocks.1.hook_nope"], "unknown hook point"),
+    (["--model", "tiny", "--hook-point", "blocks.9.hook_resid_post"], "layer 9 out of range"),
+    (["--model", "tiny", "--hook-point", "blocks.1.hook_resid_post", "--corpus", "nope"], "unknown corpus"),
+    (["--model", "tiny", "--layout", "zigzag"], "layout must be packed or chat"),
+])
+def test_bad_input_is_one_line_and_store_unchanged(data_dir, args, message):
+    store = data_dir / "w.duckdb"
+    Store(store).init()
+    result = subprocess.run([sys.executable, "-m", "workbench.cli", "--store", str(store), "collect", *args],
+                            env=subprocess_env(data_dir), capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+    assert Store(store).query("SELECT count(*) AS n FROM runs")["n"].item() == 0
+
+
+def test_collect_records_statistics(data_dir, tiny):
+    from pipelines.collect import CollectConfig, run
+
+    store = Store(data_dir / "w.duckdb")
+    run_id = run(CollectConfig(model="tiny", corpus="wiki-sample", hook_point="blocks.0.hook_resid_post",
+                               tokens=500, cache=False), store, progress=False)
+    row = store.query("SELECT * FROM activation_stats WHERE run_id = ?", [run_id]).iloc[0]
+    assert row.n_tokens == 500 and len(row.dim_mean) == 64 and len(row.dim_var) == 64
+    assert row.norm_mean > 0 and all(v >= 0 for v in row.dim_var)

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from workbench.models import ModelError, load_model, parse_hook_point
+
+
+def _prompt_ids(loaded, text: str) -> torch.Tensor:
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return torch.tensor([[loaded.tokenizer.bos_token_id] + ids])
+
+
+@torch.inference_mode()
+def _logit_gap(loaded, text: str) -> tuple[float, float]:
+    tokens = _prompt_ids(loaded, text)
+    hooked, plain = loaded.model(tokens), loaded.hf(tokens).logits
+    return (hooked - plain).abs().max().item(), plain.abs().max().item()
+
+
+def test_tiny_logit_parity(tiny):
+    gap, scale = _logit_gap(tiny, "the city of London is the capital of England")
+    # float32 on the same kernels up to operation order: ~1e-7 relative
+    assert gap < 1e-5 * max(scale, 1.0), gap
+
+
+def test_smollm2_logit_parity(smollm2):
+    gap, scale = _logit_gap(smollm2, "The capital of France is Paris. The capital of Italy is")
+    print(f"SmolLM2 max |logit diff| = {gap:.2e} (max |logit| {scale:.1f})")
+    # TransformerLens re-implements attention (no SDPA) and RMSNorm: float32 reassociation over 30
+    # layers gives ~1e-4 absolute on logits of magnitude ~20 (STACK.md measured 8e-5).
+    assert gap < 5e-4, gap
+
+
+def test_smollm2_greedy_answer(smollm2):
+    tok = smollm2.tokenizer
+    text = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+                                   tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    out = smollm2.hf.generate(ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+
+
+def test_unknown_model_name():
+    with pytest.raises(ModelError, match="unknown model 'gpt-17'"):
+        load_model("gpt-17")
+
+
+def test_hook_point_validation(tiny):
+    assert parse_hook_point(tiny, "blocks.1.hook_resid_post") == 1
+    with pytest.raises(ModelError, match="layer 5 out of range"):
+        parse_hook_point(tiny, "blocks.5.hook_resid_post")
+    with pytest.raises(ModelError, match="unknown hook point"):
+        parse_hook_point(tiny, "blocks.0.hook_nonsense")

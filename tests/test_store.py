@@ -1,0 +1,84 @@
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pandas as pd
+import pytest
+
+from workbench.store import SCHEMA_VERSION, Store, StoreError, StoreLockedError
+
+
+def _stats_row(n: int) -> pd.DataFrame:
+    return pd.DataFrame([{"model": "m", "hook_point": "h", "corpus": "c", "n_tokens": n, "norm_mean": 1.0,
+                          "norm_std": 0.0, "dim_mean": [0.0], "dim_var": [1.0]}])
+
+
+def _dump(store: Store) -> dict:
+    return {t: store.query(f"SELECT * FROM {t} ORDER BY ALL").to_dict("records") for t in ("runs", "activation_stats")}
+
+
+def test_publish_replaces_rows_of_the_same_run(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    assert store.begin_run("r1", "collect", {"a": 1})
+    store.publish("r1", {"activation_stats": _stats_row(5)}, finish=False)
+    store.publish("r1", {"activation_stats": _stats_row(7)})
+    df = store.query("SELECT n_tokens FROM activation_stats WHERE run_id = 'r1'")
+    assert df["n_tokens"].tolist() == [7]
+    assert store.run_status("r1") == "finished"
+    assert not store.begin_run("r1", "collect", {"a": 1})  # finished: a no-op
+
+
+def test_failed_publish_leaves_store_unchanged(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    store.begin_run("r1", "collect", {})
+    store.publish("r1", {"activation_stats": _stats_row(5)})
+    before = _dump(store)
+    with pytest.raises(StoreError, match="lack columns"):
+        store.publish("r1", {"activation_stats": pd.DataFrame([{"model": "x"}])})
+    with pytest.raises(StoreError, match="unknown table"):
+        store.publish("r1", {"runs; DROP TABLE runs": _stats_row(1)})
+    assert _dump(store) == before
+
+
+def test_store_from_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "s.duckdb"
+    Store(path).init()
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION + 1])
+    con.close()
+    with pytest.raises(StoreError, match="newer than this workbench"):
+        Store(path).query("SELECT 1")
+    with pytest.raises(StoreError, match="newer than this workbench"):
+        Store(path).begin_run("x", "collect", {})
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    con.close()
+
+
+def test_store_locked_by_another_writer(tmp_path):
+    path = tmp_path / "s.duckdb"
+    Store(path).init()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(path)!r})
+        print("locked", flush=True)
+        time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreLockedError, match="locked by another process"):
+            Store(path, lock_timeout=0.5).begin_run("r", "collect", {})
+        with pytest.raises(StoreLockedError):
+            Store(path, lock_timeout=0.5).query("SELECT 1")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert Store(path).query("SELECT count(*) AS n FROM runs")["n"].item() == 0
+
+
+def test_read_only_query_cannot_write(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    store.init()
+    with pytest.raises(StoreError, match="read-only"):
+        store.query("DELETE FROM runs")

@@ -1,0 +1,90 @@
+"""The `workbench` command: one subcommand per pipeline, options generated from its config dataclass.
+
+Pipelines live in `pipelines/` and are looked up by module path here, at call time, so the
+core library keeps no import-time dependency on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+
+from workbench.config import add_arguments, build_config
+from workbench.store import Store
+
+# subcommand -> (module, config class, help); each module has `run(config, store)`.
+PIPELINES: dict[str, tuple[str, str, str]] = {
+    "collect": ("pipelines.collect", "CollectConfig", "stream activations at a hook point, record their statistics"),
+    "demo": ("pipelines.demo", "DemoConfig", "the main job on the embedded default (SmolLM2 + shipped corpora)"),
+}
+
+
+def _pipeline_config(name: str) -> type:
+    module, cls, _ = PIPELINES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def _run_pipeline(name: str, args: argparse.Namespace) -> None:
+    cfg = build_config(_pipeline_config(name), args, args.config)
+    importlib.import_module(PIPELINES[name][0]).run(cfg, Store(args.store))
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    from workbench import corpora
+    from workbench.models import smollm2_hf_dir
+
+    for name in args.corpora.split(","):
+        print(f"corpus {name}: {corpora.fetch_corpus(name)}")
+    if not args.no_model:
+        print(f"model smollm2-135m-instruct: {smollm2_hf_dir()}")
+
+
+def _runs(args: argparse.Namespace) -> None:
+    store = Store(args.store)
+    if args.migrate:
+        store.init()
+    df = store.query("SELECT run_id, kind, status, started_at, finished_at, error FROM runs ORDER BY started_at")
+    print(df.to_string(index=False) if len(df) else "no runs")
+
+
+def _sql(args: argparse.Namespace) -> None:
+    print(Store(args.store).query(args.query).to_string(index=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default=None, help="DuckDB file (default: data/workbench.duckdb)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, help_text) in PIPELINES.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", default=None, help="TOML file with config fields (flags override it)")
+        add_arguments(p, _pipeline_config(name))
+        p.set_defaults(func=lambda a, n=name: _run_pipeline(n, a))
+    p = sub.add_parser("fetch", help="download the pinned model and corpora into the cache")
+    p.add_argument("--corpora", default="wiki,bbc,sharegpt,rotten-tomatoes,cities")
+    p.add_argument("--no-model", action="store_true")
+    p.set_defaults(func=_fetch)
+    p = sub.add_parser("runs", help="list runs in the store")
+    p.add_argument("--migrate", action="store_true", help="migrate the store schema first")
+    p.set_defaults(func=_runs)
+    p = sub.add_parser("sql", help="run a read-only SQL query against the store")
+    p.add_argument("query")
+    p.set_defaults(func=_sql)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Reconstruction, sparsity and downstream metrics for dictionaries.
+
+Conventions, used everywhere in the workbench (training logs, evals, the store):
+- Activations are `[..., d]`; all leading dimensions are tokens, flattened before reducing.
+- `mse` is the mean over tokens of the squared L2 error summed over dimensions,
+  (1/N) sum_n ||x_n - x_hat_n||^2. It is NOT the mean over all N*d elements (that is `mse / d`),
+  and it does not depend on the batch size (SAELens PR #711 fixed an eval MSE that did).
+- `fvu` centres on the batch mean per dimension, not on zero (SAELens #659: measured relative
+  to zero, explained variance of ~0.78 reads as ~0.98).
+- CE losses are mean next-token cross-entropies in nats over all predicted positions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor
+
+from workbench.hooks import intervene, splice
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+    from saes.base import Dictionary
+
+
+def _tokens_by_dim(x: Tensor) -> Tensor:
+    return x.reshape(-1, x.shape[-1])
+
+
+def mse(x: Tensor, x_hat: Tensor) -> Tensor:
+    """Mean over tokens of sum_d (x - x_hat)^2."""
+    return (_tokens_by_dim(x) - _tokens_by_dim(x_hat)).pow(2).sum(-1).mean()
+
+
+def fvu(x: Tensor, x_hat: Tensor) -> Tensor:
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2.
+
+    The mean is taken over the tokens of this batch, per dimension.
+    """
+    x2, x_hat2 = _tokens_by_dim(x), _tokens_by_dim(x_hat)
+    residual = (x2 - x_hat2).pow(2).sum()
+    total = (x2 - x2.mean(0, keepdim=True)).pow(2).sum()
+    return residual / total
+
+
+def explained_variance(x: Tensor, x_hat: Tensor) -> Tensor:
+    """1 - FVU."""
+    return 1 - fvu(x, x_hat)
+
+
+def l0(acts: Tensor) -> Tensor:
+    """Mean number of nonzero entries per token along the last dimension.
+
+    Works on dense latents `[..., d_sae]` and on `SparseCode.values` `[..., k]` alike, because
+    padded slots of a sparse code hold zeros.
+    """
+    return (acts != 0).sum(-1).float().mean()
+
+
+def dead_fraction(fire_counts: Tensor) -> Tensor:
+    """Share of latents that never fired in a window, given per-latent firing counts `[d_sae]`."""
+    return (fire_counts == 0).float().mean()
+
+
+def dense_fraction(fire_counts: Tensor, n_tokens: int, threshold: float = 0.1) -> Tensor:
+    """Share of latents that fired on more than `threshold` of the `n_tokens` tokens of the window."""
+    if n_tokens <= 0:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
+    return (fire_counts.float() / n_tokens > threshold).float().mean()
+
+
+def next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Mean cross-entropy of predicting tokens[:, 1:] from logits[:, :-1]; logits `[B, T, V]`."""
+    log_probs = logits[:, :-1].log_softmax(-1)
+    return -log_probs.gather(-1, tokens[:, 1:, None]).mean()
+
+
+def kl_divergence(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """KL(p || q) over the last dimension, averaged over all other positions."""
+    log_p, log_q = logits_p.log_softmax(-1), logits_q.log_softmax(-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+
+def ce_loss_recovered(ce_clean: float, ce_spliced: float, ce_zero_ablation: float) -> float:
+    """(CE_zero - CE_spliced) / (CE_zero - CE_clean): 1 means the splice costs nothing, 0 means
+    it is as bad as zeroing the activation."""
+    return (ce_zero_ablation - ce_spliced) / (ce_zero_ablation - ce_clean)
+
+
+class SpliceMetrics(NamedTuple):
+    """Downstream cost of replacing a hook point's activation by a dictionary's reconstruction."""
+
+    ce_clean: float
+    """Next-token CE of the unmodified model."""
+    ce_spliced: float
+    """CE with the reconstruction spliced in at `sae.hook_point`."""
+    ce_zero_ablation: float
+    """CE with the activation at the hook point set to zero."""
+    ce_loss_recovered: float
+    """(ce_zero_ablation - ce_spliced) / (ce_zero_ablation - ce_clean)."""
+    kl: float
+    """KL(clean || spliced) of next-token distributions, mean over all positions."""
+
+
+@torch.no_grad()
+def splice_metrics(model: HookedTransformer, sae: Dictionary, tokens: Tensor,
+                   keep_error: bool = False) -> SpliceMetrics:
+    """CE/KL of the model on `tokens` `[B, T]` with `sae`'s reconstruction spliced in.
+
+    With `keep_error=True` the reconstruction error is added back, so the output must equal the
+    clean run up to float error; this is a check of the splice itself, not of the dictionary.
+    """
+    clean = model(tokens)
+    with splice(model, sae, keep_error=keep_error):
+        spliced = model(tokens)
+    with intervene(model, sae.hook_point, torch.zeros_like):
+        zeroed = model(tokens)
+    ce_clean, ce_spliced, ce_zero = (float(next_token_ce(z, tokens)) for z in (clean, spliced, zeroed))
+    return SpliceMetrics(ce_clean, ce_spliced, ce_zero, ce_loss_recovered(ce_clean, ce_spliced, ce_zero),
+                         float(kl_divergence(clean, spliced)))

@@ -1,0 +1,204 @@
+"""The DuckDB store: schema with versioned migrations, staged publishes, short-lived readers.
+
+DuckDB allows one writing process per file, and opening fails at once while another process holds
+a conflicting lock. So nothing keeps the file open: pipelines compute their rows in memory (or in
+a run-local staging file), then `publish` them in one short transaction that first deletes any
+earlier rows of the same run id; readers open read-only, query, close, and retry briefly on a lock
+conflict. A run that dies leaves at most a `running` row in `runs`; rerunning it replaces its rows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from workbench.paths import default_store_path
+
+MIGRATIONS: list[str] = [
+    # 1: the tables every pipeline shares (DESIGN.md "Store").
+    """
+    CREATE TABLE runs(run_id VARCHAR PRIMARY KEY, kind VARCHAR, config JSON, status VARCHAR,
+        started_at TIMESTAMP, finished_at TIMESTAMP, error VARCHAR);
+    CREATE TABLE activation_stats(run_id VARCHAR, model VARCHAR, hook_point VARCHAR, corpus VARCHAR,
+        n_tokens BIGINT, norm_mean DOUBLE, norm_std DOUBLE,
+        dim_mean FLOAT[], dim_var FLOAT[]);
+    CREATE TABLE dictionaries(run_id VARCHAR, dict_id VARCHAR, method VARCHAR, model VARCHAR,
+        hook_point VARCHAR, d_in INTEGER, d_dict INTEGER, path VARCHAR, config JSON, metrics JSON,
+        created_at TIMESTAMP);
+    CREATE TABLE documents(run_id VARCHAR, doc_id VARCHAR, corpus VARCHAR, text VARCHAR, label VARCHAR,
+        source VARCHAR, licence VARCHAR);
+    CREATE TABLE tokens(run_id VARCHAR, doc_id VARCHAR, pos INTEGER, token_id INTEGER, token VARCHAR);
+    CREATE TABLE feature_stats(run_id VARCHAR, dict_id VARCHAR, feature INTEGER, freq DOUBLE,
+        mean_act DOUBLE, max_act DOUBLE, hist_edges FLOAT[], hist_counts BIGINT[],
+        top_logits JSON, bottom_logits JSON);
+    CREATE TABLE feature_examples(run_id VARCHAR, dict_id VARCHAR, feature INTEGER, kind VARCHAR,
+        rank INTEGER, doc_id VARCHAR, pos INTEGER, act FLOAT, window_start INTEGER, window_acts FLOAT[]);
+    CREATE TABLE explanations(run_id VARCHAR, expl_id VARCHAR, dict_id VARCHAR, feature INTEGER,
+        explainer VARCHAR, prompt_version VARCHAR, text VARCHAR, tokens_in INTEGER, tokens_out INTEGER,
+        seconds DOUBLE, created_at TIMESTAMP);
+    CREATE TABLE scores(run_id VARCHAR, expl_id VARCHAR, scorer VARCHAR, score DOUBLE, n INTEGER,
+        details JSON);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+LOCK_RETRY_SECONDS = 10.0
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store file."""
+
+
+def _is_lock_conflict(err: Exception) -> bool:
+    return "lock" in str(err).lower()
+
+
+class Store:
+    """One DuckDB file per workspace. Every call opens and closes its own connection."""
+
+    def __init__(self, path: str | Path | None = None, lock_timeout: float = LOCK_RETRY_SECONDS):
+        self.path = Path(path) if path is not None else default_store_path()
+        self.lock_timeout = lock_timeout
+
+    # -- connections -------------------------------------------------------------------------
+    @contextmanager
+    def _connect(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.Error as err:
+                if not _is_lock_conflict(err):
+                    raise StoreError(f"cannot open store {self.path}: {err}") from err
+                if time.monotonic() > deadline:
+                    raise StoreLockedError(f"store {self.path} is locked by another process") from err
+                time.sleep(0.05)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection on a migrated schema."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect(read_only=False) as con:
+            self._migrate(con)
+            yield con
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER)")
+        row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"store {self.path} has schema version {current}, newer than this workbench "
+                             f"supports ({SCHEMA_VERSION}); upgrade the workbench")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            con.execute("BEGIN TRANSACTION")
+            con.execute(MIGRATIONS[version - 1])
+            con.execute("INSERT INTO schema_version VALUES (?)", [version])
+            con.execute("COMMIT")
+
+    def query(self, sql: str, params: list | tuple | None = None) -> pd.DataFrame:
+        """Run a read-only query and return a DataFrame (an absent store reads as empty)."""
+        if not self.path.exists():
+            self.init()
+        with self._connect(read_only=True) as con:
+            self._check_version(con)
+            try:
+                return con.execute(sql, params or []).df()
+            except duckdb.Error as err:
+                raise StoreError(f"query failed: {err}") from err
+
+    def _check_version(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            current = con.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+        except duckdb.CatalogException:
+            current = 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"store {self.path} has schema version {current}, newer than this workbench "
+                             f"supports ({SCHEMA_VERSION}); upgrade the workbench")
+        if current < SCHEMA_VERSION:
+            raise StoreError(f"store {self.path} has schema version {current}; run any write command "
+                             "(e.g. `workbench runs --migrate`) to migrate it")
+
+    def init(self) -> None:
+        with self.writer():
+            pass
+
+    # -- runs --------------------------------------------------------------------------------
+    def run_status(self, run_id: str) -> str | None:
+        df = self.query("SELECT status FROM runs WHERE run_id = ?", [run_id])
+        return None if df.empty else str(df["status"].iloc[0])
+
+    def begin_run(self, run_id: str, kind: str, config: Mapping[str, Any]) -> bool:
+        """Record a run as running. Returns False when it already finished (the caller does nothing)."""
+        with self.writer() as con:
+            row = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            if row and row[0] == "finished":
+                return False
+            con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+            con.execute("INSERT INTO runs VALUES (?, ?, ?, 'running', ?, NULL, NULL)",
+                        [run_id, kind, json.dumps(config, default=str), _now()])
+        return True
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        with self.writer() as con:
+            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+                        [error[-2000:], _now(), run_id])
+
+    def publish(self, run_id: str, tables: Mapping[str, pd.DataFrame | pa.Table], finish: bool = True) -> None:
+        """Replace the run's rows in each table and (optionally) mark it finished, in one transaction."""
+        with self.writer() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for name, rows in tables.items():
+                    self._replace_rows(con, run_id, name, rows)
+                if finish:
+                    con.execute("UPDATE runs SET status = 'finished', finished_at = ?, error = NULL "
+                                "WHERE run_id = ?", [_now(), run_id])
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _replace_rows(con: duckdb.DuckDBPyConnection, run_id: str, table: str, rows) -> None:
+        columns = [r[0] for r in con.execute(f"DESCRIBE {_table_name(con, table)}").fetchall()]
+        staged = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False)
+        missing = set(columns) - set(staged.column_names) - {"run_id"}
+        if missing:
+            raise StoreError(f"rows for {table} lack columns {sorted(missing)}")
+        if "run_id" not in staged.column_names:
+            staged = staged.append_column("run_id", pa.array([run_id] * staged.num_rows, pa.string()))
+        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        con.register("staged_rows", staged)
+        try:
+            con.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM staged_rows")
+        finally:
+            con.unregister("staged_rows")
+
+
+def _table_name(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """Check a table name against the catalogue before it is put into SQL text."""
+    known = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if table not in known:
+        raise StoreError(f"unknown table {table!r}")
+    return table
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
