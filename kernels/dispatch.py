@@ -83,7 +83,9 @@ def topk_encode_raw(
     else:
         thr = None if threshold is None else threshold.detach()
         values, indices = kernel((x2 - b_dec).detach(), W_enc.detach(), b_enc.detach(), k, thr)
-    return TopKOutput(values.reshape(*x.shape[:-1], k), indices.reshape(*x.shape[:-1], k))
+    if x.dim() != 2:
+        values, indices = values.reshape(*x.shape[:-1], k), indices.reshape(*x.shape[:-1], k)
+    return TopKOutput(values, indices)
 
 
 def topk_encode(x: Tensor, sae: TopKEncoder) -> TopKOutput:

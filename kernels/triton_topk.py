@@ -114,8 +114,12 @@ def topk_encode_triton(
     block_d: int = 64,
     num_warps: int = 8,
     num_stages: int = 3,
+    splits: int | None = None,
 ) -> TopKOutput:
-    """Fused encoder; fp32 inputs use IEEE fp32 dots unless torch allows TF32 for matmuls."""
+    """Fused encoder; fp32 inputs use IEEE fp32 dots unless torch allows TF32 for matmuls.
+
+    `splits` (column splits of d_sae) defaults to about two programs per SM.
+    """
     if not 1 <= k <= min(MAX_K, W_enc.shape[1]):
         raise ValueError(f"triton top-k needs 1 <= k <= min({MAX_K}, d_sae), got k={k}")
     n, d = xc.shape
@@ -124,7 +128,7 @@ def topk_encode_triton(
         return TopKOutput(xc.new_empty((0, k)), torch.empty((0, k), dtype=torch.long, device=xc.device))
     w = W_enc.to(xc.dtype)
     n_row_blocks = triton.cdiv(n, block_m)
-    splits = _n_splits(n_row_blocks, m, block_n, xc.device)
+    splits = splits or _n_splits(n_row_blocks, m, block_n, xc.device)
     cols_per_split = triton.cdiv(triton.cdiv(m, splits), block_n) * block_n
     splits = triton.cdiv(m, cols_per_split)
     part_v = torch.empty((splits, n, k), dtype=torch.float32, device=xc.device)
