@@ -124,9 +124,8 @@ def build_config(architecture: str, fields: Mapping[str, Any], source: str) -> A
 def _config_from_saelens(cfg: dict[str, Any], source: str) -> tuple[str, Any]:
     """(architecture, config) for a cfg.json written by SAELens itself."""
     architecture = registry.by_saelens_architecture(str(cfg.get("architecture", "standard")))
-    unsupported = {key: cfg.get(key) for key, ok in (("apply_b_dec_to_input", True), ("normalize_activations", "none"),
-                                                       ("reshape_activations", "none"), ("rescale_acts_by_decoder_norm", False))
-                   if cfg.get(key, ok) != ok}
+    expected = {"apply_b_dec_to_input": True, "normalize_activations": "none", "rescale_acts_by_decoder_norm": False}
+    unsupported = {key: cfg[key] for key, ok in expected.items() if cfg.get(key, ok) != ok}
     if unsupported:
         raise ValueError(f"{source}: SAELens options this workbench does not implement: {unsupported}")
     meta = cfg.get("metadata") or {}
