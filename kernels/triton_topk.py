@@ -133,14 +133,15 @@ def topk_encode_triton(
     splits = triton.cdiv(m, cols_per_split)
     part_v = torch.empty((splits, n, k), dtype=torch.float32, device=xc.device)
     part_i = torch.empty((splits, n, k), dtype=torch.int32, device=xc.device)
-    tf32 = xc.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    # IEEE only matters (and is only slow) for fp32 operands; half types always use tensor cores.
+    ieee = xc.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32
     _topk_encode_kernel[(n_row_blocks, splits)](
         xc, w, b_enc, threshold if threshold is not None else b_enc, part_v, part_i,
         n, d, m, cols_per_split,
         xc.stride(0), xc.stride(1), w.stride(0), w.stride(1),
         K=k, K_PAD=max(2, triton.next_power_of_2(k)),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        HAS_THR=threshold is not None, PRECISION="tf32" if tf32 else "ieee",
+        HAS_THR=threshold is not None, PRECISION="ieee" if ieee else "tf32",
         num_warps=num_warps, num_stages=num_stages,
     )
     values, indices = _merge_splits(part_v, part_i, k)

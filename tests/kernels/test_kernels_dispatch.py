@@ -63,3 +63,15 @@ def test_bad_k_raises(k: int) -> None:
     x, W_enc, b_enc, b_dec, _ = make_inputs(Case(3, 8, 60, 1))
     with pytest.raises(ValueError, match="k must be in"):
         dispatch.topk_encode_raw(x, W_enc, b_enc, b_dec, k)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_dispatch_uses_triton() -> None:
+    case = Case(300, 64, 2000, 32, jump=True)
+    x, W_enc, b_enc, b_dec, thr = make_inputs(case, device="cuda")
+    assert dispatch.select_kernel(x, case.k) is dispatch.topk_encode_triton
+    values, indices = dispatch.topk_encode_raw(x, W_enc, b_enc, b_dec, case.k, thr)
+    check_topk(values, indices, x, W_enc, b_enc, b_dec, case.k, thr)
+    values, indices = dispatch.topk_encode_raw(x, W_enc, b_enc, b_dec, 1000, thr)  # k > MAX_K: row blocks
+    check_topk(values, indices, x, W_enc, b_enc, b_dec, 1000, thr)

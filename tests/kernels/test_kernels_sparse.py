@@ -65,17 +65,24 @@ def grads(sae: TinySAE, x: Tensor, sparse: bool) -> dict[str, Tensor]:
     return out
 
 
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("jump", [False, True], ids=["relu", "jumprelu"])
 @pytest.mark.parametrize("shape", [(64, 24, 300, 8), (1, 7, 33, 1), (9, 5, 40, 40), (200, 16, 130, 17)], ids=str)
-def test_sparse_backward_equals_dense(shape: tuple[int, int, int, int], jump: bool) -> None:
+def test_sparse_backward_equals_dense(shape: tuple[int, int, int, int], jump: bool, device: str) -> None:
+    """float64 on CPU (exact); float32 with IEEE dots on CUDA, where the forward is Triton."""
     n, d_in, d_sae, k = shape
-    sae = TinySAE(d_in, d_sae, k, jump).double()
+    dtype = torch.float64 if device == "cpu" else torch.float32
+    sae = TinySAE(d_in, d_sae, k, jump).to(device=device, dtype=dtype)
     if jump:
-        sae.threshold = sae.threshold.double()
-    x = torch.randn(n, d_in, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        sae.threshold = sae.threshold.to(device=device, dtype=dtype)
+    x = torch.randn(n, d_in, generator=torch.Generator().manual_seed(2), dtype=dtype).to(device)
     sparse, dense = grads(sae, x, True), grads(sae, x, False)
+    tol = {} if device == "cpu" else {"atol": 1e-5, "rtol": 1e-4}
     for name in dense:
-        torch.testing.assert_close(sparse[name], dense[name], msg=name)
+        torch.testing.assert_close(sparse[name], dense[name], msg=name, **tol)
 
 
 def test_training_step_equals_dense() -> None:
