@@ -81,7 +81,8 @@ class DictionaryConfig:
         if self.d_in <= 0 or self.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
         if self.normalize_activations not in NORMALIZATIONS:
-            raise ValueError(f"normalize_activations must be one of {NORMALIZATIONS}, got {self.normalize_activations!r}")
+            raise ValueError(f"normalize_activations must be one of {NORMALIZATIONS}, "
+                             f"got {self.normalize_activations!r}")
 
 
 class Dictionary(nn.Module, ABC):
@@ -228,7 +229,7 @@ class Dictionary(nn.Module, ABC):
     def after_optimizer_step_(self) -> None:
         """Project parameters back onto their constraints (unit decoder rows)."""
         if self.cfg.unit_norm_decoder:
-            self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
     # --- storage (saes/storage.py) -----------------------------------------------------------
 

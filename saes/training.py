@@ -178,7 +178,7 @@ class Trainer:
 
     def dead_mask(self) -> Tensor:
         """[d_sae] bool: latents that have not fired for `dead_after_tokens` tokens."""
-        return self.state.tokens_since_fired >= self.cfg.dead_after_tokens
+        return (self.state.tokens_since_fired >= self.cfg.dead_after_tokens).to(self.sae.W_dec.device)
 
     def step(self, x: Tensor) -> TrainOutput:
         """One optimizer step on `x` `[N, d_in]`, then the callbacks; returns the forward output."""
@@ -219,9 +219,9 @@ class Trainer:
         skips that many from the start of `batches` (right for a replayable stream); pass False
         if the stream itself continues where the interrupted run stopped.
         """
-        if self.cfg.resume and self.cfg.checkpoint_dir and self.state.step == 0:
-            if (latest := ckpt.latest_checkpoint(self.cfg.checkpoint_dir)) is not None:
-                self.load_checkpoint(latest)
+        latest = ckpt.latest_checkpoint(self.cfg.checkpoint_dir) if self.cfg.checkpoint_dir else None
+        if self.cfg.resume and latest is not None and self.state.step == 0:
+            self.load_checkpoint(latest)
         stream: Iterable[tuple[int, Tensor]] = enumerate(batches)
         if skip_seen:
             stream = itertools.islice(stream, self.state.step, None)

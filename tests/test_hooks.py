@@ -7,7 +7,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from saes import create
-from workbench.hooks import ablate, clamp, intervene, record, splice, steer
+from workbench.hooks import ablate, clamp, record, splice, steer
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -151,7 +151,7 @@ def test_steer_works_with_generate(model, sae):
 
 
 def test_unknown_hook_point_and_wrong_width(model, sae):
-    with pytest.raises(ValueError, match="no hook point 'blocks.9.hook_resid_post'"), \
+    with pytest.raises(ValueError, match=r"no hook point 'blocks\.9\.hook_resid_post'"), \
             record(model, ["blocks.9.hook_resid_post"]):
         pass
     narrow = create("relu", d_in=16, d_sae=32, hook_point=HOOK)

@@ -74,7 +74,7 @@ def test_normalisation_keeps_model_units(name):
 
 @pytest.mark.parametrize("name", registry.names())
 def test_wrong_width_is_refused(name):
-    with pytest.raises(ValueError, match="width 15.*d_in=16"):
+    with pytest.raises(ValueError, match=r"width 15.*d_in=16"):
         make(name).encode(torch.zeros(2, 15))
 
 

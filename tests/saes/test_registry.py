@@ -13,7 +13,7 @@ def test_the_three_sae_architectures_are_registered():
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match="unknown architecture 'gated'.*jumprelu, relu, topk"):
+    with pytest.raises(ValueError, match=r"unknown architecture 'gated'.*jumprelu, relu, topk"):
         registry.get("gated")
 
 

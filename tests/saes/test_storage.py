@@ -61,7 +61,8 @@ def test_round_trip_through_our_loader(name, tmp_path):
 
 
 def test_a_folder_saved_by_sae_lens_loads(tmp_path):
-    from sae_lens.saes.topk_sae import TopKSAE as SaeLensTopK, TopKSAEConfig
+    from sae_lens.saes.topk_sae import TopKSAE as SaeLensTopK
+    from sae_lens.saes.topk_sae import TopKSAEConfig
 
     theirs = SaeLensTopK(TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=5))
     with torch.no_grad():
@@ -108,7 +109,7 @@ def test_weights_that_do_not_fit_the_config_are_reported(tmp_path):
 
 def test_expected_width_mismatch(tmp_path):
     trained_like("topk").save(tmp_path)
-    with pytest.raises(ValueError, match="width 576.*d_in=16"):
+    with pytest.raises(ValueError, match=r"width 576.*d_in=16"):
         saes.Dictionary.load(tmp_path, expected_d_in=576)
     saes.Dictionary.load(tmp_path).check_compatible(D_IN)
 

@@ -112,7 +112,7 @@ def test_nan_batch_is_refused_before_any_update(sparse_data, bad_index):
     before = [p.detach().clone() for p in sae.parameters()]
     with pytest.raises(ValueError, match=f"batch {bad_index} of the activation stream contains NaN"):
         trainer.fit(batches, skip_seen=True)
-    assert all(torch.equal(a, b) for a, b in zip(before, sae.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, sae.parameters(), strict=True))
     assert trainer.state.step == bad_index
 
 
@@ -176,7 +176,7 @@ def test_resume_after_interruption_is_exact(sparse_data, tmp_path):
     trainer = Trainer(resumed, resumable)
     trainer.fit(batches)
     assert trainer.state.step == 20
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert torch.equal(whole.state.tokens_since_fired, trainer.state.tokens_since_fired)
     assert latest_checkpoint(tmp_path).name == "step_000000020"
