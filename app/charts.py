@@ -1,0 +1,47 @@
+"""Plotly figures. Labels are dictionary ids and numbers only: no corpus text goes into a chart
+(Plotly renders a subset of HTML in titles and hover text)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=45), template="plotly_white")
+
+
+def _metric(df: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series([float("nan")] * len(df))
+
+
+def fvu_vs_l0(dicts: pd.DataFrame) -> go.Figure:
+    """Sparsity-fidelity frontier: one marker per dictionary, one trace per method."""
+    fig = go.Figure()
+    for method, group in dicts.groupby("method", sort=True):
+        fig.add_trace(go.Scatter(x=_metric(group, "l0"), y=_metric(group, "fvu"), mode="markers",
+                                 name=str(method), text=list(group["dict_id"]), marker=dict(size=10),
+                                 hovertemplate="%{text}<br>L0 %{x:.1f}<br>FVU %{y:.4f}<extra></extra>"))
+    fig.update_layout(title="FVU vs L0", xaxis_title="L0 (active latents per token)",
+                      yaxis_title="fraction of variance unexplained", **LAYOUT)
+    return fig
+
+
+def dead_fraction(dicts: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(dicts["dict_id"]), y=_metric(dicts, "dead_frac"),
+                           marker_color="#888", hovertemplate="%{x}<br>%{y:.2%}<extra></extra>"))
+    fig.update_layout(title="Dead fraction", yaxis_title="fraction of latents never active",
+                      yaxis_tickformat=".0%", **LAYOUT)
+    return fig
+
+
+def activation_histogram(edges: Sequence[float], counts: Sequence[int], feature: int) -> go.Figure:
+    """Bars over the recorded bins (non-zero activations only)."""
+    edges, counts = list(map(float, edges)), list(map(int, counts))
+    centers = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+    widths = [b - a for a, b in zip(edges, edges[1:])]
+    fig = go.Figure(go.Bar(x=centers, y=counts, width=widths, marker_color="rgb(255, 140, 0)",
+                           hovertemplate="act %{x:.3g}<br>%{y} tokens<extra></extra>"))
+    fig.update_layout(title=f"Activation histogram · feature {int(feature)}", xaxis_title="activation",
+                      yaxis_title="tokens", bargap=0.02, **{**LAYOUT, "height": 260})
+    return fig

@@ -1,0 +1,69 @@
+"""What the views read from the store: thin compositions of `workbench.queries`.
+
+A feature page is three indexed lookups (stats, examples joined to their tokens, explanations
+with scores); feature_examples is written sorted by (dict_id, feature), so each is a range scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from workbench import queries
+from workbench.store import Store
+
+# Features matching a search: by id, by explanation substring, or (empty query) the densest.
+SEARCH_SQL = """
+SELECT s.feature, s.freq, s.max_act, x.text AS explanation
+FROM (SELECT feature, freq, max_act FROM feature_stats WHERE dict_id = $dict) s
+LEFT JOIN (SELECT feature, arg_max(text, created_at) AS text FROM explanations
+           WHERE dict_id = $dict GROUP BY feature) x USING (feature)
+WHERE ($feature IS NULL OR s.feature = $feature)
+  AND ($text = '' OR contains(lower(x.text), lower($text)))
+ORDER BY s.freq DESC, s.feature
+LIMIT $limit
+"""
+
+
+@dataclass
+class FeaturePage:
+    """Everything one feature page shows."""
+
+    dict_id: str
+    feature: int
+    stats: dict | None
+    """feature_stats row (freq, mean_act, max_act, hist_edges, hist_counts, top/bottom logits)."""
+    examples: pd.DataFrame
+    """kind, rank, act, pos, window_start, tokens, acts (top first, then quantile bins)."""
+    explanations: pd.DataFrame
+    """One row per explanation x scorer."""
+
+    @property
+    def empty(self) -> bool:
+        return self.stats is None and self.examples.empty and self.explanations.empty
+
+
+def feature_page(store: Store, dict_id: str, feature: int) -> FeaturePage:
+    return FeaturePage(dict_id, int(feature), queries.feature_stats(store, dict_id, feature),
+                       queries.feature_examples(store, dict_id, feature),
+                       queries.explanations(store, dict_id, feature))
+
+
+def search_features(store: Store, dict_id: str, query: str, limit: int = 100) -> pd.DataFrame:
+    """Features of `dict_id` whose id is `query` (digits) or whose explanation contains it."""
+    query = query.strip()
+    by_id = int(query) if query.isdigit() else None
+    params = {"dict": dict_id, "feature": by_id, "text": "" if by_id is not None else query, "limit": int(limit)}
+    found = store.query(SEARCH_SQL, params).fillna({"explanation": ""})
+    return found.round({"freq": 6, "max_act": 3})
+
+
+def dictionary_ids(store: Store, model: str | None = None) -> list[str]:
+    """Dictionary ids, newest first; only those trained on `model` when it is given."""
+    df = queries.list_dictionaries(store)
+    if df.empty:
+        return []
+    if model is not None:
+        df = df[df["model"] == model]
+    return list(df.sort_values("created_at", ascending=False)["dict_id"])

@@ -1,0 +1,113 @@
+"""Live model calls for the prompt inspector and the steering playground.
+
+One model and a few dictionaries are loaded lazily and kept. All use of the model goes through
+one lock: gradio runs callbacks in threads, and an intervention's hooks live on the shared model,
+so a steered generation must not overlap another view's forward pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+import saes
+from saes.base import Dictionary
+from workbench import queries
+from workbench.activations import hook_activations
+from workbench.hooks import clamp, steer
+from workbench.models import LoadedModel, load_model
+from workbench.store import Store
+
+MAX_PROMPT_TOKENS = 256
+INTERVENTIONS = {"steer": steer, "clamp": clamp}
+"""Steering modes: `steer` adds strength x decoder direction; `clamp` sets the activation."""
+
+
+@dataclass
+class Generation:
+    baseline: str
+    intervened: str
+
+
+class LiveModels:
+    """The app's model and dictionaries, loaded on first use."""
+
+    def __init__(self, store: Store, model_name: str, max_dictionaries: int = 4):
+        self.store = store
+        self.model_name = model_name
+        self.max_dictionaries = max_dictionaries
+        self._lock = threading.RLock()
+        self._model: LoadedModel | None = None
+        self._dicts: OrderedDict[str, Dictionary] = OrderedDict()
+
+    def model(self) -> LoadedModel:
+        with self._lock:
+            if self._model is None:
+                self._model = load_model(self.model_name)
+            return self._model
+
+    def dictionary(self, dict_id: str) -> Dictionary:
+        """The saved dictionary behind a store row (a small LRU, since SmolLM2-sized ones are ~10 MB+)."""
+        with self._lock:
+            if dict_id not in self._dicts:
+                path = queries.dictionary_row(self.store, dict_id)["path"]
+                self._dicts[dict_id] = saes.load(path).eval()
+                while len(self._dicts) > self.max_dictionaries:
+                    self._dicts.popitem(last=False)
+            self._dicts.move_to_end(dict_id)
+            return self._dicts[dict_id]
+
+    def tokens(self, text: str, chat: bool = False) -> torch.Tensor:
+        """Token ids [1, T] of `text` (BOS first), or of it as a user turn in the chat template."""
+        loaded = self.model()
+        if chat and loaded.chat_template:
+            text = loaded.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                        add_generation_prompt=True)
+            tokens = loaded.model.to_tokens(text, prepend_bos=False)  # the template starts the sequence
+        else:
+            tokens = loaded.model.to_tokens(text)
+        if tokens.shape[1] > MAX_PROMPT_TOKENS:
+            raise ValueError(f"prompt is {tokens.shape[1]} tokens; the limit is {MAX_PROMPT_TOKENS}")
+        return tokens
+
+    @torch.inference_mode()
+    def top_features(self, text: str, dict_id: str, per_token: int = 3) -> pd.DataFrame:
+        """Per token: its strongest `per_token` active features. Columns pos, token, rank, feature, act."""
+        with self._lock:
+            loaded, sae = self.model(), self.dictionary(dict_id)
+            tokens = self.tokens(text)
+            acts = hook_activations(loaded, sae.hook_point, tokens)[0]  # [T, ...]
+            code = sae.encode(acts.flatten(1) if acts.dim() == 3 else acts)  # hook_z: merge heads
+            strs = loaded.model.to_str_tokens(tokens[0])
+        values, indices = code.values[:, :per_token], code.indices[:, :per_token]
+        rows = [(pos, strs[pos], rank + 1, int(indices[pos, rank]), float(values[pos, rank]))
+                for pos in range(len(strs)) for rank in range(values.shape[1]) if values[pos, rank] > 0]
+        return pd.DataFrame(rows, columns=["pos", "token", "rank", "feature", "act"])
+
+    @torch.inference_mode()
+    def generate(self, prompt: str, dict_id: str, mode: str, strengths: Mapping[int, float],
+                 max_new_tokens: int = 32, chat: bool = True) -> Generation:
+        """Greedy continuations of `prompt` without and with the intervention."""
+        if mode not in INTERVENTIONS:
+            raise ValueError(f"mode must be one of {sorted(INTERVENTIONS)}, got {mode!r}")
+        with self._lock:
+            loaded, sae = self.model(), self.dictionary(dict_id)
+            tokens = self.tokens(prompt, chat)
+            bad = [f for f in strengths if not 0 <= f < sae.d_sae]
+            if bad:
+                raise ValueError(f"features {bad} are out of range: {dict_id} has features 0..{sae.d_sae - 1}")
+            baseline = self._continue(tokens, max_new_tokens)
+            with INTERVENTIONS[mode](loaded.model, sae, strengths):
+                intervened = self._continue(tokens, max_new_tokens)
+        return Generation(baseline, intervened)
+
+    def _continue(self, tokens: torch.Tensor, max_new_tokens: int) -> str:
+        loaded = self.model()
+        out = loaded.model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
+                                    return_type="tokens")
+        return loaded.tokenizer.decode(out[0, tokens.shape[1]:].tolist(), skip_special_tokens=True)

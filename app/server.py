@@ -1,0 +1,28 @@
+"""The Blocks app: four tabs over one store and one live model."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from app import html
+from app.live import LiveModels
+from app.views import dictionaries, features, inspector, steering
+from app.views.common import AppContext
+from workbench.store import Store
+
+
+def build_app(store: Store, model_name: str) -> gr.Blocks:
+    """The app, not launched. Nothing is read or loaded until a page asks for it."""
+    ctx = AppContext(store, LiveModels(store, model_name))
+    with gr.Blocks(title="workbench", analytics_enabled=False) as demo:
+        gr.HTML(f"<style>{html.CSS}</style>")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Dictionaries", id="dictionaries"):
+                dictionaries.build(ctx, demo)
+            with gr.Tab("Features", id=features.TAB_ID):
+                nav = features.build(ctx, demo, tabs)
+            with gr.Tab("Prompt inspector", id="inspector"):
+                inspector.build(ctx, demo, nav)
+            with gr.Tab("Steering", id="steering"):
+                steering.build(ctx, demo)
+    return demo

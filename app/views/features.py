@@ -1,0 +1,97 @@
+"""Feature browser tab: search features of a dictionary, open a feature page.
+
+A page opens from a search result (click a row), the feature box, the prompt inspector, or the
+URL (`/?dict=ID&feature=N`, so pages can be bookmarked and reloaded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from app import data, html
+from app.views import feature_page
+from app.views.common import AppContext, guarded
+
+TAB_ID = "features"
+
+
+@dataclass
+class FeatureNav:
+    """How other tabs open a feature page: call `open` with `outputs` as the event's outputs."""
+
+    ctx: AppContext
+    outputs: list[Any]
+    """message, header, histogram, examples, feature box, dictionary menu, tabs."""
+
+    def open(self, dict_id: str, feature: int) -> tuple:
+        return (*render(self.ctx, dict_id, feature), int(feature), gr.update(value=dict_id),
+                gr.Tabs(selected=TAB_ID))
+
+
+@guarded(n_outputs=4)
+def render(ctx: AppContext, dict_id: str | None, feature: int | float | None) -> tuple:
+    """(message, header, histogram, examples) of one feature."""
+    if not dict_id or feature is None:
+        raise ValueError("Choose a dictionary and a feature.")
+    page = data.feature_page(ctx.store, dict_id, int(feature))
+    if page.empty:
+        return html.error(f"Feature {int(feature)} of {dict_id} has no statistics or examples in the store."), "", None, ""
+    return "", feature_page.header(page), feature_page.histogram(page), feature_page.examples(page)
+
+
+def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
+    """Lay out the tab (inside a `gr.Tab(id=TAB_ID)`)."""
+    with gr.Row():
+        dict_menu = gr.Dropdown([], label="Dictionary", elem_id="fb-dict", scale=2)
+        query = gr.Textbox(label="Search", placeholder="feature id, or words from an explanation",
+                           elem_id="fb-query", scale=3)
+        search = gr.Button("Search", elem_id="fb-search", scale=0)
+    search_msg = gr.HTML()
+    results = gr.Dataframe(headers=["feature", "freq", "max_act", "explanation"], interactive=False, wrap=True,
+                           max_height=300, elem_id="fb-results", label="Features (click a row to open it)")
+    with gr.Row():
+        feature = gr.Number(label="Feature", precision=0, elem_id="fb-feature", scale=1)
+        open_button = gr.Button("Open feature", elem_id="fb-open", scale=0)
+    message = gr.HTML(elem_id="fb-message")
+    header = gr.HTML(elem_id="fb-header")
+    histogram = gr.Plot(elem_id="fb-hist", show_label=False)
+    examples = gr.HTML(elem_id="fb-examples")
+    nav = FeatureNav(ctx, [message, header, histogram, examples, feature, dict_menu, tabs])
+
+    @guarded(n_outputs=2)
+    def find(dict_id: str | None, text: str) -> tuple:
+        if not dict_id:
+            return html.notice("No dictionary chosen."), None
+        found = data.search_features(ctx.store, dict_id, text or "")
+        return ("" if len(found) else html.notice("No matching feature.")), found
+
+    def clicked(dict_id: str, evt: gr.SelectData) -> tuple:
+        return nav.open(dict_id, int(evt.row_value[0]))
+
+    def load(request: gr.Request) -> tuple:
+        return on_load(nav, dict(request.query_params))
+
+    gr.on([search.click, query.submit, dict_menu.input], find, inputs=[dict_menu, query],
+          outputs=[search_msg, results])
+    results.select(clicked, inputs=dict_menu, outputs=nav.outputs)
+    gr.on([open_button.click, feature.submit], lambda d, f: nav.open(d, f), inputs=[dict_menu, feature],
+          outputs=nav.outputs)
+    demo.load(load, outputs=[*nav.outputs, search_msg, results])
+    return nav
+
+
+@guarded(n_outputs=9)
+def on_load(nav: FeatureNav, params: dict[str, str]) -> tuple:
+    """Fill the dictionary menu and the list; open the page the URL names, if any."""
+    ids = data.dictionary_ids(nav.ctx.store)
+    dict_id = params["dict"] if params.get("dict") in ids else (ids[0] if ids else None)
+    menu = gr.Dropdown(choices=ids, value=dict_id)
+    found = data.search_features(nav.ctx.store, dict_id, "") if dict_id else None
+    if dict_id and params.get("feature", "").isdigit():
+        page = nav.open(dict_id, int(params["feature"]))
+        return (*page[:5], menu, page[6], "", found)
+    skip = gr.skip()
+    return ("", skip, skip, skip, skip, menu, skip, "", found)

@@ -1,0 +1,48 @@
+"""Prompt inspector tab: per-token top features of a dictionary on typed text.
+
+Runs the model up to the dictionary's hook point and encodes; clicking a row opens the feature page.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from app import html
+from app.views.common import AppContext, guarded, live_dictionary_menu
+from app.views.features import FeatureNav
+
+
+def token_strip(rows: pd.DataFrame) -> str:
+    """The prompt's tokens highlighted by their strongest feature (hover: the top features)."""
+    first = rows.groupby("pos", sort=True).agg(token=("token", "first"), act=("act", "max"),
+                                                 top=("feature", lambda f: ", ".join(map(str, f))))
+    scale = float(first["act"].max()) if len(first) else 0.0
+    spans = [html.token_span(r.token, float(r.act), scale, title=f"features {r.top}") for r in first.itertuples()]
+    return f'<div class="wb-tokens">{"".join(spans)}</div>'
+
+
+def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
+    with gr.Row():
+        dict_menu = gr.Dropdown([], label=f"Dictionary (trained on {ctx.live.model_name})",
+                                elem_id="pi-dict", scale=2)
+        run = gr.Button("Inspect", variant="primary", elem_id="pi-run", scale=0)
+    text = gr.Textbox(label="Text", lines=3, elem_id="pi-text")
+    message = gr.HTML()
+    strip = gr.HTML(elem_id="pi-tokens")
+    grid = gr.Dataframe(headers=["pos", "token", "rank", "feature", "act"], interactive=False, max_height=400,
+                        elem_id="pi-features", label="Top features per token (click a row to open the feature)")
+
+    @guarded(n_outputs=3)
+    def inspect(dict_id: str | None, prompt: str) -> tuple:
+        if not dict_id or not prompt.strip():
+            raise ValueError("Choose a dictionary and type some text.")
+        rows = ctx.live.top_features(prompt, dict_id)
+        return "", token_strip(rows), rows.round({"act": 4})
+
+    def clicked(dict_id: str, evt: gr.SelectData) -> tuple:
+        return nav.open(dict_id, int(evt.row_value[3]))
+
+    gr.on([run.click, text.submit], inspect, inputs=[dict_menu, text], outputs=[message, strip, grid])
+    grid.select(clicked, inputs=dict_menu, outputs=nav.outputs)
+    demo.load(lambda: live_dictionary_menu(ctx), outputs=[message, dict_menu])

@@ -1,0 +1,53 @@
+"""Steering playground tab: greedy generations without and with an intervention, side by side."""
+
+from __future__ import annotations
+
+import re
+
+import gradio as gr
+
+from app.live import INTERVENTIONS
+from app.views.common import AppContext, guarded, live_dictionary_menu
+
+PAIR = re.compile(r"^\s*(\d+)\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def parse_strengths(text: str) -> dict[int, float]:
+    """`"12: 8, 40: -4.5"` -> {12: 8.0, 40: -4.5}; ValueError naming the bad part."""
+    strengths: dict[int, float] = {}
+    for part in filter(str.strip, text.split(",")):
+        match = PAIR.match(part)
+        if not match:
+            raise ValueError(f"cannot read {part.strip()!r}: write feature:strength pairs, e.g. 12:8, 40:-4")
+        strengths[int(match[1])] = float(match[2])
+    if not strengths:
+        raise ValueError("Give at least one feature:strength pair, e.g. 12:8")
+    return strengths
+
+
+def build(ctx: AppContext, demo: gr.Blocks) -> None:
+    with gr.Row():
+        dict_menu = gr.Dropdown([], label=f"Dictionary (trained on {ctx.live.model_name})",
+                                elem_id="st-dict", scale=2)
+        mode = gr.Radio(list(INTERVENTIONS), value="steer", label="Intervention", scale=1,
+                        info="steer: add strength × decoder direction; clamp: set the feature's activation")
+    with gr.Row():
+        features = gr.Textbox(label="Features and strengths", placeholder="12:8, 40:-4", elem_id="st-features")
+        tokens = gr.Slider(4, 96, value=32, step=1, label="New tokens")
+        chat = gr.Checkbox(value=True, label="Chat template")
+    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="st-prompt")
+    run = gr.Button("Generate", variant="primary", elem_id="st-run")
+    message = gr.HTML()
+    with gr.Row():
+        baseline = gr.Textbox(label="Without intervention", lines=6, interactive=False, elem_id="st-baseline")
+        steered = gr.Textbox(label="With intervention", lines=6, interactive=False, elem_id="st-steered")
+
+    @guarded(n_outputs=3)
+    def generate(dict_id: str | None, how: str, pairs: str, n: float, use_chat: bool, text: str) -> tuple:
+        if not dict_id or not text.strip():
+            raise ValueError("Choose a dictionary and type a prompt.")
+        out = ctx.live.generate(text, dict_id, how, parse_strengths(pairs), int(n), use_chat)
+        return "", out.baseline, out.intervened
+
+    run.click(generate, inputs=[dict_menu, mode, features, tokens, chat, prompt], outputs=[message, baseline, steered])
+    demo.load(lambda: live_dictionary_menu(ctx), outputs=[message, dict_menu])

@@ -1,0 +1,118 @@
+"""A small, realistic store for the app tests, published through `Store.publish` with the real schema.
+
+Two dictionaries on the tiny model (saved to disk, so the live views can load them), feature stats,
+top and quantile examples over tokenised documents, explanations and scores. One document is
+hostile: its tokens are HTML that would run script if the app forgot to escape it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import saes
+from workbench.store import Store
+
+RUN_ID = "app-test"
+D_IN, D_DICT = 64, 128
+HOOK = "blocks.0.hook_resid_post"
+HOSTILE_FEATURE = 3
+SCRIPT = "<script>alert(1)</script>"
+IMG = "<img src=x onerror=alert(1)>"
+HOSTILE_TOKENS = ["The", " page", " said", " " + SCRIPT, " and", " " + IMG, " then", " ended", ".", "\n"]
+WORDS = ("the river flows past the old mill and the town square where markets meet on sunday "
+         "while children play near the church and the baker sells bread to the crowd").split()
+DICTS = {  # dict_id -> (method, metrics)
+    "tiny-topk": ("topk", {"fvu": 0.21, "l0": 8.0, "dead_frac": 0.05, "ce_loss_recovered": 0.9, "kl": 0.1}),
+    "tiny-relu": ("relu", {"fvu": 0.15, "l0": 23.5, "dead_frac": 0.2, "ce_loss_recovered": 0.93, "kl": 0.08}),
+}
+EXPLANATIONS = {  # feature -> text (one hostile: LLM output is untrusted too)
+    HOSTILE_FEATURE: "HTML script tags <b>in web pages</b> <img src=x onerror=alert(2)>",
+    5: "names of rivers and flowing water",
+    7: "bread, bakeries and markets",
+}
+
+
+@dataclass
+class BuiltStore:
+    store: Store
+    dict_ids: list[str]
+
+
+def documents(n_docs: int = 12, length: int = 40, seed: int = 0) -> dict[str, list[str]]:
+    rng = np.random.default_rng(seed)
+    docs = {f"doc-{i}": [" " + WORDS[j] for j in rng.integers(0, len(WORDS), length)] for i in range(n_docs)}
+    docs["doc-hostile"] = HOSTILE_TOKENS
+    return docs
+
+
+def _tokens_table(docs: dict[str, list[str]]) -> pd.DataFrame:
+    rows = [(doc, pos, sum(map(ord, tok)) % 1000, tok) for doc, toks in docs.items() for pos, tok in enumerate(toks)]
+    return pd.DataFrame(rows, columns=["doc_id", "pos", "token_id", "token"])
+
+
+def _example(rng: np.random.Generator, docs: dict[str, list[str]], kind: str, rank: int, act: float,
+             doc: str | None = None, pos: int | None = None) -> dict:
+    doc = doc or str(rng.choice([d for d in docs if d != "doc-hostile"]))
+    n = len(docs[doc])
+    pos = int(rng.integers(0, n)) if pos is None else pos
+    start, end = max(0, pos - 4), min(n, pos + 4)
+    acts = [act * float(np.exp(-abs(p - pos))) if p <= pos else 0.0 for p in range(start, end)]
+    return dict(dict_id=None, feature=None, kind=kind, rank=rank, doc_id=doc, pos=pos, act=act,
+                window_start=start, window_acts=acts)
+
+
+def _feature_rows(dict_id: str, feature: int, docs: dict[str, list[str]], rng: np.random.Generator) -> tuple:
+    max_act = float(rng.uniform(2, 10))
+    examples = [_example(rng, docs, "top", r, max_act * (1 - 0.1 * r)) for r in range(5)]
+    examples += [_example(rng, docs, f"q{q}", 0, max_act * (q + 0.5) / 10) for q in range(10)]
+    if feature == HOSTILE_FEATURE:
+        examples[0] = _example(rng, docs, "top", 0, max_act, "doc-hostile", 3)
+    for e in examples:
+        e.update(dict_id=dict_id, feature=feature)
+    edges = np.linspace(0, max_act, 21)
+    logits = [[" <b>bold</b>", 1.5], [" river", 1.2], [" mill", 0.9]]
+    stats = dict(dict_id=dict_id, feature=feature, freq=float(rng.uniform(1e-4, 0.05)), mean_act=max_act / 3,
+                 max_act=max_act, hist_edges=edges.astype(np.float32).tolist(),
+                 hist_counts=rng.integers(0, 500, 20).tolist(), top_logits=json.dumps(logits),
+                 bottom_logits=json.dumps([[" church", -1.1], [" &amp;", -0.7]]))
+    return stats, examples
+
+
+def _dictionary_rows(index: int, dict_id: str, method: str, metrics: dict, folder: Path) -> dict:
+    sae = saes.create(method, d_in=D_IN, d_sae=D_DICT, hook_point=HOOK, model_name="tiny",
+                      **({"k": 8} if method == "topk" else {}))
+    sae.save(folder / dict_id)
+    return dict(dict_id=dict_id, method=method, model="tiny", hook_point=HOOK, d_in=D_IN, d_dict=D_DICT,
+                path=str(folder / dict_id), config=json.dumps({"method": method}), metrics=json.dumps(metrics),
+                created_at=pd.Timestamp("2026-11-28 20:00") + pd.Timedelta(minutes=index))
+
+
+def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
+    rng = np.random.default_rng(seed)
+    docs = documents(seed=seed)
+    stats, examples, dict_rows = [], [], []
+    for index, (dict_id, (method, metrics)) in enumerate(DICTS.items()):
+        dict_rows.append(_dictionary_rows(index, dict_id, method, metrics, sae_folder))
+        for feature in range(D_DICT):
+            s, e = _feature_rows(dict_id, feature, docs, rng)
+            stats.append(s)
+            examples += e
+    examples_df = pd.DataFrame(examples).sort_values(["dict_id", "feature", "kind", "rank"])
+    expl = pd.DataFrame([dict(expl_id=f"x{f}", dict_id="tiny-topk", feature=f, explainer="test", prompt_version="v1",
+                              text=t, tokens_in=100, tokens_out=10, seconds=0.5,
+                              created_at=pd.Timestamp("2026-11-28 21:00")) for f, t in EXPLANATIONS.items()])
+    scores = pd.DataFrame([dict(expl_id=f"x{f}", scorer="detection", score=0.75, n=20, details="{}")
+                           for f in EXPLANATIONS])
+    store = Store(path)
+    store.publish(RUN_ID, {
+        "dictionaries": pd.DataFrame(dict_rows), "feature_stats": pd.DataFrame(stats),
+        "feature_examples": examples_df, "tokens": _tokens_table(docs),
+        "documents": pd.DataFrame([dict(doc_id=d, corpus="test", text="".join(t), label=None, source="test",
+                                        licence="CC0") for d, t in docs.items()]),
+        "explanations": expl, "scores": scores})
+    return BuiltStore(store, list(DICTS))
