@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from saes import checkpoint as ckpt
 from saes.base import Dictionary, SparseCode, TrainOutput
-from workbench.metrics import dense_fraction, fvu, l0
+from workbench.metrics import dense_fraction, fire_counts, fvu, l0
 
 
 @dataclass
@@ -109,7 +109,8 @@ class StepCallback:
         return ()
 
     def on_step(self, step: int, sae: Dictionary, batch: Tensor, code: SparseCode) -> None:
-        """Called after optimizer step number `step` (1-based) on `batch` `[N, d_in]`."""
+        """Called after optimizer step number `step` (1-based) on `batch` `[N, d_in]` (model
+        units); `sae.pre_acts(batch)` gives pre-activations if the rule needs them (e.g. GBA)."""
 
     def state_dict(self) -> dict[str, Tensor]:
         """Tensors to checkpoint, so a resumed run continues exactly."""
@@ -202,9 +203,7 @@ class Trainer:
         return out
 
     def _count_firing(self, code: SparseCode, n_tokens: int) -> None:
-        fired = code.values > 0
-        counts = torch.zeros(self.sae.d_sae, dtype=torch.int64).index_add_(
-            0, code.indices[fired].cpu(), torch.ones(int(fired.sum()), dtype=torch.int64))
+        counts = fire_counts(code.indices, code.values, code.d_sae).cpu()
         self.state.tokens_since_fired += n_tokens
         self.state.tokens_since_fired[counts > 0] = 0
         self.state.window_fires += counts
@@ -296,7 +295,7 @@ class Trainer:
         meta = {"step": self.state.step, "tokens": self.state.tokens, "total_steps": self.state.total_steps,
                 "window_tokens": self.state.window_tokens, "optimizer": optim_meta,
                 "architecture": self.sae.architecture, "sae_config": dataclasses.asdict(self.sae.cfg),
-                "train_config": dataclasses.asdict(self.cfg)}
+                "train_config": dataclasses.asdict(self.cfg), "history": self.history}
         ckpt.save_checkpoint(self.cfg.checkpoint_dir, self.state.step, tensors, meta)
 
     def load_checkpoint(self, folder: Any) -> None:
@@ -312,6 +311,7 @@ class Trainer:
                                 tokens_since_fired=tensors["counters.tokens_since_fired"].clone(),
                                 window_fires=tensors["counters.window_fires"].clone(),
                                 window_tokens=meta["window_tokens"])
+        self.history = list(meta["history"])
 
     def _check_resumable(self, meta: dict[str, Any], folder: Any) -> None:
         if meta.get("architecture") != self.sae.architecture:

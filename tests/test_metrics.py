@@ -88,3 +88,9 @@ def test_splice_metrics_on_the_tiny_model(tiny_model):
     assert lossy.ce_zero_ablation == exact.ce_zero_ablation
     expected = (lossy.ce_zero_ablation - lossy.ce_spliced) / (lossy.ce_zero_ablation - lossy.ce_clean)
     assert lossy.ce_loss_recovered == pytest.approx(expected)
+
+
+def test_fire_counts_skip_padded_slots():
+    indices = torch.tensor([[2, 0], [2, 3], [1, 1]])
+    values = torch.tensor([[0.5, 0.0], [1.0, 2.0], [0.7, 0.0]])  # two padded slots (value 0)
+    assert metrics.fire_counts(indices, values, d_sae=5).tolist() == [0, 1, 2, 1, 0]

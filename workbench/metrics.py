@@ -59,6 +59,14 @@ def l0(acts: Tensor) -> Tensor:
     return (acts != 0).sum(-1).float().mean()
 
 
+def fire_counts(indices: Tensor, values: Tensor, d_sae: int) -> Tensor:
+    """[d_sae] int64: on how many tokens each latent is active, from a sparse code's
+    `indices` and `values` `[..., k]` (padded slots hold 0 and are not counted)."""
+    active = values > 0
+    counts = torch.zeros(d_sae, dtype=torch.int64, device=indices.device)
+    return counts.index_add_(0, indices[active], torch.ones_like(indices[active]))
+
+
 def dead_fraction(fire_counts: Tensor) -> Tensor:
     """Share of latents that never fired in a window, given per-latent firing counts `[d_sae]`."""
     return (fire_counts == 0).float().mean()

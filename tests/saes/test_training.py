@@ -179,6 +179,8 @@ def test_resume_after_interruption_is_exact(sparse_data, tmp_path):
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert torch.equal(whole.state.tokens_since_fired, trainer.state.tokens_since_fired)
+    assert [r["step"] for r in trainer.history] == [r["step"] for r in history]  # the log survives too
+    assert trainer.history[-1]["loss"] == pytest.approx(history[-1]["loss"])
     assert latest_checkpoint(tmp_path).name == "step_000000020"
 
 
