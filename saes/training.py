@@ -20,6 +20,7 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -254,7 +255,7 @@ class Trainer:
         if self.cfg.init_from_data:
             self.sae.initialize_from_sample(first_batch)
 
-    def _after_step(self, out: TrainOutput, x: Tensor, bar: Any) -> None:
+    def _after_step(self, out: TrainOutput, x: Tensor, bar: tqdm) -> None:
         bar.update(1)
         step = self.state.step
         if step % self.cfg.log_every == 0 or self._done():
@@ -298,7 +299,7 @@ class Trainer:
                 "train_config": dataclasses.asdict(self.cfg), "history": self.history}
         ckpt.save_checkpoint(self.cfg.checkpoint_dir, self.state.step, tensors, meta)
 
-    def load_checkpoint(self, folder: Any) -> None:
+    def load_checkpoint(self, folder: str | Path) -> None:
         """Restore dictionary, optimizer, counters, RNG and callbacks from a checkpoint folder."""
         tensors, meta = ckpt.load_checkpoint(folder)
         self._check_resumable(meta, folder)
@@ -313,7 +314,7 @@ class Trainer:
                                 window_tokens=meta["window_tokens"])
         self.history = list(meta["history"])
 
-    def _check_resumable(self, meta: dict[str, Any], folder: Any) -> None:
+    def _check_resumable(self, meta: dict[str, Any], folder: str | Path) -> None:
         if meta.get("architecture") != self.sae.architecture:
             raise ValueError(f"checkpoint {folder} is for a {meta.get('architecture')!r} dictionary, "
                              f"not {self.sae.architecture!r}")
