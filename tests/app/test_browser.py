@@ -1,0 +1,108 @@
+"""End-to-end: the running app driven in headless Chromium (see conftest.py for the fixtures)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.app.conftest import REPO
+from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
+
+CELLS = "div[role=gridcell]"
+
+
+def open_features(page, server: str, query: str = "") -> None:
+    page.goto(f"{server}/?dict=tiny-topk{query}")
+    page.get_by_role("tab", name="Features").click()
+    page.wait_for_selector(f"#fb-results {CELLS}")
+
+
+def wait_page(page, feature: int) -> None:
+    page.wait_for_function(
+        "f => (document.querySelector('#fb-header h2')?.textContent || '').startsWith('Feature ' + f + ' ')",
+        arg=feature)
+
+
+def test_dictionaries_tab(page, server: str) -> None:
+    page.goto(server)
+    page.wait_for_selector(f"#dict-table {CELLS}")
+    cells = page.locator(f"#dict-table {CELLS}").all_inner_texts()
+    assert "tiny-topk" in cells and "tiny-relu" in cells and "blocks.0.hook_resid_post" in cells
+    page.wait_for_selector("#fvu-l0 .gtitle")
+    assert page.locator("#fvu-l0 .gtitle").text_content() == "FVU vs L0"
+    assert page.locator("#dead-frac .gtitle").text_content() == "Dead fraction"
+
+
+def test_search_and_open_feature_page(page, server: str) -> None:
+    open_features(page, server)
+    page.fill("#fb-query textarea, #fb-query input", "river")
+    page.click("#fb-search")
+    page.wait_for_function("() => [...document.querySelectorAll('#fb-results div[role=gridcell]')]"
+                           ".some(c => c.textContent.includes('names of rivers'))")
+    page.locator(f"#fb-results {CELLS}").first.click()
+    wait_page(page, 5)
+    assert "names of rivers and flowing water" in page.locator("#fb-header").inner_text()
+    assert "density" in page.locator("#fb-header").inner_text()
+    peak = page.locator("#fb-examples .wb-tok.wb-peak").first
+    assert float(peak.get_attribute("title")) > 0
+    assert "rgba(255, 140, 0, 1.000)" in peak.get_attribute("style")  # the top example's peak is the max
+    assert page.locator("#fb-examples .wb-example").count() == 15  # 5 top + 10 quantile bins
+    page.wait_for_selector("#fb-hist .gtitle")
+    assert page.locator("#fb-hist .gtitle").text_content() == "Activation histogram · feature 5"
+    assert page.locator("#fb-hist .bars path").count() > 0
+
+
+def test_hostile_document_renders_as_text(page, server: str) -> None:
+    open_features(page, server, f"&feature={HOSTILE_FEATURE}")
+    wait_page(page, HOSTILE_FEATURE)
+    page.wait_for_timeout(500)  # give an injected onerror handler time to fire, were there one
+    text = page.locator("#fb-examples").inner_text()
+    assert SCRIPT in text and IMG in text
+    assert "<img src=x onerror=alert(2)>" in page.locator("#fb-header").inner_text()
+    assert "<b>bold</b>" in page.locator("#fb-header").inner_text()  # a token from the logit table
+    assert page.locator("img[src=x]").count() == 0 and page.locator("#fb-examples script").count() == 0
+    assert page.dialogs == []
+
+
+def test_prompt_inspector_opens_feature(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Prompt inspector").click()
+    page.wait_for_function("() => document.querySelector('#pi-dict input')?.value")
+    page.fill("#pi-text textarea", "the river flows past the old mill")
+    page.click("#pi-run")
+    page.wait_for_selector(f"#pi-features {CELLS}")
+    assert page.locator("#pi-tokens .wb-tok").count() >= 7
+    row = page.locator(f"#pi-features {CELLS}").all_inner_texts()[:5]  # pos, token, rank, feature, act
+    page.locator(f"#pi-features {CELLS}").nth(3).click()
+    wait_page(page, int(row[3]))
+    assert page.get_by_role("tab", name="Features").get_attribute("aria-selected") == "true"
+
+
+def test_steered_generation_side_by_side(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Steering").click()
+    page.wait_for_function("() => document.querySelector('#st-dict input')?.value")
+    page.fill("#st-features textarea, #st-features input", "3:40, 7:-10")
+    page.fill("#st-prompt textarea", "the river flows past")
+    page.get_by_label("Chat template").uncheck()
+    page.click("#st-run")
+    page.wait_for_function("() => document.querySelector('#st-steered textarea').value.length > 0")
+    baseline = page.locator("#st-baseline textarea").input_value()
+    steered = page.locator("#st-steered textarea").input_value()
+    assert baseline and steered and baseline != steered
+
+
+def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str, built: BuiltStore) -> None:
+    writer = subprocess.Popen([sys.executable, str(REPO / "tests/app/publisher.py"), str(built.store.path), "12"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        for i in range(8):
+            open_features(page, server, f"&feature={i}")
+            page.wait_for_selector("#fb-header h2, #fb-message .wb-notice")
+            assert page.locator(".wb-error").count() == 0
+            assert page.locator(".toast-body").count() == 0  # gradio's error toasts
+            page.get_by_role("tab", name="Dictionaries").click()
+            page.wait_for_selector(f"#dict-table {CELLS}")
+    finally:
+        out, _ = writer.communicate(timeout=60)
+    assert writer.returncode == 0 and int(out.split()[-1]) > 5  # the pipeline really was writing
