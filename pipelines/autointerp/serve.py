@@ -1,0 +1,151 @@
+"""`workbench llm serve`: start the embedded OpenAI-compatible server on loopback, stop it cleanly.
+
+Two backends behind one config:
+- `llama-cpp`: llama-cpp-python's server with the Qwen2.5-Coder-1.5B explainer (llamacpp.py);
+- `transformers`: our own server (server.py) over a registry model; no extra install, slow
+  (SmolLM2-135M is fine for tests and plumbing, useless as an explainer).
+`auto` picks llama-cpp when it is installed. Pipelines use `LocalServer` to start one on demand.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pipelines.autointerp import llamacpp
+
+BACKENDS = ("auto", "llama-cpp", "transformers")
+
+
+@dataclass
+class ServeConfig:
+    """The embedded local LLM server."""
+
+    backend: str = "auto"
+    """`llama-cpp` (Qwen2.5-Coder-1.5B GGUF), `transformers` (our server over `model`), or `auto`
+    (llama-cpp when llama-cpp-python is installed, else transformers)."""
+    model: str = "smollm2-135m-instruct"
+    """Model of the transformers backend: a registry name (`smollm2-135m-instruct`, `tiny`) or HF folder."""
+    host: str = "127.0.0.1"
+    """Loopback address to bind (other addresses are refused)."""
+    port: int = 8765
+    """TCP port; 0 picks a free one."""
+    faults: str = ""
+    """Transformers backend only, for tests: fault schedule such as `500,429:1,timeout:5,die` (see server.py)."""
+    startup_timeout_s: float = 300.0
+    """Seconds to wait for the server to answer `/v1/models`."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.host != "localhost" and not _is_loopback(self.host):
+            raise ValueError(f"host must be a loopback address (127.0.0.0/8, ::1, localhost), got {self.host!r}")
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.faults and self.resolved_backend() != "transformers":
+            raise ValueError("faults are only supported by the transformers backend")
+        if self.startup_timeout_s <= 0:
+            raise ValueError("startup_timeout_s must be > 0")
+
+    def resolved_backend(self) -> str:
+        if self.backend == "auto":
+            return "llama-cpp" if llamacpp.llama_cpp_installed() else "transformers"
+        return self.backend
+
+    def alias(self) -> str:
+        """The model name the server answers to."""
+        return llamacpp.QWEN_ALIAS if self.resolved_backend() == "llama-cpp" else self.model
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _command(cfg: ServeConfig, port: int) -> list[str]:
+    if cfg.resolved_backend() == "llama-cpp":
+        return llamacpp.server_command(cfg.host, port)
+    return [sys.executable, "-m", "pipelines.autointerp.server", "--model", cfg.model, "--host", cfg.host,
+            "--port", str(port), "--faults", cfg.faults]
+
+
+class LocalServer:
+    """A server subprocess, ready on enter and stopped on exit: `with LocalServer(cfg) as s: s.url`."""
+
+    def __init__(self, cfg: ServeConfig):
+        self.cfg = cfg
+        self.port = cfg.port or free_port(cfg.host)
+        self.url = f"http://{cfg.host}:{self.port}/v1"
+        self.model = cfg.alias()
+        self.proc: subprocess.Popen | None = None
+        self._log = tempfile.TemporaryFile()
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(_command(self.cfg, self.port), stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"LLM server exited with code {self.proc.returncode}: {self._log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"LLM server not ready after {self.cfg.startup_timeout_s:.0f} s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-1500:]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn and llama.cpp shut down cleanly on it), then SIGKILL after 10 s."""
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def wait(self) -> int:
+        return self.proc.wait() if self.proc else 0
+
+
+def run(cfg: ServeConfig, store: object | None = None) -> str:
+    """Serve in the foreground until Ctrl-C; returns the URL it served. `store` is unused (CLI shape)."""
+    with LocalServer(cfg) as server:
+        print(f"serving {server.model} at {server.url} (Ctrl-C to stop)", flush=True)
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            pass
+    return server.url
