@@ -134,5 +134,6 @@ def _collect(loaded: LoadedModel, cfg: CollectConfig, sequences, progress: bool)
 
 
 def shard_key(cfg: CollectConfig) -> dict:
-    """What identifies a set of cached activations (batch size included: the manifest counts batches)."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in ("run_id", "cache", "shard_rows")}
+    """What identifies a set of cached activations: not the budget (a smaller one reads a prefix);
+    the batch size is included because the manifest counts forward batches."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("run_id", "cache", "shard_rows", "tokens")}

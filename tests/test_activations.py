@@ -55,7 +55,11 @@ def test_shard_cache_resumes_after_interruption(tiny, tmp_path):
     resumed = torch.cat(list(cached_activations(tiny, _sequences(60), cfg, ShardCache(tmp_path, {"test": 1}, 50),
                                                 progress=False)))
     torch.testing.assert_close(resumed, whole)
-    assert ShardCache(tmp_path, {"test": 1}).manifest()["complete"]
+    assert ShardCache(tmp_path, {"test": 1}).manifest()["rows"] == 400
     again = torch.cat(list(cached_activations(tiny, lambda: iter(()), cfg, ShardCache(tmp_path, {"test": 1}),
                                               progress=False)))
     torch.testing.assert_close(again, whole)  # served from disk, model not needed
+    smaller = StreamConfig(hook_point="blocks.1.hook_resid_post", batch_size=4, token_budget=150)
+    prefix = torch.cat(list(cached_activations(tiny, lambda: iter(()), smaller, ShardCache(tmp_path, {"test": 1}),
+                                               progress=False)))
+    torch.testing.assert_close(prefix, whole[:150])  # one cache serves every smaller budget

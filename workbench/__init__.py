@@ -4,22 +4,33 @@
     wb.collect(model="tiny", corpus="wiki-sample", hook_point="blocks.1.hook_resid_post", tokens=1000)
     wb.runs()
     wb.sql("SELECT * FROM activation_stats")
+    wb.dictionary(dict_id).feature(3)      # examples DataFrame; .histogram(3) a plotly figure
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # imported lazily: `import saes` pulls in workbench.metrics, not the model stack
+    import pandas as pd
 
-from workbench.models import LoadedModel, load_model
-from workbench.store import Store
+    from workbench.store import Store
 
-__all__ = ["LoadedModel", "Store", "collect", "load_model", "runs", "sql"]
+__all__ = ["DictionaryView", "collect", "dictionary", "load_model", "runs", "sql"]
+
+
+def load_model(name: str, device: str = "cpu") -> Any:
+    """See `workbench.models.load_model`."""
+    from workbench.models import load_model as load
+
+    return load(name, device)
 
 
 def _store(store: str | Path | Store | None) -> Store:
+    from workbench.store import Store
+
     return store if isinstance(store, Store) else Store(store)
 
 
@@ -38,3 +49,44 @@ def runs(store: str | Path | Store | None = None) -> pd.DataFrame:
 def sql(query: str, params: list | None = None, store: str | Path | Store | None = None) -> pd.DataFrame:
     """A read-only query against the store."""
     return _store(store).query(query, params)
+
+
+class DictionaryView:
+    """A stored dictionary's feature pages, for notebooks: `wb.dictionary(id).feature(3)`."""
+
+    def __init__(self, dict_id: str, store: str | Path | Store | None = None):
+        from workbench import queries
+
+        self.store = _store(store)
+        self.row = queries.dictionary_row(self.store, dict_id)
+        self.dict_id = dict_id
+
+    @property
+    def metrics(self) -> dict:
+        return self.row["metrics"]
+
+    def feature(self, feature: int) -> pd.DataFrame:
+        """Top and quantile examples: kind, rank, act, tokens, per-token acts."""
+        from workbench import queries
+
+        return queries.feature_examples(self.store, self.dict_id, feature)
+
+    def histogram(self, feature: int):
+        """Plotly bar chart of the feature's activation histogram (non-zero activations)."""
+        import plotly.graph_objects as go
+
+        from workbench import queries
+
+        stats = queries.feature_stats(self.store, self.dict_id, feature)
+        if stats is None:
+            raise KeyError(f"feature {feature} of {self.dict_id} has no statistics (never fired, or no feature pass)")
+        edges = list(stats["hist_edges"])
+        centers = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+        fig = go.Figure(go.Bar(x=centers, y=list(stats["hist_counts"]), width=edges[1] - edges[0]))
+        fig.update_layout(title=f"{self.dict_id} feature {feature}: freq {stats['freq']:.2e}",
+                          xaxis_title="activation", yaxis_title="tokens")
+        return fig
+
+
+def dictionary(dict_id: str, store: str | Path | Store | None = None) -> DictionaryView:
+    return DictionaryView(dict_id, store)

@@ -213,11 +213,18 @@ class ShardCache:
         manifest["rows"] += len(acts)
         self._write_manifest(manifest)
 
-    def stream(self, fresh: Callable[[int], Iterator[torch.Tensor]]) -> Iterator[torch.Tensor]:
-        """Yield cached shards, then fresh rows (from `fresh(batches_to_skip)`), writing new shards."""
+    def stream(self, fresh: Callable[[int], Iterator[torch.Tensor]], budget: int | None) -> Iterator[torch.Tensor]:
+        """Yield up to `budget` rows: cached shards first, then fresh rows from `fresh(batches_to_skip)`,
+        which are written as new shards. One cache serves every budget (a smaller one reads a prefix)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         manifest = self.manifest()
-        yield from self.cached()
+        served = 0
+        for acts in self.cached():
+            acts = acts if budget is None else acts[: budget - served]
+            served += len(acts)
+            yield acts
+            if budget is not None and served >= budget:
+                return
         if manifest["complete"]:
             return
         pending: list[torch.Tensor] = []
@@ -231,8 +238,9 @@ class ShardCache:
                 pending, batches = [], 0
         if pending:
             self._flush(manifest, pending, batches)
-        manifest["complete"] = True
-        self._write_manifest(manifest)
+        if budget is None or manifest["rows"] < budget:  # the sequences ran out
+            manifest["complete"] = True
+            self._write_manifest(manifest)
 
 
 def cached_activations(loaded: LoadedModel, sequences: Callable[[], Iterator[torch.Tensor]], cfg: StreamConfig,
@@ -252,7 +260,7 @@ def cached_activations(loaded: LoadedModel, sequences: Callable[[], Iterator[tor
             next(seqs, None)
         yield from raw_activations(loaded, seqs, StreamConfig(**{**asdict(cfg), "token_budget": budget}), progress)
 
-    yield from cache.stream(fresh)
+    yield from cache.stream(fresh, cfg.token_budget)
 
 
 class MixingBuffer:

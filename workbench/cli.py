@@ -17,6 +17,8 @@ from workbench.store import Store
 # subcommand -> (module, config class, help); each module has `run(config, store)`.
 PIPELINES: dict[str, tuple[str, str, str]] = {
     "collect": ("pipelines.collect", "CollectConfig", "stream activations at a hook point, record their statistics"),
+    "train": ("pipelines.train", "TrainSAEConfig", "train a sparse dictionary, evaluate it on held-out text, register it"),
+    "features": ("pipelines.features", "FeaturesConfig", "one pass over evaluation tokens: every feature's dashboard"),
     "demo": ("pipelines.demo", "DemoConfig", "the main job on the embedded default (SmolLM2 + shipped corpora)"),
 }
 

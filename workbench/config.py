@@ -52,6 +52,20 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _parse_mapping(text: str) -> dict[str, Any]:
+    """`k=32,aux_coefficient=0.03` -> {"k": 32, "aux_coefficient": 0.03} (values read as TOML)."""
+    out: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One `--field-name` flag per dataclass field, with its docstring as help."""
     docs = field_docs(cls)
@@ -59,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         kind = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        convert = {bool: _parse_bool, list: lambda s: [x for x in s.split(",") if x]}.get(kind, kind)
+        convert = {bool: _parse_bool, list: lambda s: [x for x in s.split(",") if x],
+                   dict: _parse_mapping}.get(kind, kind)
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=convert, default=None,
                             help=f"{docs.get(f.name, '')} (default: {default})")
 

@@ -164,9 +164,10 @@ def _normalise(row: dict, name: str, spec: CorpusSpec) -> dict:
 def load_corpus(name: str, split: str | None = None, eval_fraction: float = 0.05) -> pd.DataFrame:
     """The normalised documents of a corpus, optionally only the `train` or held-out `eval` split.
 
+    `name` may join several corpora with `+` (e.g. `wiki+bbc`), concatenated in that order.
     The split is a stable hash of doc_id, so evaluation documents never appear in training.
     """
-    df = pd.read_parquet(fetch_corpus(name))
+    df = pd.concat([pd.read_parquet(fetch_corpus(part)) for part in name.split("+")], ignore_index=True)
     if split is None:
         return df
     if split not in ("train", "eval"):

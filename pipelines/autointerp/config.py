@@ -1,0 +1,124 @@
+"""`InterpretConfig`: what `workbench interpret` explains and scores, and with which endpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from pipelines.autointerp import prompts, scorers
+from pipelines.autointerp.serve import BACKENDS
+from workbench.llm import LLMConfig
+
+
+def parse_features(spec: str) -> list[int]:
+    """'0:200' (a range, end excluded), '3,17,42' or '7' -> sorted unique feature ids."""
+    spec = spec.strip()
+    try:
+        if ":" in spec:
+            start, end = (int(x) for x in spec.split(":"))
+            ids = list(range(start, end))
+        else:
+            ids = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError as err:
+        raise ValueError(f"features must look like '0:200' or '3,17,42', got {spec!r}") from err
+    if not ids:
+        raise ValueError(f"features {spec!r} selects no feature")
+    if min(ids) < 0:
+        raise ValueError(f"feature ids must be >= 0, got {min(ids)}")
+    return sorted(set(ids))
+
+
+@dataclass
+class InterpretConfig:
+    """Explain and score features of one dictionary (Delphi-style auto-interpretation)."""
+
+    dict_id: str = ""
+    """Dictionary id in the store; its feature pass (`workbench features`) must have run."""
+    features: str = "0:50"
+    """Features to explain: a range `0:200` (end excluded) or a list `3,17,42`."""
+    scorers: list[str] = field(default_factory=scorers.names)
+    """Scorers to run, from the scorer registry: detection, fuzzing, embedding, surprisal, intervention."""
+    controls: bool = True
+    """Also score every scorer on explanations shuffled across features (the random-explanation control)."""
+    llm_base_url: str = ""
+    """OpenAI-compatible endpoint, e.g. `http://127.0.0.1:8080/v1`; empty starts the embedded local server."""
+    llm_model: str = ""
+    """Model name at the endpoint; empty asks the endpoint (`/v1/models`) for its first model."""
+    llm_api_key_env: str = "WORKBENCH_LLM_API_KEY"
+    """Environment variable that holds the endpoint's API key (the key is never stored)."""
+    max_in_flight: int = 4
+    """LLM requests in flight at once."""
+    llm_timeout_s: float = 120.0
+    """Seconds before an LLM request is retried."""
+    llm_max_retries: int = 4
+    """Retries per LLM request (timeouts, connection errors, 429, 5xx, malformed replies)."""
+    serve_backend: str = "auto"
+    """Embedded server backend when no endpoint is given: auto, llama-cpp (Qwen2.5-Coder-1.5B) or transformers."""
+    serve_model: str = "smollm2-135m-instruct"
+    """Model of the embedded transformers backend (registry name or HF folder)."""
+    prefill: bool = True
+    """Prefill the explainer's reply with the `[EXPLANATION]:` marker."""
+    n_train: int = 20
+    """Activating examples shown to the explainer."""
+    n_top_train: int = 4
+    """How many of those are top examples (the rest are activation-quantile samples)."""
+    n_test: int = 10
+    """Held-out activating examples per scorer."""
+    n_inactive: int = 10
+    """Non-activating examples per scorer (verified zero activation)."""
+    scorer_model: str = ""
+    """Local model for surprisal and intervention log-probabilities; empty uses the dictionary's model."""
+    intervention_prompts: int = 6
+    """Prompts per feature for intervention scoring."""
+    intervention_tokens: int = 8
+    """Tokens generated per prompt, clean and steered."""
+    steer_scale: float = 4.0
+    """Steering strength as a multiple of the feature's largest observed activation."""
+    run_id: str = ""
+    """Run id; empty derives one from every field that changes results (not `features`, so ranges extend a run)."""
+    seed: int = 0
+    """Seed of example splits and non-activating window sampling."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if not self.dict_id:
+            raise ValueError("dict_id is required")
+        parse_features(self.features)
+        if isinstance(self.scorers, str):
+            self.scorers = [s.strip() for s in self.scorers.split(",") if s.strip()]
+        unknown = [s for s in self.scorers if s not in scorers.SCORERS]
+        if unknown or not self.scorers:
+            raise ValueError(f"unknown scorers {unknown or '(none given)'}; choose from {', '.join(scorers.SCORERS)}")
+        if self.serve_backend not in BACKENDS:
+            raise ValueError(f"serve_backend must be one of {BACKENDS}, got {self.serve_backend!r}")
+        for name in ("n_train", "n_test", "n_inactive", "max_in_flight", "intervention_prompts", "intervention_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.n_top_train <= self.n_train:
+            raise ValueError("n_top_train must be in 0..n_train")
+        if self.steer_scale <= 0:
+            raise ValueError("steer_scale must be > 0")
+        self.llm_config("placeholder")  # validates the LLM fields
+
+    @property
+    def feature_ids(self) -> list[int]:
+        return parse_features(self.features)
+
+    def llm_config(self, model: str, base_url: str | None = None) -> LLMConfig:
+        return LLMConfig(base_url=base_url or self.llm_base_url or None, model=model,
+                         api_key_env=self.llm_api_key_env, max_in_flight=self.max_in_flight,
+                         timeout_s=self.llm_timeout_s, max_retries=self.llm_max_retries)
+
+    def base_run_id(self, model: str) -> str:
+        """Stable id over everything that changes results, the resolved explainer model included."""
+        if self.run_id:
+            return self.run_id
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("features", "run_id", "progress", "max_in_flight", "llm_base_url", "llm_timeout_s",
+                             "llm_max_retries", "llm_api_key_env", "serve_backend", "serve_model", "llm_model")}
+        keep.update(model=model, prompts=[prompts.EXPLAIN_VERSION, prompts.DETECTION_VERSION, prompts.FUZZING_VERSION,
+                                          prompts.SURPRISAL_VERSION, prompts.INTERVENTION_VERSION])
+        digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
+        return f"interpret-{self.dict_id}-{digest}"

@@ -1,0 +1,70 @@
+"""Explainers: feature examples -> one-sentence explanation, through the LLM client."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, NamedTuple
+
+from pipelines.autointerp import prompts
+from pipelines.autointerp.examples import FeatureData
+from workbench.llm import LLMClient
+
+
+class Explanation(NamedTuple):
+    """An explanation and what it cost."""
+
+    text: str
+    """Cleaned one-line explanation (see prompts.clean_explanation)."""
+    tokens_in: int
+    """Prompt tokens over all tries (repairs included)."""
+    tokens_out: int
+    """Generated tokens over all tries."""
+    seconds: float
+    """Wall time over all tries."""
+
+
+class ExplainError(RuntimeError):
+    """The explainer never produced a well-formed explanation."""
+
+
+class Explainer(ABC):
+    """Stage ABC: one explanation per feature."""
+
+    name: ClassVar[str]
+    prompt_version: ClassVar[str]
+
+    @abstractmethod
+    async def explain(self, client: LLMClient, data: FeatureData) -> Explanation:
+        """Raise ExplainError (format never right) or LLMError (endpoint failed for good)."""
+
+
+class DelphiExplainer(Explainer):
+    """Delphi's default explainer: marked examples with 0-10 activations, answer after a fixed marker.
+
+    The reply is prefilled with the marker (a format fix measured with the Qwen explainer); when a
+    reply is still broken (empty, or no marker without prefill) the model is asked once more with
+    a repair message, up to `repairs` times."""
+
+    name = "delphi"
+    prompt_version = prompts.EXPLAIN_VERSION
+
+    def __init__(self, prefill: bool = True, repairs: int = 1, max_tokens: int = 96):
+        self.prefill = prefill
+        self.repairs = repairs
+        self.max_tokens = max_tokens
+
+    async def explain(self, client: LLMClient, data: FeatureData) -> Explanation:
+        messages = prompts.explain_messages(data.train, data.max_act, self.prefill)
+        tokens_in = tokens_out = 0
+        seconds = 0.0
+        for attempt in range(self.repairs + 1):
+            reply = await client.chat(messages, max_tokens=self.max_tokens)
+            tokens_in, tokens_out, seconds = tokens_in + reply.tokens_in, tokens_out + reply.tokens_out, \
+                seconds + reply.seconds
+            parsed = prompts.parse_explanation(reply.text, prefilled=self.prefill and attempt == 0)
+            if parsed is not None:
+                return Explanation(parsed, tokens_in, tokens_out, seconds)
+            base = messages[:-1] if self.prefill and attempt == 0 else messages
+            messages = [*base, {"role": "assistant", "content": reply.text or "(no answer)"},
+                        {"role": "user", "content": prompts.REPAIR}]
+        raise ExplainError(f"no well-formed explanation after {self.repairs + 1} tries (last reply {reply.text[:120]!r})")

@@ -1,0 +1,213 @@
+"""`workbench interpret`: explain features, score the explanations (and shuffled controls), publish per feature.
+
+Two phases so that the control can use other features' explanations: first every pending feature
+is explained (requests in flight up to `max_in_flight`, each published as soon as it is done),
+then each feature is scored by every scorer on its own explanation and on the explanation of the
+next explained feature (a cyclic shift: a derangement, so never its own). Failures are recorded
+per feature (`runs.status = 'failed'`, `runs.error`, and a scores row with `details.error`), and
+the run goes on; a rerun redoes exactly the unfinished features (see storage.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from functools import cache
+
+import httpx
+import pandas as pd
+from tqdm.auto import tqdm
+
+import saes
+from pipelines.autointerp import storage
+from pipelines.autointerp.config import InterpretConfig
+from pipelines.autointerp.examples import FeatureData, feature_pass_docs, inactive_examples, split_examples
+from pipelines.autointerp.explainer import DelphiExplainer, ExplainError
+from pipelines.autointerp.scorers import SCORERS, ScoreContext, ScoreError, ScoreResult
+from pipelines.autointerp.serve import LocalServer, ServeConfig
+from workbench import queries
+from workbench.llm import LLMClient, LLMError
+from workbench.models import load_model
+from workbench.store import Store
+
+RECOVERABLE = (LLMError, ExplainError, ScoreError)
+
+
+def check_inputs(cfg: InterpretConfig, store: Store) -> dict:
+    """Raise ValueError for an unknown dictionary, out-of-range features or a missing feature pass."""
+    try:
+        row = queries.dictionary_row(store, cfg.dict_id)
+    except KeyError as err:
+        raise ValueError(f"unknown dictionary {cfg.dict_id!r}") from err
+    bad = [f for f in cfg.feature_ids if f >= int(row["d_dict"])]
+    if bad:
+        raise ValueError(f"features {bad[:10]} out of range: {cfg.dict_id} has features 0..{int(row['d_dict']) - 1}")
+    n = store.query("SELECT count(*) AS n FROM feature_examples WHERE dict_id = ?", [cfg.dict_id])["n"].iloc[0]
+    if n == 0:
+        raise ValueError(f"dictionary {cfg.dict_id!r} has no feature pass yet: run `workbench features "
+                         f"--dict-id {cfg.dict_id}` first")
+    return row
+
+
+def endpoint_models(url: str, api_key: str | None, timeout: float = 10.0) -> list[str]:
+    """Model ids the endpoint serves; ValueError when it does not answer."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        reply = httpx.get(f"{url.rstrip('/')}/models", headers=headers, timeout=timeout)
+        reply.raise_for_status()
+        return [m["id"] for m in reply.json().get("data", [])]
+    except (httpx.HTTPError, ValueError, AttributeError) as err:
+        raise ValueError(f"LLM endpoint {url} does not answer /models: {err}") from err
+
+
+@contextmanager
+def endpoint(cfg: InterpretConfig) -> Iterator[tuple[str, str]]:
+    """(base URL, model name): the configured endpoint, checked, or the embedded server, started."""
+    if cfg.llm_base_url:
+        served = endpoint_models(cfg.llm_base_url, os.environ.get(cfg.llm_api_key_env))
+        if not (cfg.llm_model or served):
+            raise ValueError(f"LLM endpoint {cfg.llm_base_url} lists no model: set llm_model")
+        yield cfg.llm_base_url, cfg.llm_model or served[0]
+        return
+    with LocalServer(ServeConfig(backend=cfg.serve_backend, model=cfg.serve_model, port=0)) as server:
+        yield server.url, cfg.llm_model or server.model
+
+
+class Job:
+    """One interpret run over the features still to do."""
+
+    def __init__(self, cfg: InterpretConfig, store: Store, row: dict, client: LLMClient, base: str):
+        self.cfg, self.store, self.row, self.client, self.base = cfg, store, row, client, base
+        self.explainer = DelphiExplainer(prefill=cfg.prefill)
+        self.scorers = {name: SCORERS[name]() for name in cfg.scorers}
+        self.failures: dict[int, str] = {}
+        self.dead: list[int] = []
+        subject = cache(lambda: load_model(row["model"]))
+        scorer_model = cache(lambda: load_model(cfg.scorer_model) if cfg.scorer_model else subject())
+        sae = cache(lambda: saes.load(row["path"], expected_d_in=int(row["d_in"])))
+        self.ctx = ScoreContext(client, subject, scorer_model, sae, options={
+            "intervention_prompts": cfg.intervention_prompts, "intervention_tokens": cfg.intervention_tokens,
+            "steer_scale": cfg.steer_scale})
+
+    def load_data(self, features: list[int]) -> dict[int, FeatureData]:
+        """Split examples per feature; add verified non-activating windows (one forward pass for all)."""
+        data: dict[int, FeatureData] = {}
+        for f in features:
+            df = queries.feature_examples(self.store, self.cfg.dict_id, f)
+            if df.empty:
+                self.dead.append(f)  # never fired in the feature pass: nothing to explain
+                continue
+            data[f] = split_examples(df, f, self.cfg.n_train, self.cfg.n_test, self.cfg.n_top_train, self.cfg.seed)
+        if data:
+            window = max(len(e.tokens) for d in data.values() for e in d.train + d.test_active)
+            negatives = inactive_examples(self.ctx.subject(), self.ctx.sae(), feature_pass_docs(self.store, self.cfg.dict_id),
+                                          list(data), self.cfg.n_inactive, window, self.cfg.seed)
+            for f, d in data.items():
+                d.test_inactive = negatives[f]
+        return data
+
+    async def explain(self, f: int, data: FeatureData) -> None:
+        run_id = storage.feature_run_id(self.base, f)
+        self.store.begin_run(run_id, "interpret-feature", {"parent": self.base, "feature": f})
+        try:
+            expl = await self.explainer.explain(self.client, data)
+        except RECOVERABLE as err:
+            self.failures[f] = f"explainer: {err}"
+            self.store.fail_run(run_id, self.failures[f])
+            return
+        frame = storage.explanation_frame(self.base, self.cfg.dict_id, f, f"{self.explainer.name}/{self.client.cfg.model}",
+                                          self.explainer.prompt_version, expl)
+        self.store.publish(run_id, {"explanations": frame}, finish=False)
+
+    async def _one(self, name: str, text: str, data: FeatureData, extra: dict) -> ScoreResult:
+        scorer = self.scorers[name]
+        try:
+            result = await scorer.score(self.ctx, text, data)
+        except RECOVERABLE as err:
+            result = ScoreResult(None, 0, {"error": f"{type(err).__name__}: {err}"})
+        return result._replace(details={**result.details, "prompt_version": scorer.prompt_version, **extra})
+
+    async def score(self, f: int, data: FeatureData, text: str, control: tuple[int, str] | None) -> None:
+        """All scorers on the real explanation (and the control); LLM scorers concurrently, local ones in turn."""
+        jobs = [(name, name, text, {}) for name in self.scorers]
+        if control is not None:
+            jobs += [(f"{name}:shuffled", name, control[1], {"control": "shuffled", "explanation": control[1],
+                                                             "source_feature": control[0]}) for name in self.scorers]
+        llm = [j for j in jobs if self.scorers[j[1]].uses_llm]
+        local = [j for j in jobs if not self.scorers[j[1]].uses_llm]
+
+        async def in_turn() -> list[ScoreResult]:
+            return [await self._one(name, t, data, extra) for _, name, t, extra in local]
+
+        llm_results, local_results = await asyncio.gather(
+            asyncio.gather(*(self._one(name, t, data, extra) for _, name, t, extra in llm)), in_turn())
+        results = dict(zip([j[0] for j in llm + local], [*llm_results, *local_results]))
+        run_id = storage.feature_run_id(self.base, f)
+        self.store.publish(run_id, {"scores": storage.scores_frame(run_id, results)}, finish=False)
+        failed = {k: r.details["error"] for k, r in results.items() if r.score is None}
+        if failed:
+            self.failures[f] = "; ".join(f"{k}: {v}" for k, v in failed.items())[:1500]
+            self.store.fail_run(run_id, self.failures[f])
+        else:
+            self.store.publish(run_id, {}, finish=True)
+
+    async def run(self, todo: list[int]) -> None:
+        data = self.load_data(todo)
+        have = set(storage.stored_explanations(self.store, self.base)["feature"].astype(int))
+        await asyncio.gather(*(self.explain(f, d) for f, d in data.items() if f not in have))
+        explained = storage.stored_explanations(self.store, self.base)
+        texts = dict(zip(explained["feature"].astype(int), explained["text"]))
+        order = sorted(texts)
+        start, bar = time.perf_counter(), tqdm(total=len(data), unit="feature", disable=not self.cfg.progress,
+                                               desc="scoring")
+        for f, d in data.items():
+            if f in texts:
+                nxt = order[(order.index(f) + 1) % len(order)]
+                control = (nxt, texts[nxt]) if self.cfg.controls and nxt != f else None
+                await self.score(f, d, texts[f], control)
+            bar.update(1)
+            usage = self.client.usage
+            bar.set_postfix(feat_per_min=f"{bar.n / max(time.perf_counter() - start, 1e-9) * 60:.1f}",
+                            tokens=usage.tokens_in + usage.tokens_out)
+        bar.close()
+        await self.client.aclose()
+
+
+def run(cfg: InterpretConfig, store: Store) -> str:
+    """Explain and score `cfg.features`; returns the interpret run id. Already finished features are skipped."""
+    row = check_inputs(cfg, store)
+    with endpoint(cfg) as (url, model):
+        base = cfg.base_run_id(model)
+        statuses = storage.feature_statuses(store, base)
+        todo = [f for f in cfg.feature_ids if statuses.get(f) != "finished"]
+        if not todo:
+            print(f"{base}: all {len(cfg.feature_ids)} features already scored")
+            return base
+        store.begin_run(base, "interpret", {**asdict(cfg), "resolved_model": model, "base_url": url})
+        job = Job(cfg, store, row, LLMClient(cfg.llm_config(model, url)), base)
+        try:
+            asyncio.run(job.run(todo))
+        except BaseException as err:
+            store.fail_run(base, repr(err))
+            raise
+    _finish(store, base, job)
+    return base
+
+
+def _finish(store: Store, base: str, job: Job) -> None:
+    usage = job.client.usage
+    print(f"{base}: {len(job.failures)} features failed, {len(job.dead)} dead (never fired); LLM calls {usage.calls} ({usage.cached} cached), "
+          f"tokens in {usage.tokens_in} out {usage.tokens_out}, {usage.seconds:.0f} s in calls")
+    if job.failures:
+        store.fail_run(base, "; ".join(f"f{f}: {e}" for f, e in sorted(job.failures.items()))[:2000])
+    else:
+        store.publish(base, {}, finish=True)
+
+
+def results(store: Store, base: str) -> pd.DataFrame:
+    """Mean score per scorer, real vs shuffled controls (see storage.summary)."""
+    return storage.summary(store, base)

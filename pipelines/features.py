@@ -1,0 +1,222 @@
+"""`workbench features`: one pass over evaluation tokens computes every feature's dashboard.
+
+For each feature: firing frequency, mean and max activation, an activation histogram, top
+examples and examples sampled from activation quantiles (each with a token window and per-token
+activations), and logit effects (decoder row x unembedding). The pass encodes each token once
+and keeps the nonzero (feature, token, activation) entries; per-feature selection then runs as
+DuckDB window queries over those entries, never as a loop over features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+import saes
+from pipelines.collect import CollectConfig, token_sequences
+from pipelines.train import activation_rows, hook_width
+from workbench.config import to_dict
+from workbench.models import LoadedModel, load_model
+from workbench.queries import dictionary_row
+from workbench.store import Store
+
+
+@dataclass
+class FeaturesConfig:
+    """Build feature pages for one dictionary."""
+
+    dict_id: str = ""
+    """Dictionary id in the store (see `workbench sql "SELECT dict_id FROM dictionaries"`)."""
+    corpus: str = ""
+    """Corpus for evaluation tokens; empty uses the corpus the dictionary was trained on (eval split)."""
+    tokens: int = 100_000
+    """Evaluation tokens to pass over."""
+    context: int = 128
+    """Tokens per evaluation sequence."""
+    n_top: int = 20
+    """Top-activating examples kept per feature."""
+    n_quantiles: int = 10
+    """Activation quantile bins to sample examples from."""
+    per_quantile: int = 5
+    """Examples sampled per quantile bin."""
+    window_before: int = 24
+    """Tokens of context before the activating token in an example window."""
+    window_after: int = 8
+    """Tokens after it."""
+    hist_bins: int = 40
+    """Histogram bins over (0, max activation]."""
+    n_logits: int = 10
+    """Top and bottom tokens of the logit effect."""
+    forward_batch: int = 8
+    """Sequences per model forward pass."""
+    seed: int = 0
+    """Seed of quantile sampling."""
+
+    def __post_init__(self) -> None:
+        if not self.dict_id:
+            raise ValueError("dict_id is required")
+        for name in ("tokens", "context", "n_top", "n_quantiles", "hist_bins", "forward_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.per_quantile < 0 or self.window_before < 0 or self.window_after < 0 or self.n_logits < 0:
+            raise ValueError("per_quantile, window sizes and n_logits must be >= 0")
+
+
+def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
+    row = dictionary_row(store, cfg.dict_id)  # unknown dictionary: KeyError before anything is written
+    train_cfg = json.loads(store.query("SELECT config FROM runs WHERE run_id = ?",
+                                       [f"train-{cfg.dict_id}"])["config"].iloc[0] or "{}") \
+        if store.run_status(f"train-{cfg.dict_id}") else {}
+    corpus, layout = cfg.corpus or train_cfg.get("corpus", "wiki"), train_cfg.get("layout", "packed")
+    run_id = "features-" + hashlib.sha256(json.dumps({**to_dict(cfg), "corpus": corpus}, sort_keys=True)
+                                          .encode()).hexdigest()[:12]
+    if store.run_status(run_id) == "finished":
+        print(f"feature pages {run_id} already built")
+        return run_id
+    loaded = load_model(row["model"])
+    sae = saes.load(row["path"], expected_d_in=int(row["d_in"]))
+    sae.check_compatible(hook_width(loaded, row["hook_point"]))   # d_in must match the hook point
+    ccfg = CollectConfig(model=row["model"], hook_point=row["hook_point"], corpus=corpus, split="eval",
+                         layout=layout, context=cfg.context, tokens=cfg.tokens, batch_size=cfg.forward_batch)
+    store.begin_run(run_id, "features", {**to_dict(cfg), "corpus": corpus})
+    try:
+        tables = build_tables(cfg, loaded, sae, ccfg, run_id, progress)
+    except BaseException as err:
+        store.fail_run(run_id, repr(err))
+        raise
+    store.publish(run_id, tables)
+    return run_id
+
+
+def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, ccfg: CollectConfig,
+                progress: bool) -> tuple[pa.Table, list[torch.Tensor]]:
+    """Encode every evaluation token once; return nonzero entries (feature, seq, pos, act) and the sequences."""
+    sequences = token_sequences(loaded, ccfg.corpus, ccfg.split, ccfg.layout, ccfg.context)()
+    seqs: list[torch.Tensor] = []
+    pending_seq, pending_pos = np.empty(0, np.int32), np.empty(0, np.int32)
+    parts: list[pa.Table] = []
+    for rows in tqdm(activation_rows(loaded, ccfg, progress=False), disable=not progress, desc="feature pass"):
+        while len(pending_seq) < len(rows):  # map stream rows back to (sequence, position)
+            seq = next(sequences)
+            seqs.append(seq)
+            pending_seq = np.concatenate([pending_seq, np.full(len(seq) - 1, len(seqs) - 1, np.int32)])
+            pending_pos = np.concatenate([pending_pos, np.arange(1, len(seq), dtype=np.int32)])
+        seq_ids, pos = pending_seq[: len(rows)], pending_pos[: len(rows)]
+        pending_seq, pending_pos = pending_seq[len(rows):], pending_pos[len(rows):]
+        with torch.no_grad():
+            code = sae.encode(rows)
+        active = (code.values > 0).numpy()
+        token_index = np.nonzero(active)[0]
+        parts.append(pa.table({"feature": code.indices.numpy()[active].astype(np.int32),
+                               "seq": seq_ids[token_index], "pos": pos[token_index],
+                               "act": code.values.numpy()[active].astype(np.float32)}))
+    return pa.concat_tables(parts), seqs
+
+
+def build_tables(cfg: FeaturesConfig, loaded: LoadedModel, sae: saes.Dictionary, ccfg: CollectConfig,
+                 run_id: str, progress: bool) -> dict[str, pd.DataFrame | pa.Table]:
+    entries, seqs = encode_pass(loaded, sae, ccfg, progress)
+    n_tokens = sum(len(s) - 1 for s in seqs)
+    con = duckdb.connect()
+    con.register("entries", entries)
+    stats = _feature_stats(con, cfg, n_tokens)
+    logits = logit_effects(loaded, sae, cfg.n_logits)
+    stats["top_logits"] = [json.dumps(logits[0][f]) if logits else "[]" for f in stats["feature"]]
+    stats["bottom_logits"] = [json.dumps(logits[1][f]) if logits else "[]" for f in stats["feature"]]
+    stats.insert(0, "dict_id", cfg.dict_id)
+    examples = _examples(con, cfg, [len(s) for s in seqs], run_id)
+    docs, tokens = _documents(loaded, seqs, ccfg.corpus, run_id)
+    return {"documents": docs, "tokens": tokens, "feature_stats": stats, "feature_examples": examples}
+
+
+def _feature_stats(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, n_tokens: int) -> pd.DataFrame:
+    return con.execute(f"""
+        WITH agg AS (SELECT feature, count(*) AS n, avg(act) AS mean_act, max(act) AS max_act
+                     FROM entries GROUP BY feature),
+        bins AS (SELECT e.feature, least(floor(e.act / a.max_act * $bins)::INT, $bins - 1) AS bin, count(*) AS c
+                 FROM entries e JOIN agg a USING (feature) GROUP BY ALL)
+        SELECT a.feature, a.n / $n_tokens AS freq, a.mean_act, a.max_act,
+               [a.max_act * i / $bins FOR i IN range($bins + 1)]::FLOAT[] AS hist_edges,
+               [coalesce(map_extract_value(map(list(b.bin), list(b.c)), i), 0)
+                FOR i IN range($bins)]::BIGINT[] AS hist_counts
+        FROM agg a JOIN bins b USING (feature) GROUP BY a.feature, a.n, a.mean_act, a.max_act
+        ORDER BY a.feature""", {"bins": cfg.hist_bins, "n_tokens": n_tokens}).df()
+
+
+def _examples(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, lengths: list[int], run_id: str) -> pa.Table:
+    """Top-n and per-quantile samples, each with the feature's activations over its token window."""
+    con.register("seq_len", pa.table({"seq": np.arange(len(lengths), dtype=np.int32),
+                                      "len": np.array(lengths, np.int32)}))
+    return con.sql("""
+        WITH ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY feature ORDER BY act DESC, seq, pos) - 1 AS top_rank,
+                   ntile($nq) OVER (PARTITION BY feature ORDER BY act) - 1 AS q
+            FROM entries),
+        sampled AS (
+            SELECT *, row_number() OVER (PARTITION BY feature, q ORDER BY hash(seq, pos, feature, $seed)) - 1 AS q_rank
+            FROM ranked),
+        chosen AS (
+            SELECT feature, 'top' AS kind, top_rank AS rank, seq, pos, act FROM sampled WHERE top_rank < $n_top
+            UNION ALL
+            SELECT feature, 'q' || q AS kind, q_rank AS rank, seq, pos, act FROM sampled WHERE q_rank < $per_q),
+        windows AS (
+            SELECT c.*, greatest(c.pos - $before, 0) AS w_start, least(c.pos + $after + 1, s.len) AS w_end
+            FROM chosen c JOIN seq_len s USING (seq)),
+        with_acts AS (
+            SELECT w.feature, w.kind, w.rank, w.seq, w.pos, w.act, w.w_start, w.w_end,
+                   map(list(e.pos) FILTER (WHERE e.pos IS NOT NULL),
+                       list(e.act) FILTER (WHERE e.pos IS NOT NULL)) AS acts_at
+            FROM windows w LEFT JOIN entries e
+              ON e.feature = w.feature AND e.seq = w.seq AND e.pos >= w.w_start AND e.pos < w.w_end
+            GROUP BY ALL)
+        SELECT $dict_id AS dict_id, feature, kind, rank::INT AS rank, $run_id || '/' || seq AS doc_id, pos, act,
+               w_start AS window_start,
+               [coalesce(map_extract_value(acts_at, p), 0) FOR p IN range(w_start, w_end)]::FLOAT[] AS window_acts
+        FROM with_acts
+        ORDER BY feature, kind = 'top' DESC, kind, rank
+    """, params={"nq": cfg.n_quantiles, "seed": cfg.seed, "n_top": cfg.n_top, "per_q": cfg.per_quantile,
+          "before": cfg.window_before, "after": cfg.window_after, "dict_id": cfg.dict_id,
+          "run_id": run_id}).to_arrow_table()
+
+
+def _documents(loaded: LoadedModel, seqs: list[torch.Tensor], corpus: str,
+               run_id: str) -> tuple[pd.DataFrame, pa.Table]:
+    """Each evaluation sequence becomes a document; its tokens (position 0 included) go to `tokens`."""
+    tok = loaded.tokenizer
+    doc_ids = [f"{run_id}/{i}" for i in range(len(seqs))]
+    docs = pd.DataFrame({"doc_id": doc_ids, "corpus": corpus,
+                         "text": [tok.decode(s) for s in seqs], "label": None,
+                         "source": "evaluation sequence", "licence": "as the corpus"})
+    flat = torch.cat(seqs).tolist()
+    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+    pieces = [tok.convert_tokens_to_string([vocab[i]]) if i < len(vocab) else "" for i in flat]
+    tokens = pa.table({"doc_id": np.repeat(doc_ids, [len(s) for s in seqs]),
+                       "pos": np.concatenate([np.arange(len(s), dtype=np.int32) for s in seqs]),
+                       "token_id": np.array(flat, np.int32), "token": pieces})
+    return docs, tokens
+
+
+@torch.no_grad()
+def logit_effects(loaded: LoadedModel, sae: saes.Dictionary, n: int,
+                  chunk: int = 512) -> tuple[list[list], list[list]] | None:
+    """Top/bottom tokens of W_dec[f] @ W_U per feature (direct logit effect); None if d_in != d_model."""
+    if sae.d_in != loaded.model.cfg.d_model or n == 0:
+        return None
+    W_U = loaded.model.W_U                                   # [d_model, vocab]
+    vocab = loaded.tokenizer.convert_ids_to_tokens(list(range(W_U.shape[1])))
+    name = [loaded.tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in vocab]
+    top, bottom = [], []
+    for start in range(0, sae.d_sae, chunk):
+        effect = sae.W_dec[start: start + chunk] @ W_U       # [chunk, vocab]
+        hi, lo = effect.topk(n, dim=1), effect.topk(n, dim=1, largest=False)
+        top += [[[name[i], round(v, 4)] for v, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(*hi)]
+        bottom += [[[name[i], round(v, 4)] for v, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(*lo)]
+    return top, bottom

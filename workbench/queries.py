@@ -1,0 +1,75 @@
+"""Read queries the app and the notebook API share: dictionaries, feature pages, explanations.
+
+`feature_examples` rows are written sorted by (dict_id, feature), so one feature's rows are
+contiguous and a page is a cheap range scan plus a join on the window's tokens.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from workbench.store import Store
+
+
+def list_dictionaries(store: Store) -> pd.DataFrame:
+    """One row per dictionary, its metrics JSON expanded into columns."""
+    df = store.query("SELECT dict_id, method, model, hook_point, d_in, d_dict, path, config, metrics, created_at "
+                     "FROM dictionaries ORDER BY created_at")
+    if df.empty:
+        return df
+    metrics = pd.DataFrame([json.loads(m) if m else {} for m in df["metrics"]])
+    return pd.concat([df.drop(columns=["metrics"]), metrics], axis=1)
+
+
+def dictionary_row(store: Store, dict_id: str) -> dict:
+    df = store.query("SELECT * FROM dictionaries WHERE dict_id = ?", [dict_id])
+    if df.empty:
+        raise KeyError(f"unknown dictionary {dict_id!r}")
+    row = df.iloc[0].to_dict()
+    row["config"] = json.loads(row["config"]) if row["config"] else {}
+    row["metrics"] = json.loads(row["metrics"]) if row["metrics"] else {}
+    return row
+
+
+def feature_stats(store: Store, dict_id: str, feature: int) -> dict | None:
+    df = store.query("SELECT * FROM feature_stats WHERE dict_id = ? AND feature = ?", [dict_id, int(feature)])
+    if df.empty:
+        return None
+    row = df.iloc[0].to_dict()
+    for key in ("top_logits", "bottom_logits"):
+        row[key] = json.loads(row[key]) if row[key] else []
+    return row
+
+
+FEATURE_EXAMPLES_SQL = """
+SELECT * FROM (
+    SELECT e.kind, e.rank, e.act, e.doc_id, e.pos, e.window_start,
+           list(t.token ORDER BY t.pos) AS tokens, any_value(e.window_acts) AS acts
+    FROM (SELECT * FROM feature_examples WHERE dict_id = ? AND feature = ?) e
+    JOIN tokens t ON t.doc_id = e.doc_id AND t.pos >= e.window_start
+                 AND t.pos < e.window_start + len(e.window_acts)
+    GROUP BY e.kind, e.rank, e.act, e.doc_id, e.pos, e.window_start)
+ORDER BY kind = 'top' DESC, kind, rank
+"""
+
+
+def feature_examples(store: Store, dict_id: str, feature: int) -> pd.DataFrame:
+    """Top and quantile examples of one feature: kind, rank, act, doc_id, pos, tokens, acts per window."""
+    return store.query(FEATURE_EXAMPLES_SQL, [dict_id, int(feature)])
+
+
+def explanations(store: Store, dict_id: str, feature: int) -> pd.DataFrame:
+    """Explanations of one feature with their scores (one row per explanation x scorer)."""
+    return store.query(
+        "SELECT x.expl_id, x.explainer, x.prompt_version, x.text, s.scorer, s.score, s.n "
+        "FROM explanations x LEFT JOIN scores s USING (expl_id) "
+        "WHERE x.dict_id = ? AND x.feature = ? ORDER BY x.created_at, s.scorer", [dict_id, int(feature)])
+
+
+def search_explanations(store: Store, dict_id: str, text: str, limit: int = 50) -> pd.DataFrame:
+    """Features whose explanation contains `text` (case-insensitive substring)."""
+    return store.query(
+        "SELECT feature, text FROM explanations WHERE dict_id = ? AND contains(lower(text), lower(?)) "
+        "ORDER BY feature LIMIT ?", [dict_id, text, int(limit)])
