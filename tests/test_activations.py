@@ -63,3 +63,16 @@ def test_shard_cache_resumes_after_interruption(tiny, tmp_path):
     prefix = torch.cat(list(cached_activations(tiny, lambda: iter(()), smaller, ShardCache(tmp_path, {"test": 1}),
                                                progress=False)))
     torch.testing.assert_close(prefix, whole[:150])  # one cache serves every smaller budget
+
+
+def test_shard_cache_refuses_a_second_writer(tiny, tmp_path):
+    import fcntl
+
+    cfg = StreamConfig(hook_point="blocks.1.hook_resid_post", batch_size=4, token_budget=100)
+    cache = ShardCache(tmp_path, {"test": 2}, shard_rows=50)
+    cache.dir.mkdir(parents=True)
+    with open(cache.dir / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)   # as another collecting process would
+        with pytest.raises(RuntimeError, match="being written by another process"):
+            list(cached_activations(tiny, _sequences(20), cfg, cache, progress=False))
+    assert len(list(cached_activations(tiny, _sequences(20), cfg, cache, progress=False))) > 0

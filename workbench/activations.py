@@ -12,9 +12,11 @@ Two forward paths give the same activations (tests check parity):
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -200,9 +202,14 @@ class ShardCache:
         tmp.write_text(json.dumps(manifest, default=str))
         tmp.replace(self.manifest_path)
 
-    def cached(self) -> Iterator[torch.Tensor]:
+    def cached(self, skip_rows: int = 0) -> Iterator[torch.Tensor]:
+        """Cached rows in order, after the first `skip_rows`."""
         for shard in self.manifest()["shards"]:
-            yield load_file(self.dir / shard["file"])["acts"]
+            if skip_rows >= shard["rows"]:
+                skip_rows -= shard["rows"]
+                continue
+            yield load_file(self.dir / shard["file"])["acts"][skip_rows:]
+            skip_rows = 0
 
     def _flush(self, manifest: dict, pending: list[torch.Tensor], batches: int) -> None:
         acts = torch.cat(pending)
@@ -217,16 +224,47 @@ class ShardCache:
         """Yield up to `budget` rows: cached shards first, then fresh rows from `fresh(batches_to_skip)`,
         which are written as new shards. One cache serves every budget (a smaller one reads a prefix)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        manifest = self.manifest()
         served = 0
-        for acts in self.cached():
-            acts = acts if budget is None else acts[: budget - served]
+        for acts in self._budgeted(self.cached(), budget, served):
+            served += len(acts)
+            yield acts
+        if (budget is not None and served >= budget) or self.manifest()["complete"]:
+            return
+        with self._exclusive():
+            for acts in self._budgeted(self.cached(served), budget, served):  # appended by another process
+                served += len(acts)
+                yield acts
+            manifest = self.manifest()
+            if (budget is not None and served >= budget) or manifest["complete"]:
+                return
+            yield from self._extend(manifest, fresh, budget)
+
+    @staticmethod
+    def _budgeted(chunks: Iterable[torch.Tensor], budget: int | None, served: int) -> Iterator[torch.Tensor]:
+        for acts in chunks:
+            if budget is not None:
+                acts = acts[: budget - served]
             served += len(acts)
             yield acts
             if budget is not None and served >= budget:
                 return
-        if manifest["complete"]:
-            return
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Only one process appends shards to a cache at a time."""
+        with open(self.dir / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"activation cache {self.dir} is being written by another process; "
+                                   "wait for it to finish") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _extend(self, manifest: dict, fresh: Callable[[int], Iterator[torch.Tensor]],
+                budget: int | None) -> Iterator[torch.Tensor]:
         pending: list[torch.Tensor] = []
         batches = 0
         for rows in fresh(manifest["batches_done"]):
