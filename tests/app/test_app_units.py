@@ -1,0 +1,102 @@
+"""App pieces without a browser: escaping, config, input parsing, searches, the store-lock guard."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import app  # noqa: F401
+from app import data, html
+from app.serve import PASSWORD_ENV, ServeConfig
+from app.views import features
+from app.views.common import UPDATING, AppContext
+from app.views.steering import parse_strengths
+from tests.app.conftest import REPO
+from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
+from workbench.store import Store
+
+
+def test_telemetry_is_off_once_the_app_package_is_imported() -> None:
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert os.environ["HF_HUB_DISABLE_TELEMETRY"] in ("1", "True")  # gradio rewrites it as "True"
+
+
+def test_tokens_are_escaped_and_shaded_by_activation() -> None:
+    out = html.highlighted([" " + SCRIPT, IMG, '"q"'], [4.0, 1.0, 0.0], scale=4.0, peak=0)
+    assert "<script" not in out and "<img" not in out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out and "&quot;q&quot;" in out
+    assert 'rgba(255, 140, 0, 1.000)" title="4"' in out and "rgba(255, 140, 0, 0.250)" in out
+    assert out.count("wb-peak") == 1
+    assert 'title="a &quot;b&quot; &lt;c&gt;"' in html.token_span("x", 1.0, 1.0, title='a "b" <c>')
+    assert "&lt;td&gt;" in html.table(["<th>"], [["<td>"]]) and "<td>&lt;td&gt;</td>" in html.table(["h"], [["<td>"]])
+
+
+def test_serve_config_defaults_to_localhost_and_checks_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    cfg = ServeConfig()
+    assert cfg.host == "127.0.0.1" and cfg.auth() is None
+    assert ServeConfig(username="ann", password="pw").auth() == ("ann", "pw")
+    with pytest.raises(ValueError, match="both a username and a password"):
+        ServeConfig(username="ann")
+    with pytest.raises(ValueError, match="port"):
+        ServeConfig(port=0)
+    monkeypatch.setenv(PASSWORD_ENV, "secret")
+    assert ServeConfig(username="ann").auth() == ("ann", "secret")
+
+
+def test_parse_strengths() -> None:
+    assert parse_strengths("12: 8, 40=-4.5 ,7:1e1") == {12: 8.0, 40: -4.5, 7: 10.0}
+    for bad in ("", "12", "x:1", "12:abc"):
+        with pytest.raises(ValueError):
+            parse_strengths(bad)
+
+
+def test_search_by_id_text_and_density(built: BuiltStore) -> None:
+    assert list(data.search_features(built.store, "tiny-topk", " 12 ")["feature"]) == [12]
+    found = data.search_features(built.store, "tiny-topk", "SCRIPT tags")
+    assert list(found["feature"]) == [HOSTILE_FEATURE]
+    densest = data.search_features(built.store, "tiny-topk", "", limit=5)
+    assert len(densest) == 5 and densest["freq"].is_monotonic_decreasing
+    assert data.dictionary_ids(built.store, "tiny") == ["tiny-relu", "tiny-topk"]
+    assert data.dictionary_ids(built.store, "smollm2-135m-instruct") == []
+
+
+def test_feature_page_reads_stats_examples_and_explanations(built: BuiltStore) -> None:
+    page = data.feature_page(built.store, "tiny-topk", HOSTILE_FEATURE)
+    assert page.stats["max_act"] > 0 and len(page.stats["top_logits"]) == 3
+    assert list(page.examples["kind"])[:5] == ["top"] * 5 and len(page.examples) == 15
+    assert all(len(t) == len(a) for t, a in zip(page.examples["tokens"], page.examples["acts"]))
+    assert "script tags" in page.explanations["text"].iloc[0]
+    assert data.feature_page(built.store, "tiny-topk", 10_000).empty
+
+
+def test_a_locked_store_shows_updating_not_an_error(built: BuiltStore) -> None:
+    """While another process holds the write lock past the retry window, the page says "updating"."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from workbench.store import Store
+        with Store({str(built.store.path)!r}).writer():
+            print("locked", flush=True)
+            time.sleep(4)
+        """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        ctx = AppContext(Store(built.store.path, lock_timeout=0.3), live=None)  # type: ignore[arg-type]
+        message, *rest = features.render(ctx, "tiny-topk", HOSTILE_FEATURE)
+        assert message == html.notice(UPDATING)
+        assert all(type(r).__name__ == "SkipUpdate" or r == {"__type__": "update"} for r in rest)
+    finally:
+        holder.wait(timeout=30)
+    message, header, *_ = features.render(AppContext(built.store, live=None), "tiny-topk", HOSTILE_FEATURE)  # type: ignore[arg-type]
+    assert message == "" and "Feature 3" in header
+
+
+def test_unknown_inputs_give_a_message_not_an_exception(built: BuiltStore) -> None:
+    ctx = AppContext(built.store, live=None)  # type: ignore[arg-type]
+    assert "wb-error" in features.render(ctx, None, 3)[0]
+    assert "has no statistics" in features.render(ctx, "tiny-topk", 10_000)[0]
