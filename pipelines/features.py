@@ -25,7 +25,7 @@ from pipelines.collect import CollectConfig, token_sequences
 from pipelines.train import activation_rows, hook_width
 from workbench.config import to_dict
 from workbench.models import LoadedModel, load_model
-from workbench.queries import dictionary_row
+from workbench import queries
 from workbench.store import Store
 
 
@@ -71,10 +71,8 @@ class FeaturesConfig:
 
 
 def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
-    row = dictionary_row(store, cfg.dict_id)  # unknown dictionary: KeyError before anything is written
-    train_cfg = json.loads(store.query("SELECT config FROM runs WHERE run_id = ?",
-                                       [f"train-{cfg.dict_id}"])["config"].iloc[0] or "{}") \
-        if store.run_status(f"train-{cfg.dict_id}") else {}
+    row = queries.dictionary_row(store, cfg.dict_id)  # unknown dictionary: LookupError before anything is written
+    train_cfg = queries.run_config(store, row["run_id"])
     corpus, layout = cfg.corpus or train_cfg.get("corpus", "wiki"), train_cfg.get("layout", "packed")
     run_id = "features-" + hashlib.sha256(json.dumps({**to_dict(cfg), "corpus": corpus}, sort_keys=True)
                                           .encode()).hexdigest()[:12]

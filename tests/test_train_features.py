@@ -73,7 +73,7 @@ def test_feature_pass_rows_are_sorted_by_feature(trained):
 def test_feature_pass_bad_input_leaves_store_unchanged(trained):
     store, dict_id = trained
     before = _dump(store)
-    with pytest.raises(KeyError, match="unknown dictionary"):
+    with pytest.raises(LookupError, match="unknown dictionary"):
         features_run(FeaturesConfig(dict_id="nope"), store, progress=False)
     row = queries.dictionary_row(store, dict_id)
     wrong = saes.create("topk", d_in=32, d_sae=64, k=4, hook_point=row["hook_point"])

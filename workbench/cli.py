@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as err:
+    except (ValueError, RuntimeError, OSError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

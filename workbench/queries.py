@@ -26,11 +26,17 @@ def list_dictionaries(store: Store) -> pd.DataFrame:
 def dictionary_row(store: Store, dict_id: str) -> dict:
     df = store.query("SELECT * FROM dictionaries WHERE dict_id = ?", [dict_id])
     if df.empty:
-        raise KeyError(f"unknown dictionary {dict_id!r}")
+        raise LookupError(f"unknown dictionary {dict_id!r}")
     row = df.iloc[0].to_dict()
     row["config"] = json.loads(row["config"]) if row["config"] else {}
     row["metrics"] = json.loads(row["metrics"]) if row["metrics"] else {}
     return row
+
+
+def run_config(store: Store, run_id: str) -> dict:
+    """The resolved config a run was started with ({} for an unknown run)."""
+    df = store.query("SELECT config FROM runs WHERE run_id = ?", [run_id])
+    return json.loads(df["config"].iloc[0]) if len(df) and df["config"].iloc[0] else {}
 
 
 def feature_stats(store: Store, dict_id: str, feature: int) -> dict | None:
