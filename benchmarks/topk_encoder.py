@@ -48,8 +48,8 @@ HEADLINE = (32768, 64)
 ENCODERS = ("literal", "addmm+topk", "ours", "gemm")
 STEPS = ("dense step", "sparse step")
 TRITON_CONFIGS = [  # (block_m, block_n, block_d, num_warps, num_stages, splits or 0 for auto)
-    (64, 128, 64, 8, 3, 0), (64, 128, 64, 4, 3, 0), (128, 128, 64, 8, 3, 0), (64, 64, 64, 4, 4, 0),
-    (128, 64, 64, 8, 3, 0), (64, 64, 64, 4, 4, 2), (64, 128, 64, 8, 3, 2), (32, 64, 64, 4, 4, 1),
+    (64, 64, 64, 8, 3, 0), (64, 128, 32, 8, 4, 0), (128, 64, 64, 8, 3, 0), (64, 128, 64, 8, 3, 0),
+    (128, 128, 64, 8, 3, 0), (64, 64, 64, 4, 3, 0), (64, 64, 64, 8, 3, 2), (128, 64, 64, 8, 3, 1),
 ]
 
 
@@ -170,6 +170,11 @@ def best_triton_config(t: dict[str, torch.Tensor], k: int) -> tuple:
             print(f"# triton config {cfg} failed: {type(err).__name__}: {str(err)[:120]}", file=sys.stderr)
             continue
         print(f"# sweep d_sae={t['W_enc'].shape[1]} k={k} {cfg}: {1e3 * timed[-1][0]:.3f} ms", file=sys.stderr)
+    from kernels.triton_topk import row_gate
+
+    xc = t["x"] - t["b_dec"]
+    gate_s = time_calls(lambda: row_gate(xc, t["W_enc"], t["b_enc"], k, None), 5, cuda=True)
+    print(f"# gate pre-pass alone d_sae={t['W_enc'].shape[1]} k={k}: {1e3 * gate_s:.3f} ms", file=sys.stderr)
     return min(timed)[1]
 
 

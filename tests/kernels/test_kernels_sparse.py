@@ -14,7 +14,7 @@ from kernels.sparse import sparse_decode
 
 
 def dense_decode(values: Tensor, indices: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
-    latents = torch.zeros(values.shape[0], W_dec.shape[0], dtype=values.dtype).scatter(1, indices, values)
+    latents = values.new_zeros(values.shape[0], W_dec.shape[0]).scatter(1, indices, values)
     return latents @ W_dec + b_dec
 
 

@@ -25,6 +25,8 @@ INTERPRET_BLOCKS = {"block_m": 16, "block_n": 32, "block_d": 16, "num_warps": 1}
 EXTRA_CASES = [
     (Case(40, 24, 300, 12, jump=True), torch.float32, {"splits": 3}),
     (Case(21, 16, 200, 8), torch.float16, {}),
+    (Case(30, 16, 1100, 4, jump=True), torch.float32, {}),  # gate from a 1/8 column sample
+    (Case(25, 12, 500, 6), torch.float32, {"capacity": 16, "splits": 2}),  # overflow -> exact redo
 ]
 GPU_CASES = [
     (Case(300, 64, 2500, 64), torch.float32, {}),
