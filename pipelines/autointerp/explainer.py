@@ -42,8 +42,8 @@ class DelphiExplainer(Explainer):
     """Delphi's default explainer: marked examples with 0-10 activations, answer after a fixed marker.
 
     The reply is prefilled with the marker (a format fix measured with the Qwen explainer); when a
-    reply is still broken (empty, or no marker without prefill) the model is asked once more with
-    a repair message, up to `repairs` times."""
+    reply is still broken (empty or too short, or no marker without prefill) the model is shown its
+    reply and a repair message and asked again (prefilled again), up to `repairs` times."""
 
     name = "delphi"
     prompt_version = prompts.EXPLAIN_VERSION
@@ -54,17 +54,18 @@ class DelphiExplainer(Explainer):
         self.max_tokens = max_tokens
 
     async def explain(self, client: LLMClient, data: FeatureData) -> Explanation:
-        messages = prompts.explain_messages(data.train, data.max_act, self.prefill)
+        messages = prompts.explain_messages(data.train, data.max_act)
+        prefill = [{"role": "assistant", "content": prompts.MARKER}] if self.prefill else []
         tokens_in = tokens_out = 0
         seconds = 0.0
-        for attempt in range(self.repairs + 1):
-            reply = await client.chat(messages, max_tokens=self.max_tokens)
+        for _ in range(self.repairs + 1):
+            reply = await client.chat(messages + prefill, max_tokens=self.max_tokens)
             tokens_in, tokens_out, seconds = tokens_in + reply.tokens_in, tokens_out + reply.tokens_out, \
                 seconds + reply.seconds
-            parsed = prompts.parse_explanation(reply.text, prefilled=self.prefill and attempt == 0)
+            parsed = prompts.parse_explanation(reply.text, prefilled=self.prefill)
             if parsed is not None:
                 return Explanation(parsed, tokens_in, tokens_out, seconds)
-            base = messages[:-1] if self.prefill and attempt == 0 else messages
-            messages = [*base, {"role": "assistant", "content": reply.text or "(no answer)"},
+            said = (prompts.MARKER if self.prefill else "") + reply.text
+            messages = [*messages, {"role": "assistant", "content": said or "(no answer)"},
                         {"role": "user", "content": prompts.REPAIR}]
         raise ExplainError(f"no well-formed explanation after {self.repairs + 1} tries (last reply {reply.text[:120]!r})")

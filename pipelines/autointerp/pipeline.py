@@ -41,7 +41,7 @@ def check_inputs(cfg: InterpretConfig, store: Store) -> dict:
     """Raise ValueError for an unknown dictionary, out-of-range features or a missing feature pass."""
     try:
         row = queries.dictionary_row(store, cfg.dict_id)
-    except KeyError as err:
+    except LookupError as err:
         raise ValueError(f"unknown dictionary {cfg.dict_id!r}") from err
     bad = [f for f in cfg.feature_ids if f >= int(row["d_dict"])]
     if bad:
@@ -85,7 +85,7 @@ class Job:
         self.explainer = DelphiExplainer(prefill=cfg.prefill)
         self.scorers = {name: SCORERS[name]() for name in cfg.scorers}
         self.failures: dict[int, str] = {}
-        self.dead: list[int] = []
+        self.skipped: dict[int, str] = {}
         subject = cache(lambda: load_model(row["model"]))
         scorer_model = cache(lambda: load_model(cfg.scorer_model) if cfg.scorer_model else subject())
         sae = cache(lambda: saes.load(row["path"], expected_d_in=int(row["d_in"])))
@@ -98,10 +98,11 @@ class Job:
         data: dict[int, FeatureData] = {}
         for f in features:
             df = queries.feature_examples(self.store, self.cfg.dict_id, f)
-            if df.empty:
-                self.dead.append(f)  # never fired in the feature pass: nothing to explain
+            split = split_examples(df, f, self.cfg.n_train, self.cfg.n_test, self.cfg.n_top_train, self.cfg.seed)
+            if not split.train or not split.test_active:  # nothing to explain, or nothing to test on
+                self.skipped[f] = f"{len(split.train) + len(split.test_active)} distinct activating examples"
                 continue
-            data[f] = split_examples(df, f, self.cfg.n_train, self.cfg.n_test, self.cfg.n_top_train, self.cfg.seed)
+            data[f] = split
         if data:
             window = max(len(e.tokens) for d in data.values() for e in d.train + d.test_active)
             negatives = inactive_examples(self.ctx.subject(), self.ctx.sae(), feature_pass_docs(self.store, self.cfg.dict_id),
@@ -200,7 +201,8 @@ def run(cfg: InterpretConfig, store: Store) -> str:
 
 def _finish(store: Store, base: str, job: Job) -> None:
     usage = job.client.usage
-    print(f"{base}: {len(job.failures)} features failed, {len(job.dead)} dead (never fired); LLM calls {usage.calls} ({usage.cached} cached), "
+    print(f"{base}: {len(job.failures)} features failed, {len(job.skipped)} skipped (fewer than 2 activating "
+          f"examples: {sorted(job.skipped)[:20]}); LLM calls {usage.calls} ({usage.cached} cached), "
           f"tokens in {usage.tokens_in} out {usage.tokens_out}, {usage.seconds:.0f} s in calls")
     if job.failures:
         store.fail_run(base, "; ".join(f"f{f}: {e}" for f, e in sorted(job.failures.items()))[:2000])

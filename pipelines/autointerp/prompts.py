@@ -116,21 +116,18 @@ def highlight(tokens: Sequence[str], marks: Sequence[bool]) -> str:
     return "".join(out).replace("\n", " ")
 
 
-def explain_messages(examples: Sequence[Example], max_act: float, prefill: bool) -> list[dict[str, str]]:
-    """System prompt, one few-shot exchange, the feature's examples, and optionally the marker prefill."""
+def explain_messages(examples: Sequence[Example], max_act: float) -> list[dict[str, str]]:
+    """System prompt, one few-shot exchange, then the feature's examples."""
     blocks = []
     for i, ex in enumerate(examples, 1):
         marks = ex.marked()
         scaled = scale_acts(ex.acts, max_act)
         listed = ", ".join(f'("{t}", {s})' for t, s, m in zip(ex.tokens, scaled, marks) if m)
         blocks.append(f"Example {i}: {highlight(ex.tokens, marks)}\nActivations: {listed}")
-    messages = [{"role": "system", "content": EXPLAIN_SYSTEM},
-                {"role": "user", "content": EXPLAIN_FEWSHOT_USER},
-                {"role": "assistant", "content": EXPLAIN_FEWSHOT_ASSISTANT},
-                {"role": "user", "content": "\n".join(blocks)}]
-    if prefill:
-        messages.append({"role": "assistant", "content": MARKER})
-    return messages
+    return [{"role": "system", "content": EXPLAIN_SYSTEM},
+            {"role": "user", "content": EXPLAIN_FEWSHOT_USER},
+            {"role": "assistant", "content": EXPLAIN_FEWSHOT_ASSISTANT},
+            {"role": "user", "content": "\n".join(blocks)}]
 
 
 def classifier_messages(template: str, explanation: str, example_text: str) -> list[dict[str, str]]:

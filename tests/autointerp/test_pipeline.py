@@ -1,0 +1,126 @@
+"""`workbench interpret` end to end: real feature pass, real local server, faults, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from interp_helpers import DICT_ID, set_faults, start
+
+from pipelines.autointerp import InterpretConfig, export_delphi, results, run
+from pipelines.autointerp.serve import free_port
+from workbench.store import Store
+
+LOCAL_SCORERS = ["embedding", "surprisal", "intervention"]  # the tiny model never answers yes/no
+
+
+def live_features(store: Store, n: int) -> list[int]:
+    """The first n features with enough distinct activating examples to explain and test."""
+    return store.query("SELECT feature FROM feature_examples WHERE dict_id = ? GROUP BY feature "
+                       "HAVING count(DISTINCT (doc_id, pos)) >= 8 ORDER BY feature LIMIT ?", [DICT_ID, n])["feature"].tolist()
+
+
+def ids(features: list[int]) -> str:
+    return ",".join(map(str, features))
+
+
+def config(server, **fields) -> InterpretConfig:
+    base = dict(dict_id=DICT_ID, features="0:4", scorers=LOCAL_SCORERS, llm_base_url=server.url, n_train=6,
+                n_test=4, n_inactive=4, intervention_prompts=2, intervention_tokens=4, llm_timeout_s=5,
+                llm_max_retries=3, progress=False)
+    return InterpretConfig(**{**base, **fields})
+
+
+def snapshot(store: Store) -> dict[str, pd.DataFrame]:
+    return {t: store.query(f"SELECT * FROM {t} ORDER BY ALL") for t in ("runs", "explanations", "scores")}
+
+
+def feature_status(store: Store, base: str) -> dict[int, str]:
+    df = store.query("SELECT run_id, status FROM runs WHERE starts_with(run_id, ?)", [base + "/f"])
+    return {int(r.run_id.rsplit("/f", 1)[1]): r.status for r in df.itertuples()}
+
+
+def test_run_scores_real_and_shuffled_and_resumes(faulty, store, tmp_path):
+    live = live_features(store, 5)
+    rare = store.query("SELECT feature FROM feature_examples GROUP BY feature HAVING count(DISTINCT (doc_id, pos)) = 1 "
+                       "LIMIT 1")["feature"].tolist()
+    never = sorted(set(range(256)) - set(store.query("SELECT DISTINCT feature FROM feature_examples")["feature"]))[:1]
+    base = run(config(faulty, features=ids(live[:3] + rare + never)), store)
+    assert store.run_status(base) == "finished", store.query("SELECT error FROM runs WHERE run_id = ?", [base])["error"].iloc[0]
+    assert feature_status(store, base) == {f: "finished" for f in live[:3]}  # rare/dead ones skipped, not failed
+    scores = store.query("SELECT scorer, score, details FROM scores")
+    assert sorted(scores["scorer"].unique()) == sorted(LOCAL_SCORERS + [f"{s}:shuffled" for s in LOCAL_SCORERS])
+    assert scores["score"].notna().all()
+    shuffled = json.loads(scores[scores["scorer"] == "surprisal:shuffled"]["details"].iloc[0])
+    assert shuffled["control"] == "shuffled" and "examples" in shuffled
+    assert set(results(store, base)["scorer"]) == set(scores["scorer"])
+
+    before = snapshot(store)
+    assert run(config(faulty, features=ids(live[:3])), store) == base  # everything finished: nothing redone
+    assert all(before[t].equals(after) for t, after in snapshot(store).items())
+
+    run(config(faulty, features=ids(live)), store)  # a wider selection only adds the new features
+    explanations = store.query("SELECT feature, created_at FROM explanations ORDER BY feature")
+    assert explanations["feature"].tolist() == sorted(set(explanations["feature"]))  # no duplicates
+    old = before["explanations"].set_index("feature")["created_at"]
+    assert (explanations.set_index("feature").loc[old.index, "created_at"] == old).all()
+
+    out = export_delphi(store, base, tmp_path / "export")
+    assert json.loads((out / "explanations" / f"{DICT_ID}_latent{live[0]}.txt").read_text())
+    assert (out / "scores" / "surprisal_shuffled" / f"{DICT_ID}_latent{live[0]}.txt").exists()
+
+
+def test_faults_are_retried_or_repaired(faulty, store):
+    set_faults(faulty, "500,429:0.5,malformed,empty,timeout:8")
+    base = run(config(faulty, features=ids(live_features(store, 2)), llm_timeout_s=2), store)
+    assert store.run_status(base) == "finished", store.query("SELECT error FROM runs WHERE run_id = ?", [base])["error"].iloc[0]
+    assert store.query("SELECT count(*) AS n FROM explanations")["n"].iloc[0] == 2
+
+
+def test_server_dying_mid_run_is_recorded_and_resumed(faulty, store):
+    doomed = start(faults="ok,ok,die")
+    try:
+        base = run(config(doomed, features=ids(live_features(store, 4)), llm_max_retries=1, max_in_flight=1), store)
+    finally:
+        doomed.stop()
+    status = feature_status(store, base)
+    assert sorted(status.values()) == ["failed", "failed", "finished", "finished"]
+    assert store.run_status(base) == "failed"
+    assert "connection failed" in store.query("SELECT error FROM runs WHERE run_id = ?", [base])["error"].iloc[0]
+    done = store.query("SELECT * FROM scores ORDER BY ALL")
+
+    again = config(faulty, features=ids(live_features(store, 4)), llm_max_retries=1, max_in_flight=1)
+    assert run(again, store) == base  # same model name: same run
+    assert set(feature_status(store, base).values()) == {"finished"}
+    after = store.query("SELECT * FROM scores ORDER BY ALL")
+    assert len(after) == 2 * len(done)  # the finished half is untouched, the failed half added once
+    assert store.query("SELECT count(*) AS n FROM explanations")["n"].iloc[0] == 4
+
+
+def test_bad_input_leaves_store_unchanged(faulty, store):
+    before = snapshot(store)
+    cases = [
+        (dict(dict_id="no-such-dict"), "unknown dictionary"),
+        (dict(features="250:260"), "out of range"),
+        (dict(llm_base_url=f"http://127.0.0.1:{free_port()}/v1"), "does not answer"),
+    ]
+    for fields, message in cases:
+        with pytest.raises(ValueError, match=message):
+            run(config(faulty, **fields), store)
+    assert all(before[t].equals(after) for t, after in snapshot(store).items())
+    row = store.query("SELECT * FROM dictionaries WHERE dict_id = ?", [DICT_ID]).assign(dict_id="no-pass")
+    store.begin_run("train-no-pass", "train", {})
+    store.publish("train-no-pass", {"dictionaries": row.drop(columns=["run_id"])})
+    before = snapshot(store)
+    with pytest.raises(ValueError, match="no feature pass"):
+        run(config(faulty, dict_id="no-pass"), store)
+    assert all(before[t].equals(after) for t, after in snapshot(store).items())
+
+
+@pytest.mark.parametrize("fields", [dict(scorers=["detection", "astrology"]), dict(features="a:b"),
+                                    dict(features="5:5"), dict(dict_id=""), dict(n_test=0),
+                                    dict(serve_backend="vllm"), dict(max_in_flight=0)])
+def test_config_validation(fields):
+    with pytest.raises(ValueError):
+        InterpretConfig(**{"dict_id": DICT_ID, **fields})
