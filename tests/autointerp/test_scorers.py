@@ -1,0 +1,71 @@
+"""Scorers: metrics, yes/no reading, the registry contract, and the classifiers on a real SmolLM2 server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from interp_helpers import start
+
+from pipelines.autointerp import scorers
+from pipelines.autointerp.examples import Example, FeatureData
+from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, auroc, balanced_accuracy
+from pipelines.autointerp.scorers.classifier import yes_probability
+from workbench.llm import LLMClient, LLMConfig, Response
+
+
+def test_metrics():
+    assert auroc([3, 4], [1, 2]) == 1.0 and auroc([1], [2]) == 0.0 and auroc([1, 2], [2, 1]) == 0.5
+    assert balanced_accuracy([True, True, False, False], [True, False, False, False]) == 0.75
+    with pytest.raises(ScoreError):
+        auroc([1.0], [])
+    with pytest.raises(ScoreError):
+        balanced_accuracy([True], [True])
+
+
+def test_yes_probability_reads_logprobs_then_text():
+    reply = Response("No", 1, 1, 0.1, False, [{"No": -0.5, " yes": -1.5, "The": -2.0}])
+    assert yes_probability(reply) == pytest.approx(1 / (1 + 2.718281828 ** 1.0), rel=1e-6)
+    assert yes_probability(Response("Yes.", 1, 1, 0.1, False, None)) == 1.0
+    assert yes_probability(Response("Maybe", 1, 1, 0.1, False, [{"Maybe": -0.1}])) is None
+
+
+def test_registry_is_the_only_list():
+    assert scorers.names() == ["detection", "fuzzing", "embedding", "surprisal", "intervention"]
+    for name, cls in scorers.SCORERS.items():
+        assert cls.name == name and cls.prompt_version
+    with pytest.raises(ValueError, match="unknown scorer"):
+        scorers.create("astrology")
+
+
+def _feature() -> FeatureData:
+    rivers = [Example(("The", " Congo", " river", " flows", " west"), (0, 3.0, 1.0, 0, 0), "q5"),
+              Example(("Boats", " sail", " the", " Nile", " river"), (0, 0, 0, 3.0, 2.0), "q9")]
+    other = [Example(("She", " bought", " a", " red", " car"), (0,) * 5, "inactive"),
+             Example(("Prices", " of", " bread", " went", " up"), (0,) * 5, "inactive")]
+    return FeatureData(7, train=[], test_active=rivers, test_inactive=other)
+
+
+@pytest.mark.smollm2
+def test_classifiers_score_with_a_real_model(data_dir):
+    """SmolLM2 is a poor judge, but it answers yes/no; the scores are well-formed over every example."""
+    server = start(model="smollm2-135m-instruct")
+    try:
+        client = LLMClient(LLMConfig(base_url=server.url, model=server.model, timeout_s=60))
+        ctx = ScoreContext(client, subject=None, scorer_model=None, sae=None)
+
+        async def both():
+            return [await scorers.create(name).score(ctx, "names of rivers", _feature())
+                    for name in ("detection", "fuzzing")]
+
+        for result in asyncio.run(both()):
+            assert 0 <= result.score <= 1 and 0 <= result.details["auroc"] <= 1
+            assert result.n + result.details["unanswered"] == 4
+            assert {r["activating"] for r in result.details["examples"]} == {True, False}
+    finally:
+        server.stop()
+
+
+def test_embedding_prefers_related_text():
+    result = asyncio.run(scorers.create("embedding").score(None, "rivers such as the Congo and the Nile", _feature()))
+    assert result.score == 1.0 and result.n == 4
