@@ -19,19 +19,21 @@ from kernel_checks import SMALL_CASES, Case, check_topk, make_inputs  # noqa: E4
 
 from kernels.triton_topk import topk_encode_triton  # noqa: E402
 
-# (case, dtype, kwargs): forced column splits, half inputs. bf16 runs on CUDA only: the
-# triton 3.9 interpreter's tl.dot returns garbage for bf16 (fp16 is fine).
-INTERPRET_BLOCKS = {"block_m": 16, "block_n": 32, "block_d": 16, "num_warps": 1}
+INTERPRET_BLOCKS = {"block_m": 16, "block_n": 32, "num_warps": 1}  # small blocks: fast interpreter
+# (case, dtype, kwargs): column splits, several GEMM chunks, half inputs, candidate overflow.
 EXTRA_CASES = [
     (Case(40, 24, 300, 12, jump=True), torch.float32, {"splits": 3}),
     (Case(21, 16, 200, 8), torch.float16, {}),
-    (Case(30, 16, 1100, 4, jump=True), torch.float32, {}),  # gate from a 1/8 column sample
-    (Case(25, 12, 500, 6), torch.float32, {"capacity": 16, "splits": 2}),  # overflow -> exact redo
+    (Case(40, 24, 300, 12, jump=True), torch.bfloat16, {}),
+    (Case(30, 16, 1100, 4, jump=True), torch.float32, {"chunk": 256}),
+    (Case(33, 12, 700, 9, ties=True), torch.float32, {"chunk": 160, "splits": 2}),
+    (Case(25, 12, 500, 6), torch.float32, {"capacity": 4, "splits": 2}),  # overflow -> exact redo
 ]
 GPU_CASES = [
     (Case(300, 64, 2500, 64), torch.float32, {}),
     (Case(1000, 576, 4096, 32, jump=True), torch.bfloat16, {}),
     (Case(4096, 128, 16384, 64), torch.bfloat16, {}),
+    (Case(2048, 64, 20000, 16), torch.bfloat16, {"chunk": 4096}),
 ]
 
 
