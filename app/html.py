@@ -12,13 +12,13 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 # One accent colour for activations: orange, alpha proportional to the activation.
-ACT_RGB = "255, 140, 0"
-NEG_RGB = "60, 120, 255"
+ACT_RGB = "255,140,0"
+NEG_RGB = "60,120,255"
 
 CSS = """
 .wb-tokens { font-family: ui-monospace, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
-.wb-tok { border-radius: 3px; padding: 1px 0; }
-.wb-tok.wb-peak { outline: 1px solid #c45a00; }
+.wb-tokens span { border-radius: 3px; padding: 1px 0; }
+.wb-tokens span.wb-peak { outline: 1px solid #c45a00; }
 .wb-example { margin: 2px 0 6px 0; }
 .wb-example .wb-act { color: #666; font-size: 11px; margin-right: 8px; font-family: ui-monospace, monospace; }
 .wb-notice { padding: 10px 14px; border-radius: 6px; background: #fff7e0; border: 1px solid #f0c36d; }
@@ -40,12 +40,15 @@ def shown_token(token: str) -> str:
 
 
 def token_span(token: str, act: float, scale: float, peak: bool = False, title: str | None = None) -> str:
-    """One token with background alpha ∝ act / scale; its title (hover) is the value unless given."""
+    """One token with background alpha ∝ act / scale; its title (hover) is the value unless given.
+
+    Markup is kept short (no style on inactive tokens): a page can hold a thousand of these.
+    """
     alpha = 0.0 if scale <= 0 else min(abs(act) / scale, 1.0)
-    rgb = ACT_RGB if act >= 0 else NEG_RGB
-    cls = "wb-tok wb-peak" if peak else "wb-tok"
-    return (f'<span class="{cls}" style="background: rgba({rgb}, {alpha:.3f})" '
-            f'title="{esc(title) if title is not None else f"{act:.4g}"}">{esc(shown_token(token))}</span>')
+    style = f' style="background:rgba({ACT_RGB if act >= 0 else NEG_RGB},{alpha:.2f})"' if alpha >= 0.005 else ""
+    cls = ' class="wb-peak"' if peak else ""
+    text = esc(title) if title is not None else f"{act:.4g}"
+    return f'<span{cls}{style} title="{text}">{esc(shown_token(token))}</span>'
 
 
 def highlighted(tokens: Sequence[str], acts: Sequence[float], scale: float, peak: int | None = None) -> str:

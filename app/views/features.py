@@ -69,16 +69,19 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
         return ("" if len(found) else html.notice("No matching feature.")), found
 
     def clicked(dict_id: str, evt: gr.SelectData) -> tuple:
-        return nav.open(dict_id, int(evt.row_value[0]))
+        feature_id = int(evt.row_value[0])
+        return (*render(ctx, dict_id, feature_id), feature_id)
 
     def load(request: gr.Request) -> tuple:
         return on_load(nav, dict(request.query_params))
 
     gr.on([search.click, query.submit, dict_menu.input], find, inputs=[dict_menu, query],
           outputs=[search_msg, results])
-    results.select(clicked, inputs=dict_menu, outputs=nav.outputs)
-    gr.on([open_button.click, feature.submit], lambda d, f: nav.open(d, f), inputs=[dict_menu, feature],
-          outputs=nav.outputs)
+    # Within the tab only the page changes: fewer outputs, less for the browser to redo.
+    page_outputs = nav.outputs[:4]
+    results.select(clicked, inputs=dict_menu, outputs=[*page_outputs, feature])
+    gr.on([open_button.click, feature.submit], lambda d, f: render(ctx, d, f), inputs=[dict_menu, feature],
+          outputs=page_outputs)
     demo.load(load, outputs=[*nav.outputs, search_msg, results])
     return nav
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.app.conftest import REPO
+from tests.app.app_helpers import REPO
 from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
 
 CELLS = "div[role=gridcell]"
@@ -43,9 +43,9 @@ def test_search_and_open_feature_page(page, server: str) -> None:
     wait_page(page, 5)
     assert "names of rivers and flowing water" in page.locator("#fb-header").inner_text()
     assert "density" in page.locator("#fb-header").inner_text()
-    peak = page.locator("#fb-examples .wb-tok.wb-peak").first
+    peak = page.locator("#fb-examples .wb-tokens span.wb-peak").first
     assert float(peak.get_attribute("title")) > 0
-    assert "rgba(255, 140, 0, 1.000)" in peak.get_attribute("style")  # the top example's peak is the max
+    assert "rgba(255,140,0,1.00)" in peak.get_attribute("style")  # the top example's peak is the max
     assert page.locator("#fb-examples .wb-example").count() == 15  # 5 top + 10 quantile bins
     page.wait_for_selector("#fb-hist .gtitle")
     assert page.locator("#fb-hist .gtitle").text_content() == "Activation histogram · feature 5"
@@ -71,7 +71,7 @@ def test_prompt_inspector_opens_feature(page, server: str) -> None:
     page.fill("#pi-text textarea", "the river flows past the old mill")
     page.click("#pi-run")
     page.wait_for_selector(f"#pi-features {CELLS}")
-    assert page.locator("#pi-tokens .wb-tok").count() >= 7
+    assert page.locator("#pi-tokens .wb-tokens span").count() >= 7
     row = page.locator(f"#pi-features {CELLS}").all_inner_texts()[:5]  # pos, token, rank, feature, act
     page.locator(f"#pi-features {CELLS}").nth(3).click()
     wait_page(page, int(row[3]))

@@ -15,7 +15,7 @@ from app.serve import PASSWORD_ENV, ServeConfig
 from app.views import features
 from app.views.common import UPDATING, AppContext
 from app.views.steering import parse_strengths
-from tests.app.conftest import REPO
+from tests.app.app_helpers import REPO
 from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
 from workbench.store import Store
 
@@ -30,7 +30,8 @@ def test_tokens_are_escaped_and_shaded_by_activation() -> None:
     out = html.highlighted([" " + SCRIPT, IMG, '"q"'], [4.0, 1.0, 0.0], scale=4.0, peak=0)
     assert "<script" not in out and "<img" not in out
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out and "&quot;q&quot;" in out
-    assert 'rgba(255, 140, 0, 1.000)" title="4"' in out and "rgba(255, 140, 0, 0.250)" in out
+    assert 'rgba(255,140,0,1.00)" title="4"' in out and "rgba(255,140,0,0.25)" in out
+    assert '<span title="0">&quot;q&quot;</span>' in out  # inactive tokens carry no style
     assert out.count("wb-peak") == 1
     assert 'title="a &quot;b&quot; &lt;c&gt;"' in html.token_span("x", 1.0, 1.0, title='a "b" <c>')
     assert "&lt;td&gt;" in html.table(["<th>"], [["<td>"]]) and "<td>&lt;td&gt;</td>" in html.table(["h"], [["<td>"]])

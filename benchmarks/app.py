@@ -1,0 +1,186 @@
+"""Feature-page latency of the app on a large store, measured in headless Chromium.
+
+Builds (once, cached) a synthetic store with >= 20M feature_examples rows written sorted by
+(dict_id, feature), as pipelines/features.py writes them, plus their tokens, feature stats and
+some explanations; serves the app; then in the browser types a random feature id, clicks "Open
+feature", and times click -> page rendered (header, examples and histogram of that feature) with
+`performance.now()` on the page. Also times the store reads alone, server side.
+
+    .venv/bin/python benchmarks/app.py [--features 262144] [--clicks 60] [--rebuild]
+
+The last line is `RESULT key=value ...`. Run it when no other heavy job is running (`uptime`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import app  # noqa: E402,F401  (telemetry off before gradio is imported)
+import duckdb  # noqa: E402
+import numpy as np  # noqa: E402
+
+from workbench.paths import cache_dir  # noqa: E402
+from workbench.store import Store  # noqa: E402
+
+DICT_ID = "bench-topk"
+PER_FEATURE = 80  # 20 top + 10 quantile bins x 6, SAEDashboard-like
+WINDOW = 10  # tokens of context per example
+DOC_LEN = 64
+
+EXAMPLES_SQL = f"""
+SELECT '{DICT_ID}' AS dict_id, (i // {PER_FEATURE})::INTEGER AS feature,
+       CASE WHEN i % {PER_FEATURE} < 20 THEN 'top' ELSE 'q' || ((i % {PER_FEATURE} - 20) // 6) END AS kind,
+       (CASE WHEN i % {PER_FEATURE} < 20 THEN i % {PER_FEATURE} ELSE (i % {PER_FEATURE} - 20) % 6 END)::INTEGER AS rank,
+       'd' || lpad(((hash(i) % $n_docs))::VARCHAR, 7, '0') AS doc_id,
+       (5 + hash(i * 7) % ({DOC_LEN} - 10))::INTEGER AS pos,
+       (10.0 - (i % {PER_FEATURE}) / 10.0)::FLOAT AS act,
+       (5 + hash(i * 7) % ({DOC_LEN} - 10) - 5)::INTEGER AS window_start,
+       list_transform(range({WINDOW}), lambda j: CASE WHEN j <= 5 THEN ((10.0 - (i % {PER_FEATURE}) / 10.0)
+            * exp(j - 5.0))::FLOAT ELSE 0.0::FLOAT END) AS window_acts
+FROM range($n_rows) r(i)
+ORDER BY feature, kind, rank
+"""
+
+TOKENS_SQL = f"""
+SELECT 'd' || lpad((i // {DOC_LEN})::VARCHAR, 7, '0') AS doc_id, (i % {DOC_LEN})::INTEGER AS pos,
+       (hash(i) % 49152)::INTEGER AS token_id,
+       ' w' || (hash(i) % 5000)::VARCHAR || CASE WHEN i % 997 = 0 THEN ' <script>x</script>' ELSE '' END AS token
+FROM range($n_docs * {DOC_LEN}) r(i)
+ORDER BY doc_id, pos
+"""
+
+STATS_SQL = f"""
+SELECT '{DICT_ID}' AS dict_id, i::INTEGER AS feature, (1 + hash(i) % 1000) / 100000.0 AS freq,
+       1.5 AS mean_act, 10.0 AS max_act,
+       list_transform(range(21), lambda j: (j / 2.0)::FLOAT) AS hist_edges,
+       list_transform(range(20), lambda j: (hash(i + j) % 1000)::BIGINT) AS hist_counts,
+       '[[" the", 1.2], [" a", 0.8]]' AS top_logits, '[[" of", -1.0]]' AS bottom_logits
+FROM range($n_features) r(i)
+"""
+
+
+def build(path: Path, n_features: int) -> None:
+    """Generate the tables with DuckDB (into Arrow) and publish them through the store."""
+    n_rows, n_docs = n_features * PER_FEATURE, max(1, n_features * PER_FEATURE // 100)
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    tables = {
+        "feature_examples": con.sql(EXAMPLES_SQL, params={"n_rows": n_rows, "n_docs": n_docs}).to_arrow_table(),
+        "tokens": con.sql(TOKENS_SQL, params={"n_docs": n_docs}).to_arrow_table(),
+        "feature_stats": con.sql(STATS_SQL, params={"n_features": n_features}).to_arrow_table(),
+        "explanations": con.sql(f"""
+            SELECT 'x' || i AS expl_id, '{DICT_ID}' AS dict_id, (i * 7)::INTEGER AS feature, 'bench' AS explainer,
+                   'v1' AS prompt_version, 'mentions of topic ' || (i % 50) AS text, 100 AS tokens_in,
+                   10 AS tokens_out, 0.1 AS seconds, now()::TIMESTAMP AS created_at
+            FROM range({min(n_features // 7, 5000)}) r(i)""").to_arrow_table(),
+        "dictionaries": con.sql(f"""
+            SELECT '{DICT_ID}' AS dict_id, 'topk' AS method, 'tiny' AS model, 'blocks.0.hook_resid_post' AS hook_point,
+                   64 AS d_in, {n_features} AS d_dict, '' AS path, '{{}}' AS config,
+                   '{{"fvu": 0.2, "l0": 32, "dead_frac": 0.01}}' AS metrics, now()::TIMESTAMP AS created_at""").to_arrow_table(),
+    }
+    con.close()
+    print(f"generated {n_rows:,} example rows, {n_docs * DOC_LEN:,} tokens in {time.perf_counter() - t0:.1f}s")
+    tmp = path.with_suffix(".partial")
+    tmp.unlink(missing_ok=True)
+    Store(tmp).publish("bench", tables)
+    tmp.rename(path)
+    print(f"published in {time.perf_counter() - t0:.1f}s total; {path.stat().st_size / 1e9:.2f} GB")
+
+
+def server_side_ms(store: Store, features: list[int]) -> list[float]:
+    from app import data
+
+    times = []
+    for f in features:
+        t0 = time.perf_counter()
+        page = data.feature_page(store, DICT_ID, f)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert len(page.examples) == PER_FEATURE, (f, len(page.examples))
+    return times
+
+
+# The clock starts when the click event reaches the page (capture phase), not when Playwright sends it.
+CLICK_CLOCK = """() => document.addEventListener('click', e => {
+  if (e.target.closest('#fb-open')) window.__t0 = performance.now();
+}, true)"""
+
+RENDERED = """f => {
+  const h = document.querySelector('#fb-header h2');
+  const ok = h && h.textContent.startsWith('Feature ' + f + ' ')
+    && document.querySelectorAll('#fb-examples .wb-example').length > 0
+    && (document.querySelector('#fb-hist .gtitle')?.textContent || '').endsWith('feature ' + f);
+  if (ok) window.__t1 = performance.now();
+  return ok;
+}"""
+
+
+def browser_ms(url: str, features: list[int]) -> list[float]:
+    """Click "Open feature" for each feature; time click -> page rendered, on the page's clock."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.app.app_helpers import CHROMIUM, CHROMIUM_ARGS
+
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/?dict={DICT_ID}")
+        page.get_by_role("tab", name="Features").click()
+        page.wait_for_selector("#fb-results div[role=gridcell]")
+        page.evaluate(CLICK_CLOCK)
+        for f in features:
+            page.fill("#fb-feature input", str(f))
+            page.click("#fb-open")
+            page.wait_for_function(RENDERED, arg=f, polling="raf", timeout=30_000)
+            times.append(page.evaluate("() => window.__t1 - window.__t0"))
+        browser.close()
+    return times
+
+
+def p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=int, default=262_144, help="d_dict; rows = features x 80")
+    parser.add_argument("--clicks", type=int, default=60, help="feature pages opened (after 5 warm-up clicks)")
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    path = cache_dir() / "bench" / f"app-{args.features}.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if args.rebuild or not path.exists():
+        path.unlink(missing_ok=True)
+        build(path, args.features)
+    store = Store(path)
+    n_rows = int(store.query("SELECT count(*) AS n FROM feature_examples")["n"][0])
+    rng = np.random.default_rng(0)
+    picks = [int(f) for f in rng.integers(0, args.features, args.clicks + 5)]
+    query = server_side_ms(store, picks[:5] + [int(f) for f in rng.integers(0, args.features, args.clicks)])[5:]
+
+    from app.server import build_app
+    from tests.app.app_helpers import free_port
+
+    demo = build_app(store, "tiny")
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                ssr_mode=False)
+    try:
+        clicks = browser_ms(demo.local_url.rstrip("/"), picks)[5:]
+    finally:
+        demo.close()
+    print(f"store reads per page (server side): median {statistics.median(query):.1f} ms, p95 {p95(query):.1f} ms")
+    print(f"click -> rendered page (browser): median {statistics.median(clicks):.0f} ms, p95 {p95(clicks):.0f} ms, "
+          f"max {max(clicks):.0f} ms over {len(clicks)} clicks")
+    print(f"RESULT rows={n_rows} clicks={len(clicks)} p50_ms={statistics.median(clicks):.0f} p95_ms={p95(clicks):.0f} "
+          f"query_p95_ms={p95(query):.1f} target_p95_ms=1000 pass={p95(clicks) <= 1000}")
+
+
+if __name__ == "__main__":
+    main()
