@@ -30,21 +30,26 @@ from workbench.paths import cache_dir  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
 DICT_ID = "bench-topk"
-PER_FEATURE = 80  # 20 top + 10 quantile bins x 6, SAEDashboard-like
-WINDOW = 10  # tokens of context per example
-DOC_LEN = 64
+# Shaped like pipelines/features.py's defaults: 20 top + 10 quantile bins x 5 examples per feature,
+# windows of 24 tokens before and 8 after the activating one, 128-token evaluation sequences.
+N_TOP, N_BINS, PER_BIN = 20, 10, 5
+PER_FEATURE = N_TOP + N_BINS * PER_BIN
+BEFORE, AFTER = 24, 8
+WINDOW = BEFORE + 1 + AFTER
+DOC_LEN = 128
 
 EXAMPLES_SQL = f"""
-SELECT '{DICT_ID}' AS dict_id, (i // {PER_FEATURE})::INTEGER AS feature,
-       CASE WHEN i % {PER_FEATURE} < 20 THEN 'top' ELSE 'q' || ((i % {PER_FEATURE} - 20) // 6) END AS kind,
-       (CASE WHEN i % {PER_FEATURE} < 20 THEN i % {PER_FEATURE} ELSE (i % {PER_FEATURE} - 20) % 6 END)::INTEGER AS rank,
-       'd' || lpad(((hash(i) % $n_docs))::VARCHAR, 7, '0') AS doc_id,
-       (5 + hash(i * 7) % ({DOC_LEN} - 10))::INTEGER AS pos,
-       (10.0 - (i % {PER_FEATURE}) / 10.0)::FLOAT AS act,
-       (5 + hash(i * 7) % ({DOC_LEN} - 10) - 5)::INTEGER AS window_start,
-       list_transform(range({WINDOW}), lambda j: CASE WHEN j <= 5 THEN ((10.0 - (i % {PER_FEATURE}) / 10.0)
-            * exp(j - 5.0))::FLOAT ELSE 0.0::FLOAT END) AS window_acts
-FROM range($n_rows) r(i)
+WITH r AS (SELECT i, i // {PER_FEATURE} AS feature, i % {PER_FEATURE} AS slot,
+                  {BEFORE} + hash(i * 7) % ({DOC_LEN} - {WINDOW}) AS pos FROM range($n_rows) t(i))
+SELECT '{DICT_ID}' AS dict_id, feature::INTEGER AS feature,
+       CASE WHEN slot < {N_TOP} THEN 'top' ELSE 'q' || ((slot - {N_TOP}) // {PER_BIN})::VARCHAR END AS kind,
+       (CASE WHEN slot < {N_TOP} THEN slot ELSE (slot - {N_TOP}) % {PER_BIN} END)::INTEGER AS rank,
+       'd' || lpad((hash(i) % $n_docs)::VARCHAR, 7, '0') AS doc_id, pos::INTEGER AS pos,
+       (10.0 - slot / 8.0)::FLOAT AS act, (pos - {BEFORE})::INTEGER AS window_start,
+       -- sparse like real activations: the peak and a few tokens before it
+       list_transform(range({WINDOW}), lambda j: CASE WHEN j BETWEEN {BEFORE} - 3 AND {BEFORE}
+            THEN ((10.0 - slot / 8.0) / (1 + {BEFORE} - j))::FLOAT ELSE 0.0::FLOAT END) AS window_acts
+FROM r
 ORDER BY feature, kind, rank
 """
 
@@ -68,7 +73,7 @@ FROM range($n_features) r(i)
 
 def build(path: Path, n_features: int) -> None:
     """Generate the tables with DuckDB (into Arrow) and publish them through the store."""
-    n_rows, n_docs = n_features * PER_FEATURE, max(1, n_features * PER_FEATURE // 100)
+    n_rows, n_docs = n_features * PER_FEATURE, max(1, n_features * PER_FEATURE // 200)
     t0 = time.perf_counter()
     con = duckdb.connect()
     tables = {
@@ -150,7 +155,7 @@ def p95(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", type=int, default=262_144, help="d_dict; rows = features x 80")
+    parser.add_argument("--features", type=int, default=300_000, help=f"d_dict; rows = features x {PER_FEATURE}")
     parser.add_argument("--clicks", type=int, default=60, help="feature pages opened (after 5 warm-up clicks)")
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args()

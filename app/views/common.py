@@ -26,7 +26,7 @@ def guarded(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]
     """Wrap a callback whose first output is an HTML message slot.
 
     A held store lock becomes the "updating…" notice, and a request the user can fix (ValueError,
-    KeyError: unknown feature, bad input) an error box; the other outputs are left as they were.
+    LookupError: unknown dictionary, bad input) an error box; the other outputs are left as they were.
     Anything else is a bug and propagates.
     """
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -36,7 +36,7 @@ def guarded(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]
                 return fn(*args, **kwargs)
             except StoreLockedError:
                 message = html.notice(UPDATING)
-            except (StoreError, ValueError, KeyError) as err:
+            except (StoreError, ValueError, LookupError) as err:
                 message = html.error(str(err.args[0]) if err.args else str(err))
             return message if n_outputs == 1 else (message, *[gr.skip()] * (n_outputs - 1))
         return inner

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
+from gradio.components.plot import PlotData
 
 from app import charts, html
 from app.data import FeaturePage
@@ -46,7 +46,7 @@ def examples(page: FeaturePage) -> str:
     return html.example_rows(page.examples, scale)
 
 
-def histogram(page: FeaturePage) -> go.Figure | None:
+def histogram(page: FeaturePage) -> PlotData | None:
     if page.stats is None or page.stats["hist_counts"] is None or len(page.stats["hist_counts"]) == 0:
         return None
     return charts.activation_histogram(page.stats["hist_edges"], page.stats["hist_counts"], page.feature)
