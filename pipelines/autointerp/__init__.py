@@ -6,13 +6,32 @@
 Stages, one module each: examples.py (what is shown), prompts.py (every prompt, versioned),
 explainer.py, scorers/ (one file per scorer, registry in scorers/__init__.py), storage.py
 (rows, resumability, Delphi export), pipeline.py (the run). The LLM client is workbench/llm.py;
-the embedded endpoint is serve.py (`workbench llm serve`).
+the embedded endpoint is serve.py (`workbench llm serve`) over server.py or llama.cpp.
+
+Names are resolved on first use (PEP 562), so `pipelines.autointerp.serve` and the server
+subprocess start without importing torch models, saes and the scorers.
 """
 
-from pipelines.autointerp.config import InterpretConfig, parse_features
-from pipelines.autointerp.pipeline import results, run
-from pipelines.autointerp.serve import ServeConfig
-from pipelines.autointerp.serve import run as serve
-from pipelines.autointerp.storage import export_delphi
+from __future__ import annotations
 
-__all__ = ["InterpretConfig", "ServeConfig", "export_delphi", "parse_features", "results", "run", "serve"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "InterpretConfig": "pipelines.autointerp.config",
+    "parse_features": "pipelines.autointerp.config",
+    "run": "pipelines.autointerp.pipeline",
+    "results": "pipelines.autointerp.pipeline",
+    "export_delphi": "pipelines.autointerp.storage",
+    "ServeConfig": "pipelines.autointerp.serve",
+}
+
+__all__ = [*_EXPORTS, "serve_run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "serve_run":
+        return importlib.import_module("pipelines.autointerp.serve").run
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pipelines.autointerp' has no attribute {name!r}")

@@ -53,6 +53,8 @@ class InterpretConfig:
     """Seconds before an LLM request is retried."""
     llm_max_retries: int = 4
     """Retries per LLM request (timeouts, connection errors, 429, 5xx, malformed replies)."""
+    llm_cache: bool = True
+    """Reuse cached LLM replies (data/cache/llm_cache.sqlite) so reruns do not pay twice; false always asks."""
     serve_backend: str = "auto"
     """Embedded server backend when no endpoint is given: auto, llama-cpp (Qwen2.5-Coder-1.5B) or transformers."""
     serve_model: str = "smollm2-135m-instruct"
@@ -109,7 +111,8 @@ class InterpretConfig:
     def llm_config(self, model: str, base_url: str | None = None) -> LLMConfig:
         return LLMConfig(base_url=base_url or self.llm_base_url or None, model=model,
                          api_key_env=self.llm_api_key_env, max_in_flight=self.max_in_flight,
-                         timeout_s=self.llm_timeout_s, max_retries=self.llm_max_retries)
+                         timeout_s=self.llm_timeout_s, max_retries=self.llm_max_retries,
+                         cache_path=None if self.llm_cache else "")
 
     def base_run_id(self, model: str) -> str:
         """Stable id over everything that changes results, the resolved explainer model included."""
@@ -117,7 +120,7 @@ class InterpretConfig:
             return self.run_id
         keep = {k: v for k, v in asdict(self).items()
                 if k not in ("features", "run_id", "progress", "max_in_flight", "llm_base_url", "llm_timeout_s",
-                             "llm_max_retries", "llm_api_key_env", "serve_backend", "serve_model", "llm_model")}
+                             "llm_max_retries", "llm_cache", "llm_api_key_env", "serve_backend", "serve_model", "llm_model")}
         keep.update(model=model, prompts=[prompts.EXPLAIN_VERSION, prompts.DETECTION_VERSION, prompts.FUZZING_VERSION,
                                           prompts.SURPRISAL_VERSION, prompts.INTERVENTION_VERSION])
         digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from interp_helpers import DICT_ID, set_faults, start
 
-from pipelines.autointerp import InterpretConfig, export_delphi, results, run
+from pipelines.autointerp import InterpretConfig, export_delphi, results, run, testbed
 from pipelines.autointerp.serve import free_port
 from workbench.store import Store
 
@@ -16,9 +16,7 @@ LOCAL_SCORERS = ["embedding", "surprisal", "intervention"]  # the tiny model nev
 
 
 def live_features(store: Store, n: int) -> list[int]:
-    """The first n features with enough distinct activating examples to explain and test."""
-    return store.query("SELECT feature FROM feature_examples WHERE dict_id = ? GROUP BY feature "
-                       "HAVING count(DISTINCT (doc_id, pos)) >= 8 ORDER BY feature LIMIT ?", [DICT_ID, n])["feature"].tolist()
+    return testbed.live_features(store, n)
 
 
 def ids(features: list[int]) -> str:

@@ -1,0 +1,102 @@
+"""Auto-interpretation benchmarks (not part of the test run).
+
+Throughput (default): features/min of `workbench interpret` with 1 vs N LLM requests in flight,
+against a local OpenAI-compatible server (our transformers server by default, or `--base-url`,
+e.g. llama.cpp's), on the testbed dictionary (random TopK SAE on the tiny model, real feature
+pass). Only the LLM stages run (explainer + detection + fuzzing, with shuffled controls) and
+the response cache is off, so both runs pay for every call.
+
+    python benchmarks/autointerp.py [--in-flight 4] [--features 3] [--server-model smollm2-135m-instruct]
+
+Quality (`--quality`): mean score per scorer, real vs shuffled explanations, on a real dictionary
+with the default explainer (the README's table; >= 50 features with the Qwen explainer):
+
+    python benchmarks/autointerp.py --quality --store data/workbench.duckdb --dict-id D --features 0:50
+
+The last line is `RESULT key=value ...`, ratios first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from pipelines.autointerp import InterpretConfig, results, run, testbed
+from pipelines.autointerp.serve import LocalServer, ServeConfig
+from workbench.store import Store
+
+LLM_SCORERS = ["detection", "fuzzing"]
+
+
+def _throughput_run(store: Store, url: str, features: list[int], in_flight: int) -> dict[str, float]:
+    cfg = InterpretConfig(dict_id=testbed.DICT_ID, features=",".join(map(str, features)), scorers=LLM_SCORERS,
+                          llm_base_url=url, max_in_flight=in_flight, llm_cache=False, n_train=10, n_test=4,
+                          n_inactive=4, run_id=f"bench-inflight-{in_flight}", progress=False)
+    start = time.perf_counter()
+    base = run(cfg, store)
+    seconds = time.perf_counter() - start
+    tokens = store.query("SELECT sum(tokens_in + tokens_out) AS t FROM explanations WHERE starts_with(run_id, ?)",
+                         [base + "/f"])["t"].iloc[0]
+    return {"seconds": seconds, "features_per_min": len(features) / seconds * 60, "explain_tokens": float(tokens)}
+
+
+def throughput(args: argparse.Namespace) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.duckdb")
+        testbed.build(store, Path(tmp))
+        features = testbed.live_features(store, args.features)
+        server = None if args.base_url else LocalServer(ServeConfig(backend="transformers", model=args.server_model,
+                                                                    port=0))
+        if server:
+            server.start()
+        try:
+            url = args.base_url or server.url
+            one = _throughput_run(store, url, features, 1)
+            many = _throughput_run(store, url, features, args.in_flight)
+        finally:
+            if server:
+                server.stop()
+    print(f"{'in flight':>9} {'seconds':>8} {'features/min':>13} {'explain tokens':>15}")
+    for n, r in ((1, one), (args.in_flight, many)):
+        print(f"{n:>9} {r['seconds']:>8.1f} {r['features_per_min']:>13.2f} {r['explain_tokens']:>15.0f}")
+    speedup = many["features_per_min"] / one["features_per_min"]
+    return (f"RESULT speedup_inflight{args.in_flight}_vs_1={speedup:.2f} fpm_1={one['features_per_min']:.2f} "
+            f"fpm_{args.in_flight}={many['features_per_min']:.2f} features={len(features)} "
+            f"server={args.base_url or 'workbench-transformers:' + args.server_model}")
+
+
+def quality(args: argparse.Namespace) -> str:
+    store = Store(args.store)
+    cfg = InterpretConfig(dict_id=args.dict_id, features=args.features, llm_base_url=args.base_url or "",
+                          max_in_flight=args.in_flight)
+    base = run(cfg, store)
+    table = results(store, base)
+    print(table.to_string(index=False))
+    means = dict(zip(table["scorer"], table["mean_score"]))
+    ratios = [f"{s}_real_minus_shuffled={means[s] - means[s + ':shuffled']:.3f}"
+              for s in cfg.scorers if s in means and s + ":shuffled" in means]
+    n = int(table["features"].max()) if len(table) else 0
+    return "RESULT " + " ".join(ratios + [f"{s}={means[s]:.3f}" for s in sorted(means)] + [f"features={n}", f"run={base}"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quality", action="store_true", help="real vs shuffled score table instead of throughput")
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--features", default="3", help="throughput: how many features; quality: a selection")
+    parser.add_argument("--server-model", default="smollm2-135m-instruct")
+    parser.add_argument("--base-url", default="", help="use this endpoint instead of starting our server")
+    parser.add_argument("--store", default=None)
+    parser.add_argument("--dict-id", default="")
+    args = parser.parse_args()
+    if args.quality:
+        print(quality(args))
+    else:
+        args.features = int(args.features)
+        print(throughput(args))
+
+
+if __name__ == "__main__":
+    main()
