@@ -13,7 +13,7 @@ cuBLAS, and only a bounded chunk of pre-activations ever exists:
    every chunk; it applies ReLU / JumpReLU and appends every activation >= gate as an int64
    key (float bits << 32 | column; candidates are > 0, so keys order like values) to its
    own [CAP] slots per row; a cumsum gives the slots, so no atomics are needed.
-4. select: one torch.topk over the keys. Rows whose candidates overflowed CAP, or with fewer
+4. select: a per-row register sort of the keys (row_topk). Rows whose candidates overflowed CAP, or with fewer
    than k positive activations (zeros are then part of the answer), are recomputed exactly
    by the row-block encoder.
 
@@ -69,13 +69,48 @@ def _filter_kernel(
     tl.store(count_ptr + rows * n_splits + split, count, mask=row_ok)
 
 
+@triton.jit
+def _row_topk_kernel(src_ptr, dst_ptr, N, L, stride_s, PAD,
+                     K: tl.constexpr, L_PAD: tl.constexpr, BLOCK_M: tl.constexpr):
+    """dst[n, :K] = the K largest of src[n, :L], descending, by an in-register bitonic sort."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM]
+    cols = tl.arange(0, L_PAD)  # [L_PAD]
+    row_ok = rows < N
+    v = tl.load(src_ptr + rows[:, None] * stride_s + cols[None, :],
+                mask=row_ok[:, None] & (cols < L)[None, :], other=PAD)  # [BM, L_PAD]
+    v = tl.sort(v, dim=1, descending=True)
+    tl.store(dst_ptr + rows[:, None] * K + cols[None, :], v, mask=row_ok[:, None] & (cols < K)[None, :])
+
+
+def row_topk(src: Tensor, k: int, pad: float) -> Tensor:
+    """[N, k] largest values of each row of a short [N, L] tensor (L <= ~4096), descending.
+
+    On CUDA a register sort (torch.topk measured ~0.3 ms even on [4096, 512] on an H200);
+    CPU tensors only get here under TRITON_INTERPRET, whose tl.sort is very slow.
+    """
+    return sort_rows_topk(src, k, pad) if src.is_cuda else torch.topk(src, k, dim=1).values
+
+
+def sort_rows_topk(src: Tensor, k: int, pad: float) -> Tensor:
+    """row_topk by _row_topk_kernel; rows are padded with `pad` to a power of two."""
+    n, length = src.shape
+    l_pad = max(16, triton.next_power_of_2(length))
+    block_m = max(1, min(16, 2048 // l_pad))
+    dst = src.new_empty((n, k))
+    _row_topk_kernel[(triton.cdiv(n, block_m),)](
+        src, dst, n, length, src.stride(0), pad, K=k, L_PAD=l_pad, BLOCK_M=block_m,
+        num_warps=4 if l_pad <= 1024 else 8,
+    )
+    return dst
+
+
 def row_gate(act: Tensor, k: int) -> Tensor:
     """[N] float32 lower bound (> 0) on each row's k-th largest activation, from [N, w] of them
     (ReLU may be left unapplied: it commutes with max, and the result is clamped above 0)."""
     n, w = act.shape
     if w // GROUP >= k:
         act = act[:, : w // GROUP * GROUP].view(n, w // GROUP, GROUP).amax(-1)  # [N, w/GROUP]
-    kth = torch.topk(act, k, dim=1, sorted=False).values.amin(1).float()  # [N]
+    kth = row_topk(act.float().contiguous(), k, float("-inf"))[:, k - 1]  # [N]
     # A gate of 0 would admit every zero; such rows fall back (fewer than k positives).
     return kth.clamp_min(torch.finfo(torch.float32).tiny)
 
@@ -101,7 +136,7 @@ def _n_splits(n_row_blocks: int, chunk: int, block_n: int, device: torch.device)
 def _select(keys: Tensor, count: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
     """Top-k of the [N, S, CAP] candidate keys -> values, indices [N, k] and the rows to redo."""
     n, s, cap = keys.shape
-    top = torch.topk(keys.view(n, s * cap), k, dim=1, sorted=True).values  # [N, k] int64
+    top = row_topk(keys.view(n, s * cap), k, 0)  # [N, k] int64
     values = (top >> 32).to(torch.int32).view(torch.float32)
     indices = top & 0xFFFFFFFF
     redo = (count > cap).any(1) | (count.sum(1) < k)  # [N]

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from kernel_checks import SMALL_CASES, Case, check_topk, make_inputs  # noqa: E402
 
-from kernels.triton_topk import topk_encode_triton  # noqa: E402
+from kernels.triton_topk import sort_rows_topk, topk_encode_triton  # noqa: E402
 
 INTERPRET_BLOCKS = {"block_m": 16, "block_n": 32, "num_warps": 1}  # small blocks: fast interpreter
 # (case, dtype, kwargs): column splits, several GEMM chunks, half inputs, candidate overflow.
@@ -37,12 +37,27 @@ GPU_CASES = [
 ]
 
 
+def check_row_sort(device: str) -> list[str]:
+    """The register-sort top-k used on CUDA, on float rows (-inf padding) and int64 keys (0 padding)."""
+    g = torch.Generator().manual_seed(0)
+    failures = []
+    for src, k, pad in [
+        (torch.randn(5, 40, generator=g), 7, float("-inf")),
+        (torch.randint(1, 2**40, (3, 100), generator=g), 16, 0),
+        (torch.randn(17, 9, generator=g), 9, float("-inf")),
+    ]:
+        got = sort_rows_topk(src.to(device), k, pad).cpu()
+        if not torch.equal(got, torch.topk(src, k, dim=1).values):
+            failures.append(f"sort_rows_topk {tuple(src.shape)} {src.dtype} k={k}")
+    return failures
+
+
 def run(device: str) -> list[str]:
     cases = [(c, torch.float32, {}) for c in SMALL_CASES] + EXTRA_CASES
     if device == "cuda":
         cases += GPU_CASES
     blocks = INTERPRET_BLOCKS if device == "cpu" else {}
-    failures = []
+    failures = check_row_sort(device)
     for case, dtype, extra in cases:
         x, W_enc, b_enc, b_dec, thr = make_inputs(case, dtype=dtype, device=device)
         try:
