@@ -185,7 +185,7 @@ def print_cuda_profile(fn: Callable[[], object]) -> None:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), file=sys.stderr)
+    print(prof.key_averages().table(sort_by="device_time_total", row_limit=12), file=sys.stderr)
 
 
 def chunked_gemm_seconds(t: dict[str, torch.Tensor]) -> float:
