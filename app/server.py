@@ -6,6 +6,7 @@ import gradio as gr
 
 from app import html
 from app.live import LiveModels
+from app.semantic import SemanticIndex
 from app.views import dictionaries, features, inspector, steering
 from app.views.common import AppContext
 from workbench.store import Store
@@ -13,7 +14,7 @@ from workbench.store import Store
 
 def build_app(store: Store, model_name: str) -> gr.Blocks:
     """The app, not launched. Nothing is read or loaded until a page asks for it."""
-    ctx = AppContext(store, LiveModels(store, model_name))
+    ctx = AppContext(store, LiveModels(store, model_name), SemanticIndex(store))
     with gr.Blocks(title="workbench", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{html.CSS}</style>")
         with gr.Tabs() as tabs:

@@ -11,6 +11,7 @@ import gradio as gr
 
 from app import data, html
 from app.live import LiveModels
+from app.semantic import SemanticIndex
 from workbench.store import Store, StoreError, StoreLockedError
 
 UPDATING = "The store is being updated by a running pipeline… this view will be back in a moment (try again)."
@@ -20,6 +21,7 @@ UPDATING = "The store is being updated by a running pipeline… this view will b
 class AppContext:
     store: Store
     live: LiveModels
+    semantic: SemanticIndex
 
 
 def guarded(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

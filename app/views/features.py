@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import data, html
+from app import data, html, semantic
 from app.views import feature_page
 from app.views.common import AppContext, guarded
 
@@ -48,6 +48,8 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
         dict_menu = gr.Dropdown([], label="Dictionary", elem_id="fb-dict", scale=2)
         query = gr.Textbox(label="Search", placeholder="feature id, or words from an explanation",
                            elem_id="fb-query", scale=3)
+        semantic_box = gr.Checkbox(False, label="Semantic (MiniLM)", visible=semantic.available(),
+                                   elem_id="fb-semantic", scale=0)
         search = gr.Button("Search", elem_id="fb-search", scale=0)
     search_msg = gr.HTML()
     results = gr.Dataframe(headers=["feature", "freq", "max_act", "explanation"], interactive=False, wrap=True,
@@ -62,10 +64,14 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
     nav = FeatureNav(ctx, [message, header, histogram, examples, feature, dict_menu, tabs])
 
     @guarded(n_outputs=2)
-    def find(dict_id: str | None, text: str) -> tuple:
+    def find(dict_id: str | None, text: str, by_meaning: bool) -> tuple:
         if not dict_id:
             return html.notice("No dictionary chosen."), None
-        found = data.search_features(ctx.store, dict_id, text or "")
+        text = (text or "").strip()
+        if by_meaning and text and not text.isdigit():
+            found = ctx.semantic.search(dict_id, text)
+        else:
+            found = data.search_features(ctx.store, dict_id, text)
         return ("" if len(found) else html.notice("No matching feature.")), found
 
     def clicked(dict_id: str, evt: gr.SelectData) -> tuple:
@@ -75,7 +81,7 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
     def load(request: gr.Request) -> tuple:
         return on_load(nav, dict(request.query_params))
 
-    gr.on([search.click, query.submit, dict_menu.input], find, inputs=[dict_menu, query],
+    gr.on([search.click, query.submit, dict_menu.input], find, inputs=[dict_menu, query, semantic_box],
           outputs=[search_msg, results])
     # Within the tab only the page changes: fewer outputs, less for the browser to redo.
     page_outputs = nav.outputs[:4]

