@@ -78,7 +78,8 @@ def quality(args: argparse.Namespace) -> str:
     ratios = [f"{s}_real_minus_shuffled={means[s] - means[s + ':shuffled']:.3f}"
               for s in cfg.scorers if s in means and s + ":shuffled" in means]
     n = int(table["features"].max()) if len(table) else 0
-    return "RESULT " + " ".join(ratios + [f"{s}={means[s]:.3f}" for s in sorted(means)] + [f"features={n}", f"run={base}"])
+    scores = [f"{s}={means[s]:.3f}" for s in sorted(means)]
+    return "RESULT " + " ".join([*ratios, *scores, f"features={n}", f"run={base}"])
 
 
 def main() -> None:

@@ -265,7 +265,8 @@ class LLMClient:
     async def _call_with_retries(self, messages: Messages, params: dict[str, Any]) -> Response:
         client, semaphore = self._for_loop()
         start = time.perf_counter()
-        for attempt in range(self.cfg.max_retries + 1):
+        attempt = 0
+        while True:
             try:
                 async with semaphore:
                     completion = await client.chat.completions.create(model=self.cfg.model, messages=messages,
@@ -282,8 +283,8 @@ class LLMClient:
                 if attempt == self.cfg.max_retries:
                     raise LLMError(f"{self.base_url}: {failure} after {attempt + 1} tries", failure.status,
                                    attempt + 1) from err
-                await asyncio.sleep(self._backoff(attempt, failure.retry_after))
-        raise AssertionError("unreachable")
+            await asyncio.sleep(self._backoff(attempt, failure.retry_after))
+            attempt += 1
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -10,6 +10,10 @@ from pipelines.autointerp import prompts, scorers
 from pipelines.autointerp.serve import BACKENDS
 from workbench.llm import LLMConfig
 
+RUN_ID_IGNORES = ("features", "run_id", "progress", "max_in_flight", "llm_base_url", "llm_timeout_s", "llm_max_retries",
+                  "llm_cache", "llm_api_key_env", "serve_backend", "serve_model", "llm_model")
+"""Fields that do not change results (the resolved model name is hashed instead of `llm_model`)."""
+
 
 def parse_features(spec: str) -> list[int]:
     """'0:200' (a range, end excluded), '3,17,42' or '7' -> sorted unique feature ids."""
@@ -118,9 +122,7 @@ class InterpretConfig:
         """Stable id over everything that changes results, the resolved explainer model included."""
         if self.run_id:
             return self.run_id
-        keep = {k: v for k, v in asdict(self).items()
-                if k not in ("features", "run_id", "progress", "max_in_flight", "llm_base_url", "llm_timeout_s",
-                             "llm_max_retries", "llm_cache", "llm_api_key_env", "serve_backend", "serve_model", "llm_model")}
+        keep = {k: v for k, v in asdict(self).items() if k not in RUN_ID_IGNORES}
         keep.update(model=model, prompts=[prompts.EXPLAIN_VERSION, prompts.DETECTION_VERSION, prompts.FUZZING_VERSION,
                                           prompts.SURPRISAL_VERSION, prompts.INTERVENTION_VERSION])
         digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]

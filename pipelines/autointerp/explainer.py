@@ -68,4 +68,5 @@ class DelphiExplainer(Explainer):
             said = (prompts.MARKER if self.prefill else "") + reply.text
             messages = [*messages, {"role": "assistant", "content": said or "(no answer)"},
                         {"role": "user", "content": prompts.REPAIR}]
-        raise ExplainError(f"no well-formed explanation after {self.repairs + 1} tries (last reply {reply.text[:120]!r})")
+        raise ExplainError(f"no well-formed explanation after {self.repairs + 1} tries "
+                           f"(last reply {reply.text[:120]!r})")

@@ -105,8 +105,9 @@ class Job:
             data[f] = split
         if data:
             window = max(len(e.tokens) for d in data.values() for e in d.train + d.test_active)
-            negatives = inactive_examples(self.ctx.subject(), self.ctx.sae(), feature_pass_docs(self.store, self.cfg.dict_id),
-                                          list(data), self.cfg.n_inactive, window, self.cfg.seed)
+            docs = feature_pass_docs(self.store, self.cfg.dict_id)
+            negatives = inactive_examples(self.ctx.subject(), self.ctx.sae(), docs, list(data), self.cfg.n_inactive,
+                                          window, self.cfg.seed)
             for f, d in data.items():
                 d.test_inactive = negatives[f]
         return data
@@ -120,8 +121,9 @@ class Job:
             self.failures[f] = f"explainer: {err}"
             self.store.fail_run(run_id, self.failures[f])
             return
-        frame = storage.explanation_frame(self.base, self.cfg.dict_id, f, f"{self.explainer.name}/{self.client.cfg.model}",
-                                          self.explainer.prompt_version, expl)
+        explainer = f"{self.explainer.name}/{self.client.cfg.model}"
+        frame = storage.explanation_frame(self.base, self.cfg.dict_id, f, explainer, self.explainer.prompt_version,
+                                          expl)
         self.store.publish(run_id, {"explanations": frame}, finish=False)
 
     async def _one(self, name: str, text: str, data: FeatureData, extra: dict) -> ScoreResult:

@@ -8,8 +8,8 @@ llama.cpp's server does the same.
 
 `--faults` injects failures for tests, one per chat request in order, then normal service:
 `500`, `429:SECONDS` (with Retry-After), `timeout:SECONDS` (stall, then answer), `malformed`
-(a 200 whose body is not JSON), `empty` (empty content), `die` (the process exits at once), `ok`. A server started with a
-schedule (even just `ok`) also accepts `POST /admin/faults {"faults": "..."}` to replace it, so
+(a 200 whose body is not JSON), `empty` (empty content), `die` (the process exits at once), `ok`. A server started with
+a schedule (even just `ok`) also accepts `POST /admin/faults {"faults": "..."}` to replace it, so
 one test server serves many fault scenarios; without one that endpoint does not exist.
 
     python -m pipelines.autointerp.server --model tiny --port 8765 [--faults 500,429:1,ok]

@@ -34,6 +34,10 @@ def snapshot(store: Store) -> dict[str, pd.DataFrame]:
     return {t: store.query(f"SELECT * FROM {t} ORDER BY ALL") for t in ("runs", "explanations", "scores")}
 
 
+def run_error(store: Store, run_id: str) -> str:
+    return store.query("SELECT error FROM runs WHERE run_id = ?", [run_id])["error"].iloc[0]
+
+
 def feature_status(store: Store, base: str) -> dict[int, str]:
     df = store.query("SELECT run_id, status FROM runs WHERE starts_with(run_id, ?)", [base + "/f"])
     return {int(r.run_id.rsplit("/f", 1)[1]): r.status for r in df.itertuples()}
@@ -45,7 +49,7 @@ def test_run_scores_real_and_shuffled_and_resumes(faulty, store, tmp_path):
                        "LIMIT 1")["feature"].tolist()
     never = sorted(set(range(256)) - set(store.query("SELECT DISTINCT feature FROM feature_examples")["feature"]))[:1]
     base = run(config(faulty, features=ids(live[:3] + rare + never)), store)
-    assert store.run_status(base) == "finished", store.query("SELECT error FROM runs WHERE run_id = ?", [base])["error"].iloc[0]
+    assert store.run_status(base) == "finished", run_error(store, base)
     assert feature_status(store, base) == {f: "finished" for f in live[:3]}  # rare/dead ones skipped, not failed
     scores = store.query("SELECT scorer, score, details FROM scores")
     assert sorted(scores["scorer"].unique()) == sorted(LOCAL_SCORERS + [f"{s}:shuffled" for s in LOCAL_SCORERS])
@@ -72,7 +76,7 @@ def test_run_scores_real_and_shuffled_and_resumes(faulty, store, tmp_path):
 def test_faults_are_retried_or_repaired(faulty, store):
     set_faults(faulty, "500,429:0.5,malformed,empty,timeout:8")
     base = run(config(faulty, features=ids(live_features(store, 2)), llm_timeout_s=2), store)
-    assert store.run_status(base) == "finished", store.query("SELECT error FROM runs WHERE run_id = ?", [base])["error"].iloc[0]
+    assert store.run_status(base) == "finished", run_error(store, base)
     assert store.query("SELECT count(*) AS n FROM explanations")["n"].iloc[0] == 2
 
 
@@ -85,7 +89,7 @@ def test_server_dying_mid_run_is_recorded_and_resumed(faulty, store):
     status = feature_status(store, base)
     assert sorted(status.values()) == ["failed", "failed", "finished", "finished"]
     assert store.run_status(base) == "failed"
-    assert "connection failed" in store.query("SELECT error FROM runs WHERE run_id = ?", [base])["error"].iloc[0]
+    assert "connection failed" in run_error(store, base)
     done = store.query("SELECT * FROM scores ORDER BY ALL")
 
     again = config(faulty, features=ids(live_features(store, 4)), llm_max_retries=1, max_in_flight=1)

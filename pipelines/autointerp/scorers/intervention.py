@@ -21,7 +21,7 @@ import torch
 from pipelines.autointerp import prompts
 from pipelines.autointerp.examples import FeatureData
 from pipelines.autointerp.lm import continuation_logprobs
-from pipelines.autointerp.scorers.base import ScoreContext, Scorer, ScoreError, ScoreResult
+from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, Scorer, ScoreResult
 from workbench.hooks import steer
 from workbench.models import LoadedModel
 

@@ -7,7 +7,7 @@ import asyncio
 from pipelines.autointerp import prompts
 from pipelines.autointerp.examples import FeatureData
 from pipelines.autointerp.lm import continuation_logprobs
-from pipelines.autointerp.scorers.base import ScoreContext, Scorer, ScoreResult, auroc
+from pipelines.autointerp.scorers.base import ScoreContext, Scorer, ScoreResult, separation
 
 
 class SurprisalScorer(Scorer):
@@ -30,5 +30,5 @@ class SurprisalScorer(Scorer):
         iv = [g - b for g, b in zip(given, base)]
         rows = [{"text": t, "activating": e.active, "kind": e.kind, "information_value": v}
                 for t, e, v in zip(texts, examples, iv)]
-        score = auroc([v for v, e in zip(iv, examples) if e.active], [v for v, e in zip(iv, examples) if not e.active])
+        score = separation(iv, [e.active for e in examples])
         return ScoreResult(score, len(examples), {"examples": rows, "model": model.name})
