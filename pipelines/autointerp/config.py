@@ -10,8 +10,8 @@ from pipelines.autointerp import prompts, scorers
 from pipelines.autointerp.serve import BACKENDS
 from workbench.llm import LLMConfig
 
-RUN_ID_IGNORES = ("features", "run_id", "progress", "max_in_flight", "llm_base_url", "llm_timeout_s", "llm_max_retries",
-                  "llm_cache", "llm_api_key_env", "serve_backend", "serve_model", "llm_model")
+RUN_ID_IGNORES = ("features", "run_id", "progress", "export_dir", "max_in_flight", "llm_base_url", "llm_timeout_s",
+                  "llm_max_retries", "llm_cache", "llm_api_key_env", "serve_backend", "serve_model", "llm_model")
 """Fields that do not change results (the resolved model name is hashed instead of `llm_model`)."""
 
 
@@ -81,6 +81,8 @@ class InterpretConfig:
     """Tokens generated per prompt, clean and steered."""
     steer_scale: float = 4.0
     """Steering strength as a multiple of the feature's largest observed activation."""
+    export_dir: str = ""
+    """Also write the run's explanations and scores in Delphi's file layout to this folder (empty: no export)."""
     run_id: str = ""
     """Run id; empty derives one from every field that changes results (not `features`, so ranges extend a run)."""
     seed: int = 0

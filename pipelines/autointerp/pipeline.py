@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import saes
-from pipelines.autointerp import storage
+from pipelines.autointerp import llamacpp, storage
 from pipelines.autointerp.config import InterpretConfig
 from pipelines.autointerp.examples import FeatureData, feature_pass_docs, inactive_examples, split_examples
 from pipelines.autointerp.explainer import DelphiExplainer, ExplainError
@@ -73,7 +74,12 @@ def endpoint(cfg: InterpretConfig) -> Iterator[tuple[str, str]]:
             raise ValueError(f"LLM endpoint {cfg.llm_base_url} lists no model: set llm_model")
         yield cfg.llm_base_url, cfg.llm_model or served[0]
         return
-    with LocalServer(ServeConfig(backend=cfg.serve_backend, model=cfg.serve_model, port=0)) as server:
+    serve_cfg = ServeConfig(backend=cfg.serve_backend, model=cfg.serve_model, port=0)
+    if serve_cfg.resolved_backend() == "transformers":
+        print(f"note: explaining with {cfg.serve_model} on the built-in transformers server; it is slow and a small "
+              f"model explains poorly (install {llamacpp.LLAMA_CPP_REQUIREMENT} for the Qwen explainer, or set "
+              "llm_base_url)", file=sys.stderr)
+    with LocalServer(serve_cfg) as server:
         yield server.url, cfg.llm_model or server.model
 
 
@@ -158,24 +164,38 @@ class Job:
         else:
             self.store.publish(run_id, {}, finish=True)
 
+    def _bar(self, desc: str, total: int) -> tqdm:
+        return tqdm(total=total, unit="feature", desc=desc, disable=not self.cfg.progress)
+
+    def _tick(self, bar: tqdm, start: float) -> None:
+        """Advance a bar and show features/min and LLM tokens spent so far."""
+        bar.update(1)
+        usage = self.client.usage
+        bar.set_postfix(feat_per_min=f"{bar.n / max(time.perf_counter() - start, 1e-9) * 60:.1f}",
+                        tokens=usage.tokens_in + usage.tokens_out)
+
     async def run(self, todo: list[int]) -> None:
         data = self.load_data(todo)
         have = set(storage.stored_explanations(self.store, self.base)["feature"].astype(int))
-        await asyncio.gather(*(self.explain(f, d) for f, d in data.items() if f not in have))
+        pending = [(f, d) for f, d in data.items() if f not in have]
+        start, bar = time.perf_counter(), self._bar("explaining", len(pending))
+
+        async def explain_one(f: int, d: FeatureData) -> None:
+            await self.explain(f, d)
+            self._tick(bar, start)
+
+        await asyncio.gather(*(explain_one(f, d) for f, d in pending))
+        bar.close()
         explained = storage.stored_explanations(self.store, self.base)
         texts = dict(zip(explained["feature"].astype(int), explained["text"]))
         order = sorted(texts)
-        start, bar = time.perf_counter(), tqdm(total=len(data), unit="feature", disable=not self.cfg.progress,
-                                               desc="scoring")
+        start, bar = time.perf_counter(), self._bar("scoring", len(data))
         for f, d in data.items():
             if f in texts:
                 nxt = order[(order.index(f) + 1) % len(order)]
                 control = (nxt, texts[nxt]) if self.cfg.controls and nxt != f else None
                 await self.score(f, d, texts[f], control)
-            bar.update(1)
-            usage = self.client.usage
-            bar.set_postfix(feat_per_min=f"{bar.n / max(time.perf_counter() - start, 1e-9) * 60:.1f}",
-                            tokens=usage.tokens_in + usage.tokens_out)
+            self._tick(bar, start)
         bar.close()
         await self.client.aclose()
 
@@ -198,6 +218,8 @@ def run(cfg: InterpretConfig, store: Store) -> str:
             store.fail_run(base, repr(err))
             raise
     _finish(store, base, job)
+    if cfg.export_dir:
+        print(f"exported to {storage.export_delphi(store, base, cfg.export_dir)}")
     return base
 
 

@@ -17,7 +17,14 @@ from typing import ClassVar
 
 from pipelines.autointerp import prompts
 from pipelines.autointerp.examples import Example, FeatureData
-from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, Scorer, ScoreResult, auroc, balanced_accuracy
+from pipelines.autointerp.scorers.base import (
+    ScoreContext,
+    ScoreError,
+    Scorer,
+    ScoreResult,
+    balanced_accuracy,
+    separation,
+)
 from workbench.llm import LLMClient, Response
 
 TOP_LOGPROBS = 10
@@ -59,17 +66,16 @@ class ClassifierScorer(Scorer):
         examples = data.test_active + data.test_inactive
         texts = [self.render(e, data, rng) for e in examples]
         replies = await asyncio.gather(*(self._ask(ctx.client, explanation, t) for t in texts))
-        rows, labels, preds, p_pos, p_neg = [], [], [], [], []
+        rows = []
         for example, text, reply in zip(examples, texts, replies):
             p = yes_probability(reply)
             rows.append({"text": text, "activating": example.active, "kind": example.kind,
                          "probability": p, "prediction": None if p is None else p > 0.5,
                          "correct": None if p is None else (p > 0.5) == example.active})
-            if p is not None:
-                labels.append(example.active)
-                preds.append(p > 0.5)
-                (p_pos if example.active else p_neg).append(p)
-        details = {"examples": rows, "unanswered": sum(r["probability"] is None for r in rows)}
-        score = balanced_accuracy(labels, preds)
-        details["auroc"] = auroc(p_pos, p_neg)
-        return ScoreResult(score, len(labels), details)
+        answered = [r for r in rows if r["probability"] is not None]
+        labels = [r["activating"] for r in answered]
+        details = {"examples": rows, "unanswered": len(rows) - len(answered),
+                   "auroc": separation([r["probability"] for r in answered], labels),
+                   "tokens_in": sum(r.tokens_in for r in replies), "tokens_out": sum(r.tokens_out for r in replies),
+                   "seconds": sum(r.seconds for r in replies)}
+        return ScoreResult(balanced_accuracy(labels, [r["prediction"] for r in answered]), len(answered), details)
