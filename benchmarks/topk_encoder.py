@@ -47,8 +47,8 @@ TRAIN_SHAPE = (32768, 64)
 HEADLINE = (32768, 64)
 ENCODERS = ("literal", "addmm+topk", "ours", "gemm")
 STEPS = ("dense step", "sparse step")
-TRITON_CONFIGS = [  # (block_m, block_n, num_warps, splits or 0 for auto) of the Triton filter
-    (16, 256, 4, 0), (16, 128, 4, 0), (32, 128, 4, 0), (8, 256, 4, 0), (64, 64, 4, 0), (16, 512, 8, 0),
+TRITON_CONFIGS = [  # (block_m, block_n, num_warps) of the Triton filter
+    (8, 256, 4), (4, 256, 4), (4, 512, 4), (16, 256, 4), (8, 128, 4), (2, 512, 4),
 ]
 
 
@@ -77,9 +77,8 @@ def encoder_fn(name: str, t: dict[str, torch.Tensor], k: int, triton_cfg: tuple 
     if name == "ours" and triton_cfg is not None:
         from kernels.triton_topk import topk_encode_triton
 
-        bm, bn, warps, splits = triton_cfg
-        return lambda: topk_encode_triton(x - b_dec, W, b_enc, k, block_m=bm, block_n=bn, num_warps=warps,
-                                          splits=splits or None)
+        bm, bn, warps = triton_cfg
+        return lambda: topk_encode_triton(x - b_dec, W, b_enc, k, block_m=bm, block_n=bn, num_warps=warps)
     if name == "ours":
         return lambda: topk_encode_raw(x, W, b_enc, b_dec, k)
     out = torch.zeros(N, W.shape[1], device=x.device, dtype=x.dtype)  # pre-touched output

@@ -20,14 +20,14 @@ from kernel_checks import SMALL_CASES, Case, check_topk, make_inputs  # noqa: E4
 from kernels.triton_topk import sort_rows_topk, topk_encode_triton  # noqa: E402
 
 INTERPRET_BLOCKS = {"block_m": 16, "block_n": 32, "num_warps": 1}  # small blocks: fast interpreter
-# (case, dtype, kwargs): column splits, several GEMM chunks, half inputs, candidate overflow.
+# (case, dtype, kwargs): several GEMM chunks, half inputs, candidate overflow.
 EXTRA_CASES = [
-    (Case(40, 24, 300, 12, jump=True), torch.float32, {"splits": 3}),
+    (Case(40, 24, 300, 12, jump=True), torch.float32, {"chunk": 100}),
     (Case(21, 16, 200, 8), torch.float16, {}),
     (Case(40, 24, 300, 12, jump=True), torch.bfloat16, {}),
     (Case(30, 16, 1100, 4, jump=True), torch.float32, {"chunk": 256}),
-    (Case(33, 12, 700, 9, ties=True), torch.float32, {"chunk": 160, "splits": 2}),
-    (Case(25, 12, 500, 6), torch.float32, {"capacity": 4, "splits": 2}),  # overflow -> exact redo
+    (Case(33, 12, 700, 9, ties=True), torch.float32, {"chunk": 160}),
+    (Case(25, 12, 500, 6), torch.float32, {"capacity": 8}),  # overflow -> exact redo
 ]
 GPU_CASES = [
     (Case(300, 64, 2500, 64), torch.float32, {}),
