@@ -38,8 +38,10 @@ def render(ctx: AppContext, dict_id: str | None, feature: int | float | None) ->
         raise ValueError("Choose a dictionary and a feature.")
     page = data.feature_page(ctx.store, dict_id, int(feature))
     if page.empty:
-        return html.error(f"Feature {int(feature)} of {dict_id} has no statistics or examples in the store."), "", None, ""
-    return "", feature_page.header(page), feature_page.histogram(page), feature_page.examples(page)
+        return (html.error(f"Feature {int(feature)} of {dict_id} has no statistics or examples in the store."), "",
+                gr.Plot(None, visible=False), "")
+    histogram = feature_page.histogram(page)
+    return "", feature_page.header(page), gr.Plot(histogram, visible=histogram is not None), feature_page.examples(page)
 
 
 def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
@@ -59,7 +61,7 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
         open_button = gr.Button("Open feature", elem_id="fb-open", scale=0)
     message = gr.HTML(elem_id="fb-message")
     header = gr.HTML(elem_id="fb-header")
-    histogram = gr.Plot(elem_id="fb-hist", show_label=False)
+    histogram = gr.Plot(elem_id="fb-hist", show_label=False, visible=False)  # shown with a page
     examples = gr.HTML(elem_id="fb-examples")
     nav = FeatureNav(ctx, [message, header, histogram, examples, feature, dict_menu, tabs])
 
@@ -100,7 +102,7 @@ def on_load(nav: FeatureNav, params: dict[str, str]) -> tuple:
     menu = gr.Dropdown(choices=ids, value=dict_id)
     found = data.search_features(nav.ctx.store, dict_id, "") if dict_id else None
     if dict_id and params.get("feature", "").isdigit():
-        page = nav.open(dict_id, int(params["feature"]))
-        return (*page[:5], menu, page[6], "", found)
+        feature = int(params["feature"])
+        return (*render(nav.ctx, dict_id, feature), feature, menu, gr.Tabs(selected=TAB_ID), "", found)
     skip = gr.skip()
     return ("", skip, skip, skip, skip, menu, skip, "", found)
