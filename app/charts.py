@@ -31,9 +31,9 @@ def fvu_vs_l0(dicts: pd.DataFrame) -> go.Figure:
 
 
 def dead_fraction(dicts: pd.DataFrame) -> go.Figure:
-    fig = go.Figure(go.Bar(x=list(dicts["dict_id"]), y=_metric(dicts, "dead_frac"),
+    fig = go.Figure(go.Bar(x=list(dicts["dict_id"]), y=_metric(dicts, "dead_frac_eval"),
                            marker_color="#888", hovertemplate="%{x}<br>%{y:.2%}<extra></extra>"))
-    fig.update_layout(title="Dead fraction", yaxis_title="fraction of latents never active",
+    fig.update_layout(title="Dead fraction", yaxis_title="latents never active (eval tokens)",
                       yaxis_tickformat=".0%", **LAYOUT)
     return fig
 

@@ -17,7 +17,7 @@ NEG_RGB = "60,120,255"
 
 CSS = """
 .wb-tokens { font-family: ui-monospace, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
-.wb-tokens span { border-radius: 3px; padding: 1px 0; }
+.wb-tokens span { border-radius: 3px; padding: 1px 1px; margin-right: 2px; }  /* word-level tokens stay apart */
 .wb-tokens span.wb-peak { outline: 1px solid #c45a00; }
 .wb-example { margin: 2px 0 6px 0; }
 .wb-example .wb-act { color: #666; font-size: 11px; margin-right: 8px; font-family: ui-monospace, monospace; }

@@ -88,7 +88,7 @@ def build(path: Path, n_features: int) -> None:
         "dictionaries": con.sql(f"""
             SELECT '{DICT_ID}' AS dict_id, 'topk' AS method, 'tiny' AS model, 'blocks.0.hook_resid_post' AS hook_point,
                    64 AS d_in, {n_features} AS d_dict, '' AS path, '{{}}' AS config,
-                   '{{"fvu": 0.2, "l0": 32, "dead_frac": 0.01}}' AS metrics, now()::TIMESTAMP AS created_at""").to_arrow_table(),
+                   '{{"fvu": 0.2, "l0": 32, "dead_frac_eval": 0.01}}' AS metrics, now()::TIMESTAMP AS created_at""").to_arrow_table(),
     }
     con.close()
     print(f"generated {n_rows:,} example rows, {n_docs * DOC_LEN:,} tokens in {time.perf_counter() - t0:.1f}s")

@@ -11,7 +11,7 @@ from saes import registry
 from workbench import queries
 
 ALL = "all methods"
-COLUMNS = ["dict_id", "method", "model", "hook_point", "d_in", "d_dict", "fvu", "l0", "dead_frac",
+COLUMNS = ["dict_id", "method", "model", "hook_point", "d_in", "d_dict", "fvu", "l0", "dead_frac_eval",
            "ce_loss_recovered", "kl"]
 
 

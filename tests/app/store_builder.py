@@ -27,8 +27,8 @@ HOSTILE_TOKENS = ["The", " page", " said", " " + SCRIPT, " and", " " + IMG, " th
 WORDS = ("the river flows past the old mill and the town square where markets meet on sunday "
          "while children play near the church and the baker sells bread to the crowd").split()
 DICTS = {  # dict_id -> (method, metrics)
-    "tiny-topk": ("topk", {"fvu": 0.21, "l0": 8.0, "dead_frac": 0.05, "ce_loss_recovered": 0.9, "kl": 0.1}),
-    "tiny-relu": ("relu", {"fvu": 0.15, "l0": 23.5, "dead_frac": 0.2, "ce_loss_recovered": 0.93, "kl": 0.08}),
+    "tiny-topk": ("topk", {"fvu": 0.21, "l0": 8.0, "dead_frac_eval": 0.05, "ce_loss_recovered": 0.9, "kl": 0.1}),
+    "tiny-relu": ("relu", {"fvu": 0.15, "l0": 23.5, "dead_frac_eval": 0.2, "ce_loss_recovered": 0.93, "kl": 0.08}),
 }
 EXPLANATIONS = {  # feature -> text (one hostile: LLM output is untrusted too)
     HOSTILE_FEATURE: "HTML script tags <b>in web pages</b> <img src=x onerror=alert(2)>",
