@@ -36,7 +36,9 @@ class FeaturesConfig:
     dict_id: str = ""
     """Dictionary id in the store (see `workbench sql "SELECT dict_id FROM dictionaries"`)."""
     corpus: str = ""
-    """Corpus for evaluation tokens; empty uses the corpus the dictionary was trained on (eval split)."""
+    """Corpus for the pass; empty uses the corpus the dictionary was trained on."""
+    split: str = "eval"
+    """Corpus split: `eval` (held-out documents) or `train` (reuses the training activation cache)."""
     tokens: int = 100_000
     """Evaluation tokens to pass over."""
     context: int = 128
@@ -63,6 +65,8 @@ class FeaturesConfig:
     def __post_init__(self) -> None:
         if not self.dict_id:
             raise ValueError("dict_id is required")
+        if self.split not in ("train", "eval"):
+            raise ValueError(f"split must be train or eval, got {self.split!r}")
         for name in ("tokens", "context", "n_top", "n_quantiles", "hist_bins", "forward_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -82,7 +86,7 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
     loaded = load_model(row["model"])
     sae = saes.load(row["path"], expected_d_in=int(row["d_in"]))
     sae.check_compatible(hook_width(loaded, row["hook_point"]))   # d_in must match the hook point
-    ccfg = CollectConfig(model=row["model"], hook_point=row["hook_point"], corpus=corpus, split="eval",
+    ccfg = CollectConfig(model=row["model"], hook_point=row["hook_point"], corpus=corpus, split=cfg.split,
                          layout=layout, context=cfg.context, tokens=cfg.tokens, batch_size=cfg.forward_batch)
     store.begin_run(run_id, "features", {**to_dict(cfg), "corpus": corpus})
     try:
