@@ -1,14 +1,15 @@
 // Fused top-k SAE encoder for CPU: topk(act(xc @ W_enc + b_enc), k) without ever
 // materialising the [N, d_sae] pre-activation matrix.
 //
-// The GEMM is tiled over column blocks of W_enc (outer, sequential) and row blocks of xc
-// (inner, parallel). Each (row block, column tile) product goes through MKL into a small
+// The GEMM is tiled over row blocks of xc (parallel, one block per thread at a time) and
+// column tiles of W_enc. Each (row block, column tile) product goes through MKL into a small
 // per-thread buffer that stays in cache; a per-row min-heap then keeps the running top-k.
 // Most tile entries fall below the heap's root, so the scan is vectorised compares and
 // the heap is touched rarely.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <limits>
@@ -116,27 +117,29 @@ void encode_tiles(const at::Tensor& xc, const at::Tensor& W_enc, const float* bi
                   at::Tensor& values, at::Tensor& indices) {
   const int64_t n = xc.size(0), m = W_enc.size(1), k = values.size(1);
   const int64_t n_blocks = (n + tile_rows - 1) / tile_rows;
+  const int n_threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), n_blocks));
   // One [tile_rows * tile_cols] scratch buffer per thread: the only large allocation.
-  at::Tensor scratch = at::empty({at::get_num_threads(), tile_rows * tile_cols}, xc.options());
+  at::Tensor scratch = at::empty({n_threads, tile_rows * tile_cols}, xc.options());
   float* vp = values.data_ptr<float>();
   int64_t* ip = indices.data_ptr<int64_t>();
-  for (int64_t c0 = 0; c0 < m; c0 += tile_cols) {
-    const int64_t w = std::min(tile_cols, m - c0);
-    const at::Tensor W_tile = W_enc.narrow(1, c0, w);  // [d_in, w], row stride d_sae
-    at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
-      at::NoGradGuard no_grad;
-      at::Tensor buf = scratch[at::get_thread_num()];
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t r0 = b * tile_rows, rows = std::min(tile_rows, n - r0);
-        at::Tensor tile = buf.narrow(0, 0, rows * w).view({rows, w});  // [rows, w]
-        at::mm_out(tile, xc.narrow(0, r0, rows), W_tile);
-        const float* tp = tile.data_ptr<float>();
-        for (int64_t r = 0; r < rows; ++r) {
-          RowHeap heap{vp + (r0 + r) * k, ip + (r0 + r) * k, k};
-          scan_row<kJump>(tp + r * w, bias + c0, kJump ? thr + c0 : nullptr, c0, w, heap);
-        }
+  // Each thread takes whole row blocks (dynamically: no barrier, robust to a busy core) and
+  // sweeps every column tile of W_enc for them; MKL runs single-threaded inside.
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    at::NoGradGuard no_grad;
+    at::Tensor buf = scratch[omp_get_thread_num()];
+    const int64_t r0 = b * tile_rows, rows = std::min(tile_rows, n - r0);
+    const at::Tensor x_block = xc.narrow(0, r0, rows);  // [rows, d_in]
+    for (int64_t c0 = 0; c0 < m; c0 += tile_cols) {
+      const int64_t w = std::min(tile_cols, m - c0);
+      at::Tensor tile = buf.narrow(0, 0, rows * w).view({rows, w});  // [rows, w]
+      at::mm_out(tile, x_block, W_enc.narrow(1, c0, w));  // W tile: [d_in, w], row stride d_sae
+      const float* tp = tile.data_ptr<float>();
+      for (int64_t r = 0; r < rows; ++r) {
+        RowHeap heap{vp + (r0 + r) * k, ip + (r0 + r) * k, k};
+        scan_row<kJump>(tp + r * w, bias + c0, kJump ? thr + c0 : nullptr, c0, w, heap);
       }
-    });
+    }
   }
 }
 
