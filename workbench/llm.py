@@ -215,18 +215,19 @@ class LLMClient:
         if cache_path is None:
             cache_path = str(cache_dir() / "llm_cache.sqlite")
         self.cache = ResponseCache(Path(cache_path)) if cache_path else None
-        self._loops: dict[int, tuple[openai.AsyncOpenAI, asyncio.Semaphore]] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Semaphore]] = {}
         self._totals = [0, 0, 0, 0, 0.0]
         self._totals_lock = threading.Lock()
 
     def _for_loop(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
         """The openai client and semaphore of the running event loop (both are bound to one loop)."""
         loop = asyncio.get_running_loop()
-        if id(loop) not in self._loops:
+        if loop not in self._loops:
+            self._loops = {old: v for old, v in self._loops.items() if not old.is_closed()}
             client = openai.AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.cfg.api_key_env) or "none",
                                         timeout=self.cfg.timeout_s, max_retries=0)
-            self._loops[id(loop)] = (client, asyncio.Semaphore(self.cfg.max_in_flight))
-        return self._loops[id(loop)]
+            self._loops[loop] = (client, asyncio.Semaphore(self.cfg.max_in_flight))
+        return self._loops[loop]
 
     @property
     def usage(self) -> Usage:
@@ -304,6 +305,6 @@ class LLMClient:
 
     async def aclose(self) -> None:
         """Close the running loop's HTTP connections."""
-        entry = self._loops.pop(id(asyncio.get_running_loop()), None)
+        entry = self._loops.pop(asyncio.get_running_loop(), None)
         if entry is not None:
             await entry[0].close()

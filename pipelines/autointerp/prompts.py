@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v1"
+EXPLAIN_VERSION = "explain-v2"
 DETECTION_VERSION = "detection-v1"
 FUZZING_VERSION = "fuzzing-v1"
 SURPRISAL_VERSION = "surprisal-v1"
@@ -42,7 +42,7 @@ Activations: ("till", 5), (" the", 5), (" cows", 8), (" come", 8), (" home", 8)
 Example 3: thought Scotland was boring, but really there's more <<than meets the eye>>! I'd
 Activations: ("than", 5), (" meets", 7), (" the", 6), (" eye", 8)"""
 
-EXPLAIN_FEWSHOT_ASSISTANT = f"{MARKER} Common English idioms, strongest on their final words."
+EXPLAIN_FEWSHOT_ASSISTANT = f"{MARKER} English idioms and sayings, such as 'over the moon' or 'than meets the eye'."
 
 REPAIR = f"Your answer did not follow the format. Reply with exactly one line: {MARKER} <one-sentence description>"
 

@@ -33,7 +33,8 @@ class ServeConfig:
     """`llama-cpp` (Qwen2.5-Coder-1.5B GGUF), `transformers` (our server over `model`), or `auto`
     (llama-cpp when llama-cpp-python is installed, else transformers)."""
     model: str = "smollm2-135m-instruct"
-    """Model of the transformers backend: a registry name (`smollm2-135m-instruct`, `tiny`) or HF folder."""
+    """Model of the transformers backend: `smollm2-135m-instruct`, `tiny`, `qwen2.5-coder-1.5b-instruct`
+    (dequantised from the GGUF: slow, ~1 token/s here) or a Hugging Face folder."""
     host: str = "127.0.0.1"
     """Loopback address to bind (other addresses are refused)."""
     port: int = 8765
