@@ -25,6 +25,9 @@ class ServeConfig:
     """DuckDB file to serve; None serves the CLI's store (--store, default data/workbench.duckdb)."""
     model: str = "smollm2-135m-instruct"
     """Model for the live views (prompt inspector, steering): a registry name or a local HF folder."""
+    threads: int = 1
+    """Torch threads for live model calls. 1 keeps them fast while pipelines load the other cores
+    (spinning torch threads slow to a crawl on a busy machine); raise it on a machine of your own."""
     username: str | None = None
     """Require this username (with a password) to open the app; None: no login."""
     password: str | None = None
@@ -33,6 +36,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.password is None and self.username is not None:
             self.password = os.environ.get(PASSWORD_ENV)
         if (self.username is None) != (self.password is None):
@@ -47,6 +52,6 @@ def run(cfg: ServeConfig, store: Store) -> None:
     """Serve the app until interrupted."""
     from app.server import build_app
 
-    demo = build_app(Store(cfg.store) if cfg.store else store, cfg.model)
+    demo = build_app(Store(cfg.store) if cfg.store else store, cfg.model, cfg.threads)
     demo.launch(server_name=cfg.host, server_port=cfg.port, auth=cfg.auth(), ssr_mode=False,
                 show_error=False, footer_links=[])

@@ -12,9 +12,12 @@ from app.views.common import AppContext
 from workbench.store import Store
 
 
-def build_app(store: Store, model_name: str) -> gr.Blocks:
-    """The app, not launched. Nothing is read or loaded until a page asks for it."""
-    ctx = AppContext(store, LiveModels(store, model_name), SemanticIndex(store))
+def build_app(store: Store, model_name: str, threads: int = 1) -> gr.Blocks:
+    """The app, not launched. Nothing is read or loaded until a page asks for it.
+
+    `threads`: torch threads for the live model calls (prompt inspector, steering).
+    """
+    ctx = AppContext(store, LiveModels(store, model_name, threads), SemanticIndex(store))
     with gr.Blocks(title="workbench", analytics_enabled=False) as demo:
         gr.HTML(f"<style>{html.CSS}</style>")
         with gr.Tabs() as tabs:
