@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import pairwise
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -50,8 +51,9 @@ def _histogram_layout() -> dict:
 def activation_histogram(edges: Sequence[float], counts: Sequence[int], feature: int) -> PlotData:
     """Bars over the recorded bins (non-zero activations only), as plotly JSON for `gr.Plot`."""
     edges, counts = list(map(float, edges)), list(map(int, counts))
-    bars = {"type": "bar", "x": [(a + b) / 2 for a, b in zip(edges, edges[1:])], "y": counts,
-            "width": [b - a for a, b in zip(edges, edges[1:])], "marker": {"color": "rgb(255, 140, 0)"},
+    bins = list(pairwise(edges))
+    bars = {"type": "bar", "x": [(a + b) / 2 for a, b in bins], "y": counts,
+            "width": [b - a for a, b in bins], "marker": {"color": "rgb(255, 140, 0)"},
             "hovertemplate": "act %{x:.3g}<br>%{y} tokens<extra></extra>"}
     layout = {**_histogram_layout(), "title": {"text": f"Activation histogram · feature {int(feature)}"}}
     return PlotData(type="plotly", plot=json.dumps({"data": [bars], "layout": layout}))

@@ -7,6 +7,7 @@ builds markup from unescaped data; numbers are formatted, never interpolated raw
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
@@ -83,7 +84,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
-        return "" if value != value else f"{value:.4g}"  # NaN (e.g. no score) shows empty
+        return "" if math.isnan(value) else f"{value:.4g}"  # NaN (e.g. no score) shows empty
     return str(value)
 
 

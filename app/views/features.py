@@ -32,7 +32,7 @@ class FeatureNav:
 
 
 @guarded(n_outputs=4)
-def render(ctx: AppContext, dict_id: str | None, feature: int | float | None) -> tuple:
+def render(ctx: AppContext, dict_id: str | None, feature: float | None) -> tuple:
     """(message, header, histogram, examples) of one feature."""
     if not dict_id or feature is None:
         raise ValueError("Choose a dictionary and a feature.")
