@@ -150,6 +150,21 @@ def browser_ms(url: str, features: list[int]) -> list[float]:
     return times
 
 
+def time_calls(module: object, name: str) -> list[float]:
+    """Wrap module.name so each call's duration (ms) is appended to the returned list."""
+    inner, times = getattr(module, name), []
+
+    def timed(*args: object, **kwargs: object) -> object:
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            times.append((time.perf_counter() - t0) * 1000)
+
+    setattr(module, name, timed)
+    return times
+
+
 def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95))
 
@@ -172,8 +187,10 @@ def main() -> None:
     query = server_side_ms(store, picks[:5] + [int(f) for f in rng.integers(0, args.features, args.clicks)])[5:]
 
     from app.server import build_app
+    from app.views import features
     from tests.app.app_helpers import free_port
 
+    callback_ms = time_calls(features, "render")
     demo = build_app(store, "tiny")
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                 ssr_mode=False)
@@ -182,6 +199,8 @@ def main() -> None:
     finally:
         demo.close()
     print(f"store reads per page (server side): median {statistics.median(query):.1f} ms, p95 {p95(query):.1f} ms")
+    print(f"page callback in the server (reads + HTML): median {statistics.median(callback_ms[5:]):.1f} ms, "
+          f"p95 {p95(callback_ms[5:]):.1f} ms")
     print(f"click -> rendered page (browser): median {statistics.median(clicks):.0f} ms, p95 {p95(clicks):.0f} ms, "
           f"max {max(clicks):.0f} ms over {len(clicks)} clicks")
     load1 = os.getloadavg()[0]  # other jobs on the 2 cores slow every number here
