@@ -7,6 +7,7 @@ pass). Only the LLM stages run (explainer + detection + fuzzing, with shuffled c
 the response cache is off, so both runs pay for every call.
 
     python benchmarks/autointerp.py [--in-flight 4] [--features 3] [--server-model smollm2-135m-instruct]
+                                    [--server-parallel 1]
 
 Quality (`--quality`): mean score per scorer, real vs shuffled explanations, on a real dictionary
 with the default explainer (the README's table; >= 50 features with the Qwen explainer):
@@ -47,8 +48,8 @@ def throughput(args: argparse.Namespace) -> str:
         store = Store(Path(tmp) / "bench.duckdb")
         testbed.build(store, Path(tmp))
         features = testbed.live_features(store, args.features)
-        server = None if args.base_url else LocalServer(ServeConfig(backend="transformers", model=args.server_model,
-                                                                    port=0))
+        serve_cfg = ServeConfig(backend="transformers", model=args.server_model, port=0, parallel=args.server_parallel)
+        server = None if args.base_url else LocalServer(serve_cfg)
         if server:
             server.start()
         try:
@@ -64,7 +65,8 @@ def throughput(args: argparse.Namespace) -> str:
     speedup = many["features_per_min"] / one["features_per_min"]
     return (f"RESULT speedup_inflight{args.in_flight}_vs_1={speedup:.2f} fpm_1={one['features_per_min']:.2f} "
             f"fpm_{args.in_flight}={many['features_per_min']:.2f} features={len(features)} "
-            f"server={args.base_url or 'workbench-transformers:' + args.server_model}")
+            f"server={args.base_url or 'workbench-transformers:' + args.server_model} "
+            f"server_parallel={'n/a' if args.base_url else args.server_parallel}")
 
 
 def quality(args: argparse.Namespace) -> str:
@@ -88,6 +90,8 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--features", default="3", help="throughput: how many features; quality: a selection")
     parser.add_argument("--server-model", default="smollm2-135m-instruct")
+    parser.add_argument("--server-parallel", type=int, default=1,
+                        help="generations our server runs at once (1 serialises, like llama.cpp's server)")
     parser.add_argument("--base-url", default="", help="use this endpoint instead of starting our server")
     parser.add_argument("--store", default=None)
     parser.add_argument("--dict-id", default="")

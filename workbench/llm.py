@@ -95,7 +95,7 @@ class Response(NamedTuple):
     tokens_out: int
     """Generated tokens as the server counted them."""
     seconds: float
-    """Wall time of the call, retries and backoff included (0 for a cache hit)."""
+    """Wall time of the call, retries and backoff included, waiting for a free slot excluded (0 if cached)."""
     cached: bool
     """True when the reply came from the response cache."""
     top_logprobs: list[dict[str, float]] | None = None
@@ -265,15 +265,19 @@ class LLMClient:
 
     async def _call_with_retries(self, messages: Messages, params: dict[str, Any]) -> Response:
         client, semaphore = self._for_loop()
-        start = time.perf_counter()
+        spent = 0.0  # in calls and backoff; waiting for a free slot is not the call's time
         attempt = 0
         while True:
             try:
                 async with semaphore:
-                    completion = await client.chat.completions.create(model=self.cfg.model, messages=messages,
-                                                                      **params)
+                    start = time.perf_counter()
+                    try:
+                        completion = await client.chat.completions.create(model=self.cfg.model, messages=messages,
+                                                                          **params)
+                    finally:
+                        spent += time.perf_counter() - start
                 text, tokens_in, tokens_out, top = _parse(completion)
-                return Response(text, tokens_in, tokens_out, time.perf_counter() - start, False, top)
+                return Response(text, tokens_in, tokens_out, spent, False, top)
             except Exception as err:  # noqa: BLE001 - classified below; anything unknown is re-raised
                 failure = err if isinstance(err, _Retry) else _classify(err)
                 if isinstance(failure, LLMError):
@@ -284,7 +288,9 @@ class LLMClient:
                 if attempt == self.cfg.max_retries:
                     raise LLMError(f"{self.base_url}: {failure} after {attempt + 1} tries", failure.status,
                                    attempt + 1) from err
-            await asyncio.sleep(self._backoff(attempt, failure.retry_after))
+            pause = self._backoff(attempt, failure.retry_after)
+            await asyncio.sleep(pause)
+            spent += pause
             attempt += 1
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

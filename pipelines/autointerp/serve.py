@@ -43,6 +43,11 @@ class ServeConfig:
     """Transformers backend only, for tests: fault schedule such as `500,429:1,timeout:5,die` (see server.py)."""
     startup_timeout_s: float = 300.0
     """Seconds to wait for the server to answer `/v1/models`."""
+    parallel: int = 1
+    """Transformers backend: generations run at once (1 serialises them, as llama.cpp's server does)."""
+    threads: int = 1
+    """CPU threads per generation. 1 by default: on two shared cores a second spinning thread made a
+    SmolLM2 forward ~18x slower in a trial here, and the pipeline's local scorers need a core too."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -55,6 +60,8 @@ class ServeConfig:
             raise ValueError("faults are only supported by the transformers backend")
         if self.startup_timeout_s <= 0:
             raise ValueError("startup_timeout_s must be > 0")
+        if self.threads < 1 or self.parallel < 1:
+            raise ValueError(f"threads and parallel must be >= 1, got {self.threads} and {self.parallel}")
 
     def resolved_backend(self) -> str:
         if self.backend == "auto":
@@ -81,9 +88,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _command(cfg: ServeConfig, port: int) -> list[str]:
     if cfg.resolved_backend() == "llama-cpp":
-        return llamacpp.server_command(cfg.host, port)
+        return llamacpp.server_command(cfg.host, port, n_threads=cfg.threads)
     return [sys.executable, "-m", "pipelines.autointerp.server", "--model", cfg.model, "--host", cfg.host,
-            "--port", str(port), "--faults", cfg.faults]
+            "--port", str(port), "--faults", cfg.faults, "--threads", str(cfg.threads), "--parallel", str(cfg.parallel)]
 
 
 class LocalServer:

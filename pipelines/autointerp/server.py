@@ -3,8 +3,8 @@
 Serves `GET /v1/models` and `POST /v1/chat/completions` (non-streaming; greedy or temperature
 sampling; `usage` token counts; `logprobs`/`top_logprobs`; `stop`). A trailing assistant message
 is continued rather than answered (a prefill), as vLLM's `continue_final_message` does.
-Generation is serialised by a lock: two CPU cores gain nothing from running two at once, and
-llama.cpp's server does the same.
+At most `--parallel` generations run at once (default 1, like llama.cpp's server, which serves
+concurrent requests one after another); each uses `--threads` torch threads.
 
 `--faults` injects failures for tests, one per chat request in order, then normal service:
 `500`, `429:SECONDS` (with Retry-After), `timeout:SECONDS` (stall, then answer), `malformed`
@@ -76,12 +76,12 @@ def model_folder(name: str) -> Path:
 class Generator:
     """Chat-template rendering and serialised generation with token accounting."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, parallel: int = 1):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-        self.lock = threading.Lock()
+        self.slots = threading.Semaphore(parallel)
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         prefill = bool(messages) and messages[-1].get("role") == "assistant"
@@ -92,7 +92,7 @@ class Generator:
     def generate(self, req: ChatRequest) -> dict[str, Any]:
         ids = self.prompt_ids(req.messages)
         max_new = req.max_completion_tokens or req.max_tokens or 256
-        with self.lock, torch.inference_mode():
+        with self.slots, torch.inference_mode():
             if req.seed is not None:
                 torch.manual_seed(req.seed)
             out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
@@ -186,12 +186,13 @@ def completion_body(alias: str, text: str, result: dict[str, Any]) -> dict[str, 
     }
 
 
-def serve(model: str, host: str, port: int, alias: str | None = None, faults: str = "") -> None:
+def serve(model: str, host: str, port: int, alias: str | None = None, faults: str = "", threads: int = 1,
+          parallel: int = 1) -> None:
     """Load the model and serve until interrupted (SIGINT/SIGTERM end uvicorn cleanly)."""
     import uvicorn
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    app = create_app(Generator(model_folder(model)), alias or model, parse_faults(faults) if faults else None)
+    torch.set_num_threads(threads)
+    app = create_app(Generator(model_folder(model), parallel), alias or model, parse_faults(faults) if faults else None)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -202,8 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--alias", default=None)
     parser.add_argument("--faults", default="")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parallel", type=int, default=1)
     args = parser.parse_args(argv)
-    serve(args.model, args.host, args.port, args.alias, args.faults)
+    serve(args.model, args.host, args.port, args.alias, args.faults, args.threads, args.parallel)
 
 
 if __name__ == "__main__":
