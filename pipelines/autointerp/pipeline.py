@@ -87,7 +87,7 @@ class Job:
     """One interpret run over the features still to do."""
 
     def __init__(self, cfg: InterpretConfig, store: Store, row: dict, client: LLMClient, base: str):
-        self.cfg, self.store, self.row, self.client, self.base = cfg, store, row, client, base
+        self.cfg, self.store, self.client, self.base = cfg, store, client, base
         self.explainer = DelphiExplainer(prefill=cfg.prefill)
         self.scorers = {name: SCORERS[name]() for name in cfg.scorers}
         self.failures: dict[int, str] = {}
