@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 
-from tests.app.app_helpers import REPO
+from app.server import build_app
+from tests.app.app_helpers import REPO, free_port
 from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
+from workbench.store import Store
 
 CELLS = "div[role=gridcell]"
 
@@ -106,3 +109,29 @@ def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str,
     finally:
         out, _ = writer.communicate(timeout=60)
     assert writer.returncode == 0 and int(out.split()[-1]) > 5  # the pipeline really was writing
+
+
+def test_a_long_publish_shows_updating_then_the_page(page, built: BuiltStore) -> None:
+    """A writer holding the store past the app's retry window: the page says "updating", then recovers."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from workbench.store import Store
+        with Store({str(built.store.path)!r}).writer():
+            print("locked", flush=True)
+            time.sleep(3)
+        """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    demo = build_app(Store(built.store.path, lock_timeout=0.5), "tiny")
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                ssr_mode=False)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        page.goto(f"{demo.local_url.rstrip('/')}/?dict=tiny-topk&feature={HOSTILE_FEATURE}")
+        page.get_by_role("tab", name="Features").click()
+        page.wait_for_selector("#fb-message .wb-notice")
+        assert "being updated" in page.locator("#fb-message").inner_text()
+        assert page.locator(".wb-error").count() == 0 and page.locator(".toast-body").count() == 0
+        holder.wait(timeout=30)
+        page.reload()
+        wait_page(page, HOSTILE_FEATURE)
+    finally:
+        demo.close()
