@@ -63,6 +63,10 @@ def test_hostile_document_renders_as_text(page, server: str) -> None:
     assert SCRIPT in text and IMG in text
     assert "<img src=x onerror=alert(2)>" in page.locator("#fb-header").inner_text()
     assert "<b>bold</b>" in page.locator("#fb-header").inner_text()  # a token from the logit table
+    page.fill("#fb-query textarea, #fb-query input", "script tags")
+    page.click("#fb-search")
+    page.wait_for_function("() => [...document.querySelectorAll('#fb-results div[role=gridcell]')]"
+                           ".some(c => c.textContent.includes('onerror=alert(2)'))")  # the table shows it as text
     assert page.locator("img[src=x]").count() == 0 and page.locator("#fb-examples script").count() == 0
     assert page.dialogs == []
 
