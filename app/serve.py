@@ -21,8 +21,6 @@ class ServeConfig:
     """Interface to listen on. The default keeps the app on this machine; 0.0.0.0 exposes it to the network."""
     port: int = 7860
     """TCP port."""
-    store: str | None = None
-    """DuckDB file to serve; None serves the CLI's store (--store, default data/workbench.duckdb)."""
     model: str = "smollm2-135m-instruct"
     """Model for the live views (prompt inspector, steering): a registry name or a local HF folder."""
     threads: int = 1
@@ -49,9 +47,9 @@ class ServeConfig:
 
 
 def run(cfg: ServeConfig, store: Store) -> None:
-    """Serve the app until interrupted."""
+    """Serve the app on `store` until interrupted (the CLI's global --store chooses the file)."""
     from app.server import build_app
 
-    demo = build_app(Store(cfg.store) if cfg.store else store, cfg.model, cfg.threads)
+    demo = build_app(store, cfg.model, cfg.threads)
     demo.launch(server_name=cfg.host, server_port=cfg.port, auth=cfg.auth(), ssr_mode=False,
                 show_error=False, footer_links=[])
