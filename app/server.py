@@ -27,6 +27,6 @@ def build_app(store: Store, model_name: str, threads: int = 1) -> gr.Blocks:
                 nav = features.build(ctx, demo, tabs)
             with gr.Tab("Prompt inspector", id="inspector"):
                 inspector.build(ctx, demo, nav)
-            with gr.Tab("Steering", id="steering"):
-                steering.build(ctx, demo)
+            with gr.Tab("Steering", id=steering.TAB_ID):
+                steering.build(ctx, demo, nav)
     return demo

@@ -20,11 +20,29 @@ TAB_ID = "features"
 
 @dataclass
 class FeatureNav:
-    """How other tabs open a feature page: call `open` with `outputs` as the event's outputs."""
+    """How other tabs reach the feature page: `open` with `outputs` as an event's outputs; the page's
+    dictionary menu, feature box and steer button as inputs and triggers."""
 
     ctx: AppContext
     outputs: list[Any]
     """message, header, histogram, examples, feature box, dictionary menu, tabs."""
+    steer_button: gr.Button
+
+    @property
+    def feature(self) -> gr.Number:
+        return self.outputs[4]
+
+    @property
+    def dict_menu(self) -> gr.Dropdown:
+        return self.outputs[5]
+
+    @property
+    def message(self) -> gr.HTML:
+        return self.outputs[0]
+
+    @property
+    def tabs(self) -> gr.Tabs:
+        return self.outputs[6]
 
     def open(self, dict_id: str, feature: int) -> tuple:
         return (*render(self.ctx, dict_id, feature), int(feature), gr.update(value=dict_id),
@@ -62,8 +80,10 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
     message = gr.HTML(elem_id="fb-message")
     header = gr.HTML(elem_id="fb-header")
     histogram = gr.Plot(elem_id="fb-hist", show_label=False, visible=False)  # shown with a page
+    with gr.Row():
+        steer = gr.Button("Steer with this feature", elem_id="fb-steer", size="sm", scale=0)
     examples = gr.HTML(elem_id="fb-examples")
-    nav = FeatureNav(ctx, [message, header, histogram, examples, feature, dict_menu, tabs])
+    nav = FeatureNav(ctx, [message, header, histogram, examples, feature, dict_menu, tabs], steer)
 
     @guarded(n_outputs=2)
     def find(dict_id: str | None, text: str, by_meaning: bool) -> tuple:

@@ -6,8 +6,14 @@ import re
 
 import gradio as gr
 
+from app import data
 from app.live import INTERVENTIONS
 from app.views.common import AppContext, guarded, live_dictionary_menu
+from app.views.features import FeatureNav
+
+TAB_ID = "steering"
+DEFAULT_STRENGTH = 8.0
+"""Strength prefilled by "Steer with this feature" (activation units; edit it to taste)."""
 
 PAIR = re.compile(r"^\s*(\d+)\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
@@ -25,7 +31,7 @@ def parse_strengths(text: str) -> dict[int, float]:
     return strengths
 
 
-def build(ctx: AppContext, demo: gr.Blocks) -> None:
+def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
     with gr.Row():
         dict_menu = gr.Dropdown([], label=f"Dictionary (trained on {ctx.live.model_name})",
                                 elem_id="st-dict", scale=2)
@@ -49,5 +55,15 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         out = ctx.live.generate(text, dict_id, how, parse_strengths(pairs), int(n), use_chat)
         return "", out.baseline, out.intervened
 
+    @guarded(n_outputs=4)
+    def from_feature_page(dict_id: str | None, feature: float | None) -> tuple:
+        """Switch here with the open feature filled in (its dictionary must run on the live model);
+        a refusal shows on the feature page, where the button is."""
+        if dict_id not in data.dictionary_ids(ctx.store, ctx.live.model_name) or feature is None:
+            raise ValueError(f"Open a feature of a dictionary trained on {ctx.live.model_name} to steer with it.")
+        return "", gr.update(value=dict_id), f"{int(feature)}:{DEFAULT_STRENGTH:g}", gr.Tabs(selected=TAB_ID)
+
     run.click(generate, inputs=[dict_menu, mode, features, tokens, chat, prompt], outputs=[message, baseline, steered])
+    nav.steer_button.click(from_feature_page, inputs=[nav.dict_menu, nav.feature],
+                           outputs=[nav.message, dict_menu, features, nav.tabs])
     demo.load(lambda: live_dictionary_menu(ctx), outputs=[message, dict_menu])

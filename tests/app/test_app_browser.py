@@ -86,9 +86,13 @@ def test_prompt_inspector_opens_feature(page, server: str) -> None:
 
 
 def test_steered_generation_side_by_side(page, server: str) -> None:
-    page.goto(server)
-    page.get_by_role("tab", name="Steering").click()
-    page.wait_for_function("() => document.querySelector('#st-dict input')?.value")
+    open_features(page, server, f"&feature={HOSTILE_FEATURE}")
+    wait_page(page, HOSTILE_FEATURE)
+    page.click("#fb-steer")  # opens the playground with this feature filled in
+    page.wait_for_function("f => document.querySelector('#st-features textarea, #st-features input')?.value"
+                           " === f + ':8'", arg=HOSTILE_FEATURE)
+    assert page.get_by_role("tab", name="Steering").get_attribute("aria-selected") == "true"
+    assert page.locator("#st-dict input").input_value() == "tiny-topk"
     page.fill("#st-features textarea, #st-features input", "3:40, 7:-10")
     page.fill("#st-prompt textarea", "the river flows past")
     page.get_by_label("Chat template").uncheck()
