@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -45,10 +45,18 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@dataclass
-class Generation:
+class Inspection(NamedTuple):
+    tokens: list[str]
+    """The prompt's tokens (BOS first)."""
+    features: pd.DataFrame
+    """pos, token, rank, feature, act: each token's strongest active features (none for some tokens)."""
+
+
+class Generation(NamedTuple):
     baseline: str
+    """Greedy continuation of the unchanged model."""
     intervened: str
+    """Greedy continuation with the intervention's hooks in place."""
 
 
 class LiveModels:
@@ -97,8 +105,8 @@ class LiveModels:
         return tokens
 
     @torch.inference_mode()
-    def top_features(self, text: str, dict_id: str, per_token: int = 3) -> pd.DataFrame:
-        """Per token: its strongest `per_token` active features. Columns pos, token, rank, feature, act."""
+    def top_features(self, text: str, dict_id: str, per_token: int = 3) -> Inspection:
+        """The prompt's tokens and, per token, its strongest `per_token` active features."""
         with self._lock, _torch_threads(self.threads):
             loaded, sae = self.model(), self.dictionary(dict_id)
             tokens = self.tokens(text)
@@ -108,7 +116,7 @@ class LiveModels:
         values, indices = code.values[:, :per_token], code.indices[:, :per_token]
         rows = [(pos, strs[pos], rank + 1, int(indices[pos, rank]), float(values[pos, rank]))
                 for pos in range(len(strs)) for rank in range(values.shape[1]) if values[pos, rank] > 0]
-        return pd.DataFrame(rows, columns=["pos", "token", "rank", "feature", "act"])
+        return Inspection(strs, pd.DataFrame(rows, columns=["pos", "token", "rank", "feature", "act"]))
 
     @torch.inference_mode()
     def generate(self, prompt: str, dict_id: str, mode: str, strengths: Mapping[int, float],

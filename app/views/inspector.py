@@ -6,19 +6,20 @@ Runs the model up to the dictionary's hook point and encodes; clicking a row ope
 from __future__ import annotations
 
 import gradio as gr
-import pandas as pd
 
 from app import html
+from app.live import Inspection
 from app.views.common import AppContext, guarded, live_dictionary_menu
 from app.views.features import FeatureNav
 
 
-def token_strip(rows: pd.DataFrame) -> str:
+def token_strip(seen: Inspection) -> str:
     """The prompt's tokens highlighted by their strongest feature (hover: the top features)."""
-    first = rows.groupby("pos", sort=True).agg(token=("token", "first"), act=("act", "max"),
-                                                 top=("feature", lambda f: ", ".join(map(str, f))))
-    scale = float(first["act"].max()) if len(first) else 0.0
-    spans = [html.token_span(r.token, float(r.act), scale, title=f"features {r.top}") for r in first.itertuples()]
+    by_pos = seen.features.groupby("pos").agg(act=("act", "max"), top=("feature", lambda f: ", ".join(map(str, f))))
+    scale = float(by_pos["act"].max()) if len(by_pos) else 0.0
+    spans = [html.token_span(token, float(by_pos["act"].get(pos, 0.0)), scale,
+                             title=f"features {by_pos['top'][pos]}" if pos in by_pos.index else "no active feature")
+             for pos, token in enumerate(seen.tokens)]
     return f'<div class="wb-tokens">{"".join(spans)}</div>'
 
 
@@ -37,8 +38,8 @@ def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
     def inspect(dict_id: str | None, prompt: str) -> tuple:
         if not dict_id or not prompt.strip():
             raise ValueError("Choose a dictionary and type some text.")
-        rows = ctx.live.top_features(prompt, dict_id)
-        return "", token_strip(rows), rows.round({"act": 4})
+        seen = ctx.live.top_features(prompt, dict_id)
+        return "", token_strip(seen), seen.features.round({"act": 4})
 
     def clicked(dict_id: str, evt: gr.SelectData) -> tuple:
         return nav.open(dict_id, int(evt.row_value[3]))

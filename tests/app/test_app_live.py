@@ -25,8 +25,10 @@ def test_smollm2_inspect_and_steer(smollm2, tmp_path: Path) -> None:
         path=str(tmp_path / "sae"), config="{}", metrics=json.dumps({}), created_at=pd.Timestamp.now())])})
     live = LiveModels(store, "smollm2-135m-instruct", model=smollm2)  # 1 torch thread by default
 
-    rows = live.top_features("The Eiffel Tower is in Paris.", "smol-rand")
-    assert rows["pos"].nunique() == len(smollm2.model.to_str_tokens("The Eiffel Tower is in Paris."))
+    seen = live.top_features("The Eiffel Tower is in Paris.", "smol-rand")
+    assert seen.tokens == smollm2.model.to_str_tokens("The Eiffel Tower is in Paris.")
+    rows = seen.features
+    assert rows["pos"].nunique() == len(seen.tokens)  # TopK: every token has active features
     assert (rows["act"] > 0).all() and rows["feature"].between(0, 1023).all()
 
     out = live.generate("What is the capital of France? Answer in one sentence.", "smol-rand", "steer",

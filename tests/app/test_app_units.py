@@ -7,13 +7,16 @@ import subprocess
 import sys
 import textwrap
 
+import pandas as pd
 import pytest
 
 import app  # noqa: F401
 from app import data, html, semantic
+from app.live import Inspection
 from app.serve import PASSWORD_ENV, ServeConfig
 from app.views import features
 from app.views.common import UPDATING, AppContext
+from app.views.inspector import token_strip
 from app.views.steering import parse_strengths
 from tests.app.app_helpers import REPO
 from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
@@ -115,3 +118,11 @@ def test_semantic_search_ranks_explanations_by_meaning(built: BuiltStore) -> Non
     assert index.search("tiny-topk", "a loaf from the bakery", limit=3)["feature"].iloc[0] == 7
     with pytest.raises(ValueError, match="no explanations"):
         index.search("tiny-relu", "water")
+
+
+def test_inspector_strip_keeps_tokens_without_active_features() -> None:
+    rows = pd.DataFrame([(1, "a", 1, 5, 2.0), (1, "a", 2, 7, 1.0), (2, "<b>", 1, 3, 1.0)],
+                        columns=["pos", "token", "rank", "feature", "act"])
+    strip = token_strip(Inspection(["<s>", "a", "<b>"], rows))
+    assert '<span title="no active feature">&lt;s&gt;</span>' in strip
+    assert 'rgba(255,140,0,1.00)" title="features 5, 7">a<' in strip and "&lt;b&gt;" in strip
