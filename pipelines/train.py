@@ -153,7 +153,7 @@ def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainSAEConfig, pro
     seqs = token_sequences(loaded, cfg.corpus, "eval", cfg.layout, cfg.context)()
     chosen = [s for _, s in zip(range(cfg.ce_sequences), seqs)]
     tokens = torch.stack([s[: min(map(len, chosen))] for s in chosen])  # chats differ in length: no padding in CE
-    splice = metrics.splice_metrics(loaded.model, sae, tokens)
+    splice = metrics.splice_metrics(loaded.model, sae, tokens, skip_first=True)
     return {"fvu": float(metrics.fvu(x, x_hat)), "explained_variance": float(metrics.explained_variance(x, x_hat)),
             "mse": float(metrics.mse(x, x_hat)), "l0": float(metrics.l0(code.values)),
             "dead_frac_eval": float(metrics.dead_fraction(fires)), "eval_tokens": len(x),

@@ -158,3 +158,14 @@ def test_unknown_hook_point_and_wrong_width(model, sae):
     with pytest.raises(ValueError, match="does not fit a dictionary with d_in=16"), splice(model, narrow):
         model(torch.tensor([[1, 2]]))
     assert n_hooks(model) == 0
+
+
+def test_splice_can_spare_position_zero(model, sae, tokens):
+    with record(model, [HOOK]) as seen_clean:
+        model(tokens)
+    clean = seen_clean[HOOK].clone()
+    with splice(model, sae, skip_first=True), record(model, [HOOK]) as seen:
+        model(tokens)
+    torch.testing.assert_close(seen[HOOK][:, 0], clean[:, 0])
+    x_hat, _ = sae(clean[:, 1:])
+    torch.testing.assert_close(seen[HOOK][:, 1:], x_hat)

@@ -94,3 +94,17 @@ def test_fire_counts_skip_padded_slots():
     indices = torch.tensor([[2, 0], [2, 3], [1, 1]])
     values = torch.tensor([[0.5, 0.0], [1.0, 2.0], [0.7, 0.0]])  # two padded slots (value 0)
     assert metrics.fire_counts(indices, values, d_sae=5).tolist() == [0, 1, 2, 1, 0]
+
+
+def test_splice_metrics_skip_first_scores_positions_after_zero(tiny_model):
+    tokens = torch.randint(0, 500, (2, 10), generator=torch.Generator().manual_seed(1))
+    sae = create("topk", d_in=64, d_sae=128, k=4, hook_point="blocks.0.hook_resid_post")
+    result = metrics.splice_metrics(tiny_model, sae, tokens, skip_first=True)
+    with torch.no_grad():
+        clean_logits = tiny_model(tokens)
+    # by hand: the CE of predictions made at positions 1..T-2 (of tokens 2..T-1)
+    logp = torch.log_softmax(clean_logits[:, 1:-1], dim=-1)
+    expected = -logp.gather(-1, tokens[:, 2:, None]).mean()
+    assert result.ce_clean == pytest.approx(float(expected), rel=1e-5)
+    exact = metrics.splice_metrics(tiny_model, sae, tokens, keep_error=True, skip_first=True)
+    assert exact.kl == pytest.approx(0.0, abs=1e-5)

@@ -19,6 +19,8 @@ PIPELINES: dict[str, tuple[str, str, str]] = {
     "collect": ("pipelines.collect", "CollectConfig", "stream activations at a hook point, record their statistics"),
     "train": ("pipelines.train", "TrainSAEConfig", "train a sparse dictionary, evaluate it on held-out text, register it"),
     "features": ("pipelines.features", "FeaturesConfig", "one pass over evaluation tokens: every feature's dashboard"),
+    "interpret": ("pipelines.autointerp", "InterpretConfig", "explain features with an LLM and score the explanations"),
+    "llm serve": ("pipelines.autointerp.serve", "ServeConfig", "run the local OpenAI-compatible LLM server"),
     "demo": ("pipelines.demo", "DemoConfig", "the main job on the embedded default (SmolLM2 + shipped corpora)"),
 }
 
@@ -59,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None, help="DuckDB file (default: data/workbench.duckdb)")
     sub = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
     for name, (_, _, help_text) in PIPELINES.items():
-        p = sub.add_parser(name, help=help_text)
+        group, _, leaf = name.rpartition(" ")   # "llm serve" -> `workbench llm serve`
+        if group and group not in groups:
+            groups[group] = sub.add_parser(group, help=f"{group} commands").add_subparsers(dest="action", required=True)
+        p = (groups[group] if group else sub).add_parser(leaf, help=help_text)
         p.add_argument("--config", default=None, help="TOML file with config fields (flags override it)")
         add_arguments(p, _pipeline_config(name))
         p.set_defaults(func=lambda a, n=name: _run_pipeline(n, a))

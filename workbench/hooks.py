@@ -56,27 +56,47 @@ def _as_tokens(activation: Tensor, d_in: int) -> Tensor:
     raise ValueError(f"activation of shape {tuple(activation.shape)} does not fit a dictionary with d_in={d_in}")
 
 
-def _on_dictionary_input(model: HookedRootModule, sae: Dictionary,
-                         fn: Callable[[Tensor], Tensor]) -> AbstractContextManager[None]:
-    """`intervene` at sae.hook_point with `fn` applied to the activation shaped `[..., d_in]`."""
+def _dictionary_fn(sae: Dictionary, fn: Callable[[Tensor], Tensor],
+                   skip_first: bool = False) -> Callable[[Tensor], Tensor]:
+    """`fn` applied to the activation viewed as `[..., d_in]`, optionally sparing position 0."""
     def wrapped(activation: Tensor) -> Tensor:
         return fn(_as_tokens(activation, sae.d_in)).reshape(activation.shape)
 
-    return intervene(model, sae.hook_point, wrapped)
+    return keep_first_position(wrapped) if skip_first else wrapped
+
+
+def _on_dictionary_input(model: HookedRootModule, sae: Dictionary,
+                         fn: Callable[[Tensor], Tensor]) -> AbstractContextManager[None]:
+    """`intervene` at sae.hook_point with `fn` applied to the activation shaped `[..., d_in]`."""
+    return intervene(model, sae.hook_point, _dictionary_fn(sae, fn))
+
+
+def keep_first_position(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """Apply `fn` to positions 1.. of a `[batch, pos, ...]` activation and leave position 0 as it is.
+
+    Dictionaries are trained without position 0 (BOS / `<|im_start|>`: an attention sink whose
+    norm is orders of magnitude above the rest), so replacing it measures something they never saw.
+    """
+    def wrapped(x: Tensor) -> Tensor:
+        return torch.cat([x[:, :1], fn(x[:, 1:])], dim=1)
+
+    return wrapped
 
 
 @contextmanager
-def splice(model: HookedRootModule, sae: Dictionary, keep_error: bool = False) -> Iterator[None]:
+def splice(model: HookedRootModule, sae: Dictionary, keep_error: bool = False,
+           skip_first: bool = False) -> Iterator[None]:
     """Replace the activation at `sae.hook_point` by the dictionary's reconstruction.
 
     With `keep_error=True` the error term x - x_hat is added back, so the forward pass is
     unchanged up to float error while gradients and hooks still flow through the latents.
+    With `skip_first=True` position 0 keeps its clean activation (see `keep_first_position`).
     """
     def reconstruct(x: Tensor) -> Tensor:
         x_hat, _ = sae(x)
         return x_hat + (x - x_hat) if keep_error else x_hat
 
-    with _on_dictionary_input(model, sae, reconstruct):
+    with intervene(model, sae.hook_point, _dictionary_fn(sae, reconstruct, skip_first)):
         yield
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor
 
-from workbench.hooks import intervene, splice
+from workbench.hooks import intervene, keep_first_position, splice
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -114,17 +114,23 @@ class SpliceMetrics(NamedTuple):
 
 @torch.no_grad()
 def splice_metrics(model: HookedTransformer, sae: Dictionary, tokens: Tensor,
-                   keep_error: bool = False) -> SpliceMetrics:
+                   keep_error: bool = False, skip_first: bool = False) -> SpliceMetrics:
     """CE/KL of the model on `tokens` `[B, T]` with `sae`'s reconstruction spliced in.
 
-    With `keep_error=True` the reconstruction error is added back, so the output must equal the
-    clean run up to float error; this is a check of the splice itself, not of the dictionary.
+    With `keep_error=True` the error term is added back, so the output must equal the clean run up
+    to float error; this is a check of the splice itself, not of the dictionary. With
+    `skip_first=True` position 0 keeps its clean activation in both the splice and the zero
+    ablation, and the prediction made at position 0 is left out of CE and KL (it is identical in
+    all three runs): dictionaries are trained without position 0 (see `hooks.keep_first_position`).
     """
     clean = model(tokens)
-    with splice(model, sae, keep_error=keep_error):
+    with splice(model, sae, keep_error=keep_error, skip_first=skip_first):
         spliced = model(tokens)
-    with intervene(model, sae.hook_point, torch.zeros_like):
+    zero = keep_first_position(torch.zeros_like) if skip_first else torch.zeros_like
+    with intervene(model, sae.hook_point, zero):
         zeroed = model(tokens)
+    start = 1 if skip_first else 0
+    clean, spliced, zeroed, tokens = clean[:, start:], spliced[:, start:], zeroed[:, start:], tokens[:, start:]
     ce_clean, ce_spliced, ce_zero = (float(next_token_ce(z, tokens)) for z in (clean, spliced, zeroed))
     return SpliceMetrics(ce_clean, ce_spliced, ce_zero, ce_loss_recovered(ce_clean, ce_spliced, ce_zero),
                          float(kl_divergence(clean, spliced)))

