@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -41,7 +40,3 @@ def smollm2():
     from workbench.models import load_model
 
     return load_model("smollm2-135m-instruct")
-
-
-def subprocess_env(data: Path) -> dict[str, str]:
-    return {**os.environ, "WORKBENCH_DATA": str(data), "PYTHONUNBUFFERED": "1"}

@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -6,11 +7,14 @@ import time
 
 import pytest
 
-from conftest import subprocess_env
 from workbench.store import Store
 
 COLLECT = ["-m", "workbench.cli", "--store", "{store}", "collect", "--model", "tiny", "--corpus", "wiki-sample",
            "--hook-point", "blocks.1.hook_resid_post", "--tokens", "15000", "--batch-size", "1", "--context", "64", "--shard-rows", "300"]
+
+
+def subprocess_env(data) -> dict[str, str]:
+    return {**os.environ, "WORKBENCH_DATA": str(data), "PYTHONUNBUFFERED": "1"}
 
 
 def _cmd(store) -> list[str]:

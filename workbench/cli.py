@@ -21,6 +21,7 @@ PIPELINES: dict[str, tuple[str, str, str]] = {
     "features": ("pipelines.features", "FeaturesConfig", "one pass over evaluation tokens: every feature's dashboard"),
     "interpret": ("pipelines.autointerp", "InterpretConfig", "explain features with an LLM and score the explanations"),
     "llm serve": ("pipelines.autointerp.serve", "ServeConfig", "run the local OpenAI-compatible LLM server"),
+    "serve": ("app.serve", "ServeConfig", "launch the Gradio app (127.0.0.1 by default)"),
     "demo": ("pipelines.demo", "DemoConfig", "the main job on the embedded default (SmolLM2 + shipped corpora)"),
 }
 
