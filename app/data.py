@@ -1,7 +1,8 @@
 """What the views read from the store: thin compositions of `workbench.queries`.
 
-A feature page is three indexed lookups (stats, examples joined to their tokens, explanations
-with scores); feature_examples is written sorted by (dict_id, feature), so each is a range scan.
+A feature page is three lookups on one connection (stats, examples with their window tokens,
+explanations with scores); feature_examples is written sorted by (dict_id, feature), so each is a
+range scan.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ class FeaturePage:
 
 
 def feature_page(store: Store, dict_id: str, feature: int) -> FeaturePage:
-    return FeaturePage(dict_id, int(feature), queries.feature_stats(store, dict_id, feature),
-                       queries.feature_examples(store, dict_id, feature),
-                       queries.explanations(store, dict_id, feature))
+    with store.reader() as reader:  # one connection for the page's three reads
+        return FeaturePage(dict_id, int(feature), queries.feature_stats(reader, dict_id, feature),
+                           queries.feature_examples(reader, dict_id, feature),
+                           queries.explanations(reader, dict_id, feature))
 
 
 def search_features(store: Store, dict_id: str, query: str, limit: int = 100) -> pd.DataFrame:

@@ -49,7 +49,9 @@ SELECT '{DICT_ID}' AS dict_id, feature::INTEGER AS feature,
        (10.0 - slot / 8.0)::FLOAT AS act, (pos - {BEFORE})::INTEGER AS window_start,
        -- sparse like real activations: the peak and a few tokens before it
        list_transform(range({WINDOW}), lambda j: CASE WHEN j BETWEEN {BEFORE} - 3 AND {BEFORE}
-            THEN ((10.0 - slot / 8.0) / (1 + {BEFORE} - j))::FLOAT ELSE 0.0::FLOAT END) AS window_acts
+            THEN ((10.0 - slot / 8.0) / (1 + {BEFORE} - j))::FLOAT ELSE 0.0::FLOAT END) AS window_acts,
+       list_transform(range({WINDOW}), lambda j: ' w' || (hash(i * 31 + j) % 5000)::VARCHAR
+            || CASE WHEN (i + j) % 997 = 0 THEN ' <script>x</script>' ELSE '' END) AS window_tokens
 FROM r
 ORDER BY feature, kind, rank
 """
@@ -175,7 +177,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=60, help="feature pages opened (after 5 warm-up clicks)")
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args()
-    path = cache_dir() / "bench" / f"app-{args.features}.duckdb"
+    path = cache_dir() / "bench" / f"app-v2-{args.features}.duckdb"  # v2: window tokens stored with examples
     path.parent.mkdir(parents=True, exist_ok=True)
     if args.rebuild or not path.exists():
         path.unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 Builds (once, cached under data/cache/bench_store/) a store with >= 20M feature_examples rows
 sorted by (dict_id, feature) and 20M tokens, then times `workbench.queries.feature_examples` +
 `feature_stats` (one page: top and quantile examples with token windows) for random features,
-each through a fresh read-only connection as the app does. The baseline is the same query on an
+each page through one fresh read-only connection as the app does. The baseline is the same query on an
 unsorted copy of the table (rows in random feature order).
 
     .venv/bin/python benchmarks/feature_page.py [--features 65536] [--examples 320] [--queries 200]
@@ -34,10 +34,11 @@ def build(path: Path, n_features: int, per_feature: int, n_docs: int, sorted_row
                    'tok' || (hash(i) % 5000) FROM range(?::BIGINT) t(i)""", [n_docs * 128])
     order = "ORDER BY feature, kind, rank" if sorted_rows else "ORDER BY hash(i)"
     con.execute(f"""INSERT INTO feature_examples
-        SELECT 'bench', 'd', feature, kind, rank, doc_id, pos, act, window_start, window_acts FROM (
+        SELECT 'bench', 'd', feature, kind, rank, doc_id, pos, act, window_start, window_acts, window_tokens FROM (
           SELECT i, (i // ?)::INT AS feature, CASE WHEN i % ? < 20 THEN 'top' ELSE 'q' || (i % 10) END AS kind,
                  (i % ?)::INT AS rank, 'doc' || (hash(i) % ?) AS doc_id, 40 AS pos, (random() * 10)::FLOAT AS act,
-                 16 AS window_start, [random()::FLOAT FOR j IN range({WINDOW})] AS window_acts
+                 16 AS window_start, [random()::FLOAT FOR j IN range({WINDOW})] AS window_acts,
+                 ['tok' || (hash(i + j) % 5000) FOR j IN range({WINDOW})] AS window_tokens
           FROM range(?::BIGINT) t(i)) {order}""",
                 [per_feature, per_feature, per_feature, n_docs, n_features * per_feature])
     con.execute("""INSERT INTO feature_stats SELECT 'bench', 'd', f::INT, 0.01, 1.0, 10.0,
@@ -51,8 +52,9 @@ def time_pages(store: Store, n_features: int, n_queries: int) -> list[float]:
     for _ in range(n_queries):
         f = rng.randrange(n_features)
         start = time.perf_counter()
-        queries.feature_stats(store, "d", f)
-        page = queries.feature_examples(store, "d", f)
+        with store.reader() as reader:  # one connection per page, as the app does
+            queries.feature_stats(reader, "d", f)
+            page = queries.feature_examples(reader, "d", f)
         out.append((time.perf_counter() - start) * 1000)
         assert len(page) > 0 and len(page["tokens"].iloc[0]) == WINDOW
     return out
@@ -82,7 +84,7 @@ def main() -> None:
         ms = sorted(time_pages(store, args.features, args.queries))
         results[label] = (statistics.median(ms), ms[int(0.95 * len(ms)) - 1])
     print(f"feature page (stats + top/quantile examples with token windows), {rows:,} example rows, "
-          f"{args.docs * 128:,} token rows, {args.queries} random features, fresh read-only connection each")
+          f"{args.docs * 128:,} token rows, {args.queries} random features, one fresh read-only connection per page")
     print(f"{'layout':<16}{'p50 ms':>9}{'p95 ms':>9}")
     for label, (p50, p95) in results.items():
         print(f"{label:<16}{p50:>9.1f}{p95:>9.1f}")

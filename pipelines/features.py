@@ -134,8 +134,8 @@ def build_tables(cfg: FeaturesConfig, loaded: LoadedModel, sae: saes.Dictionary,
     stats["top_logits"] = [json.dumps(logits[0][f]) if logits else "[]" for f in stats["feature"]]
     stats["bottom_logits"] = [json.dumps(logits[1][f]) if logits else "[]" for f in stats["feature"]]
     stats.insert(0, "dict_id", cfg.dict_id)
-    examples = _examples(con, cfg, [len(s) for s in seqs], run_id)
     docs, tokens = _documents(loaded, seqs, ccfg.corpus, run_id)
+    examples = _examples(con, cfg, tokens, run_id)
     return {"documents": docs, "tokens": tokens, "feature_stats": stats, "feature_examples": examples}
 
 
@@ -153,10 +153,12 @@ def _feature_stats(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, n_tokens
         ORDER BY a.feature""", {"bins": cfg.hist_bins, "n_tokens": n_tokens}).df()
 
 
-def _examples(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, lengths: list[int], run_id: str) -> pa.Table:
-    """Top-n and per-quantile samples, each with the feature's activations over its token window."""
-    con.register("seq_len", pa.table({"seq": np.arange(len(lengths), dtype=np.int32),
-                                      "len": np.array(lengths, np.int32)}))
+def _examples(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, tokens: pa.Table, run_id: str) -> pa.Table:
+    """Top-n and per-quantile samples, each with its window's tokens and the feature's activations on them."""
+    con.register("doc_tokens", tokens)
+    con.execute("""CREATE TEMP TABLE seq_tokens AS
+                   SELECT split_part(doc_id, '/', -1)::INT AS seq, list(token ORDER BY pos) AS toks
+                   FROM doc_tokens GROUP BY doc_id""")
     return con.sql("""
         WITH ranked AS (
             SELECT *, row_number() OVER (PARTITION BY feature ORDER BY act DESC, seq, pos) - 1 AS top_rank,
@@ -170,10 +172,12 @@ def _examples(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, lengths: list
             UNION ALL
             SELECT feature, 'q' || q AS kind, q_rank AS rank, seq, pos, act FROM sampled WHERE q_rank < $per_q),
         windows AS (
-            SELECT c.*, greatest(c.pos - $before, 0) AS w_start, least(c.pos + $after + 1, s.len) AS w_end
-            FROM chosen c JOIN seq_len s USING (seq)),
+            SELECT c.*, greatest(c.pos - $before, 0) AS w_start, least(c.pos + $after + 1, len(s.toks)) AS w_end,
+                   s.toks
+            FROM chosen c JOIN seq_tokens s USING (seq)),
         with_acts AS (
             SELECT w.feature, w.kind, w.rank, w.seq, w.pos, w.act, w.w_start, w.w_end,
+                   list_slice(w.toks, w.w_start + 1, w.w_end) AS window_tokens,
                    map(list(e.pos) FILTER (WHERE e.pos IS NOT NULL),
                        list(e.act) FILTER (WHERE e.pos IS NOT NULL)) AS acts_at
             FROM windows w LEFT JOIN entries e
@@ -181,7 +185,8 @@ def _examples(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, lengths: list
             GROUP BY ALL)
         SELECT $dict_id AS dict_id, feature, kind, rank::INT AS rank, $run_id || '/' || seq AS doc_id, pos, act,
                w_start AS window_start,
-               [coalesce(map_extract_value(acts_at, p), 0) FOR p IN range(w_start, w_end)]::FLOAT[] AS window_acts
+               [coalesce(map_extract_value(acts_at, p), 0) FOR p IN range(w_start, w_end)]::FLOAT[] AS window_acts,
+               window_tokens
         FROM with_acts
         ORDER BY feature, kind = 'top' DESC, kind, rank
     """, params={"nq": cfg.n_quantiles, "seed": cfg.seed, "n_top": cfg.n_top, "per_q": cfg.per_quantile,

@@ -1,7 +1,7 @@
 """Read queries the app and the notebook API share: dictionaries, feature pages, explanations.
 
-`feature_examples` rows are written sorted by (dict_id, feature), so one feature's rows are
-contiguous and a page is a cheap range scan plus a join on the window's tokens.
+`feature_examples` rows are written sorted by (dict_id, feature) and carry their window's tokens,
+so one feature's rows are contiguous and a page is a single range scan.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import json
 
 import pandas as pd
 
-from workbench.store import Store
+from workbench.store import Reader, Store
+
+Source = Store | Reader
+"""Anything with `query(sql, params)`: a Store, or a Reader sharing one connection."""
 
 
 def list_dictionaries(store: Store) -> pd.DataFrame:
@@ -23,7 +26,7 @@ def list_dictionaries(store: Store) -> pd.DataFrame:
     return pd.concat([df.drop(columns=["metrics"]), metrics], axis=1)
 
 
-def dictionary_row(store: Store, dict_id: str) -> dict:
+def dictionary_row(store: Source, dict_id: str) -> dict:
     df = store.query("SELECT * FROM dictionaries WHERE dict_id = ?", [dict_id])
     if df.empty:
         raise LookupError(f"unknown dictionary {dict_id!r}")
@@ -33,13 +36,13 @@ def dictionary_row(store: Store, dict_id: str) -> dict:
     return row
 
 
-def run_config(store: Store, run_id: str) -> dict:
+def run_config(store: Source, run_id: str) -> dict:
     """The resolved config a run was started with ({} for an unknown run)."""
     df = store.query("SELECT config FROM runs WHERE run_id = ?", [run_id])
     return json.loads(df["config"].iloc[0]) if len(df) and df["config"].iloc[0] else {}
 
 
-def feature_stats(store: Store, dict_id: str, feature: int) -> dict | None:
+def feature_stats(store: Source, dict_id: str, feature: int) -> dict | None:
     df = store.query("SELECT * FROM feature_stats WHERE dict_id = ? AND feature = ?", [dict_id, int(feature)])
     if df.empty:
         return None
@@ -50,23 +53,18 @@ def feature_stats(store: Store, dict_id: str, feature: int) -> dict | None:
 
 
 FEATURE_EXAMPLES_SQL = """
-SELECT * FROM (
-    SELECT e.kind, e.rank, e.act, e.doc_id, e.pos, e.window_start,
-           list(t.token ORDER BY t.pos) AS tokens, any_value(e.window_acts) AS acts
-    FROM (SELECT * FROM feature_examples WHERE dict_id = ? AND feature = ?) e
-    JOIN tokens t ON t.doc_id = e.doc_id AND t.pos >= e.window_start
-                 AND t.pos < e.window_start + len(e.window_acts)
-    GROUP BY e.kind, e.rank, e.act, e.doc_id, e.pos, e.window_start)
+SELECT kind, rank, act, doc_id, pos, window_start, window_tokens AS tokens, window_acts AS acts
+FROM feature_examples WHERE dict_id = ? AND feature = ?
 ORDER BY kind = 'top' DESC, kind, rank
 """
 
 
-def feature_examples(store: Store, dict_id: str, feature: int) -> pd.DataFrame:
+def feature_examples(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
     """Top and quantile examples of one feature: kind, rank, act, doc_id, pos, tokens, acts per window."""
     return store.query(FEATURE_EXAMPLES_SQL, [dict_id, int(feature)])
 
 
-def explanations(store: Store, dict_id: str, feature: int) -> pd.DataFrame:
+def explanations(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
     """Explanations of one feature with their scores (one row per explanation x scorer)."""
     return store.query(
         "SELECT x.expl_id, x.explainer, x.prompt_version, x.text, s.scorer, s.score, s.n "
@@ -74,7 +72,7 @@ def explanations(store: Store, dict_id: str, feature: int) -> pd.DataFrame:
         "WHERE x.dict_id = ? AND x.feature = ? ORDER BY x.created_at, s.scorer", [dict_id, int(feature)])
 
 
-def search_explanations(store: Store, dict_id: str, text: str, limit: int = 50) -> pd.DataFrame:
+def search_explanations(store: Source, dict_id: str, text: str, limit: int = 50) -> pd.DataFrame:
     """Features whose explanation contains `text` (case-insensitive substring)."""
     return store.query(
         "SELECT feature, text FROM explanations WHERE dict_id = ? AND contains(lower(text), lower(?)) "

@@ -63,7 +63,7 @@ def _example(rng: np.random.Generator, docs: dict[str, list[str]], kind: str, ra
     start, end = max(0, pos - 4), min(n, pos + 4)
     acts = [act * float(np.exp(-abs(p - pos))) if p <= pos else 0.0 for p in range(start, end)]
     return dict(dict_id=None, feature=None, kind=kind, rank=rank, doc_id=doc, pos=pos, act=act,
-                window_start=start, window_acts=acts)
+                window_start=start, window_acts=acts, window_tokens=docs[doc][start:end])
 
 
 def _feature_rows(dict_id: str, feature: int, docs: dict[str, list[str]], rng: np.random.Generator) -> tuple:
