@@ -1,0 +1,57 @@
+"""Three architectures at matched token budgets on SmolLM2's layer-12 residual (issue 3's table).
+
+Trains (or reuses, by run id) ReLU, TopK and JumpReLU SAEs at 8x expansion on wiki+bbc for each
+token budget, evaluates each on held-out documents (eval split: 32,768 tokens for FVU/L0/dead,
+32 sequences of 128 tokens for CE-loss recovered and KL with position 0 spared), and prints a
+markdown table. Activations come from the shared collect cache, so only the first run pays for
+the model's forward passes.
+
+    .venv/bin/python benchmarks/sae_table.py --budgets 500000,1000000 [--store data/sae_table.duckdb]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipelines.train import TrainSAEConfig, run
+from workbench.store import Store
+
+# Per-architecture settings (sparsity coefficients from short sweeps on 180k tokens; see README).
+ARCHITECTURES = {
+    "topk": dict(sae={"k": 32}, batch_tokens=4096, lr=4e-4),
+    "relu": dict(sae={"l1_coefficient": 15.0, "normalize_activations": "expected_average_only_in"},
+                 batch_tokens=1024, lr=1e-3),
+    "jumprelu": dict(sae={"l0_coefficient": 1.0, "normalize_activations": "expected_average_only_in"},
+                     batch_tokens=1024, lr=1e-3),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", default="500000,1000000")
+    parser.add_argument("--architectures", default="topk,relu,jumprelu")
+    parser.add_argument("--store", default="data/sae_table.duckdb")
+    args = parser.parse_args()
+    store = Store(args.store)
+    rows = []
+    for budget in map(int, args.budgets.split(",")):
+        for arch in args.architectures.split(","):
+            cfg = TrainSAEConfig(model="smollm2-135m-instruct", hook_point="blocks.12.hook_resid_post",
+                                 corpus="wiki+bbc", architecture=arch, expansion=8, tokens=budget,
+                                 **ARCHITECTURES[arch])
+            dict_id = run(cfg, store)
+            metrics = json.loads(store.query("SELECT metrics FROM dictionaries WHERE dict_id = ?",
+                                             [dict_id])["metrics"].item())
+            rows.append((arch, budget, metrics))
+    print("| architecture | tokens | FVU | L0 | dead % (eval) | CE-loss recovered | KL | train minutes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for arch, budget, m in rows:
+        print(f"| {arch} | {budget / 1e6:.1f}M | {m['fvu']:.3f} | {m['l0']:.1f} | {100 * m['dead_frac_eval']:.1f} | "
+              f"{m['ce_loss_recovered']:.3f} | {m['kl']:.3f} | {m['train_minutes']:.1f} |")
+    best = min((m["fvu"], arch, budget) for arch, budget, m in rows if arch == "topk")
+    print(f"RESULT topk_best_fvu={best[0]:.4f} topk_best_tokens={best[2]} runs={len(rows)}")
+
+
+if __name__ == "__main__":
+    main()
