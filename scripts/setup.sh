@@ -20,3 +20,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 .venv/bin/workbench fetch --corpora wiki-sample,sharegpt-sample
+# Compile the C++ top-k encoder once (~25 s; later loads are cached) so no test or page pays for it.
+.venv/bin/python -c "from kernels.cpu import load_extension; load_extension()"

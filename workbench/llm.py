@@ -27,11 +27,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
 
 import openai
 
 from workbench.paths import cache_dir
+
+T = TypeVar("T")
 
 Messages = list[dict[str, str]]
 RETRY_STATUS = {408, 409, 429}
@@ -83,6 +87,17 @@ class LLMConfig:
     def to_dict(self) -> dict[str, Any]:
         """Serialisable form for run configs: holds the key's variable name, never the key."""
         return asdict(self)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code. Where this thread already runs an event
+    loop (Jupyter, or a sync Playwright session), `asyncio.run` refuses, so use a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 class Response(NamedTuple):
@@ -300,8 +315,8 @@ class LLMClient:
         return random.uniform(0, ceiling)
 
     def chat_sync(self, messages: Messages, **kwargs: Any) -> Response:
-        """`chat` from synchronous code (not from inside a running event loop)."""
-        return asyncio.run(self._chat_and_close(messages, **kwargs))
+        """`chat` from synchronous code (a notebook's running event loop included)."""
+        return run_sync(self._chat_and_close(messages, **kwargs))
 
     async def _chat_and_close(self, messages: Messages, **kwargs: Any) -> Response:
         try:

@@ -31,7 +31,7 @@ from pipelines.autointerp.explainer import DelphiExplainer, ExplainError
 from pipelines.autointerp.scorers import SCORERS, ScoreContext, ScoreError, ScoreResult
 from pipelines.autointerp.serve import LocalServer, ServeConfig
 from workbench import queries
-from workbench.llm import LLMClient, LLMError
+from workbench.llm import LLMClient, LLMError, run_sync
 from workbench.models import load_model
 from workbench.store import Store
 
@@ -213,7 +213,7 @@ def run(cfg: InterpretConfig, store: Store) -> str:
         store.begin_run(base, "interpret", {**asdict(cfg), "resolved_model": model, "base_url": url})
         job = Job(cfg, store, row, LLMClient(cfg.llm_config(model, url)), base)
         try:
-            asyncio.run(job.run(todo))
+            run_sync(job.run(todo))
         except BaseException as err:
             store.fail_run(base, repr(err))
             raise

@@ -32,7 +32,7 @@ def server(built: BuiltStore) -> Iterator[str]:
         demo.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # sync Playwright runs an event loop in this thread until closed
 def browser() -> Iterator:
     """Debian's chromium, as scripts/setup.sh installs it (a missing browser fails: these are the acceptance tests)."""
     from playwright.sync_api import sync_playwright
