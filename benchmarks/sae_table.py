@@ -20,7 +20,7 @@ from workbench.store import Store
 # Per-architecture settings (sparsity coefficients from short sweeps on 180k tokens; see README).
 ARCHITECTURES = {
     "topk": dict(sae={"k": 32}, batch_tokens=4096, lr=4e-4),
-    "relu": dict(sae={"l1_coefficient": 15.0, "normalize_activations": "expected_average_only_in"},
+    "relu": dict(sae={"l1_coefficient": 5.0, "normalize_activations": "expected_average_only_in"},
                  batch_tokens=1024, lr=1e-3),
     "jumprelu": dict(sae={"l0_coefficient": 1.0, "normalize_activations": "expected_average_only_in"},
                      batch_tokens=1024, lr=1e-3),
