@@ -49,8 +49,8 @@ def main() -> None:
     for arch, budget, m in rows:
         print(f"| {arch} | {budget / 1e6:.1f}M | {m['fvu']:.3f} | {m['l0']:.1f} | {100 * m['dead_frac_eval']:.1f} | "
               f"{m['ce_loss_recovered']:.3f} | {m['kl']:.3f} | {m['train_minutes']:.1f} |")
-    best = min((m["fvu"], arch, budget) for arch, budget, m in rows if arch == "topk")
-    print(f"RESULT topk_best_fvu={best[0]:.4f} topk_best_tokens={best[2]} runs={len(rows)}")
+    best = min((m["fvu"], arch, budget) for arch, budget, m in rows)
+    print(f"RESULT best_fvu={best[0]:.4f} best_architecture={best[1]} best_tokens={best[2]} runs={len(rows)}")
 
 
 if __name__ == "__main__":

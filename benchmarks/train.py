@@ -43,7 +43,7 @@ def run_ours(batches: list[torch.Tensor], d_sae: int, k: int, lr: float) -> tupl
 def run_saelens(batches: list[torch.Tensor], d_sae: int, k: int, lr: float) -> tuple[float, object]:
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=batches[0].shape[1], d_sae=d_sae, k=k, device="cpu"))
     cfg = SAETrainerConfig(total_training_samples=len(batches) * len(batches[0]),
-                           train_batch_size_samples=len(batches[0]), lr=lr, device="cpu")
+                           train_batch_size_samples=len(batches[0]), lr=lr, lr_end=lr, device="cpu")
     trainer = SAETrainer(cfg, sae, iter(batches))
     start = time.perf_counter()
     trainer.fit()
