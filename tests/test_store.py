@@ -82,3 +82,18 @@ def test_read_only_query_cannot_write(tmp_path):
     store.init()
     with pytest.raises(StoreError, match="read-only"):
         store.query("DELETE FROM runs")
+
+
+def test_older_store_is_migrated_on_first_use(tmp_path):
+    from workbench.store import MIGRATIONS
+
+    path = tmp_path / "s.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version(version INTEGER)")
+    con.execute(MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.execute("INSERT INTO runs VALUES ('old', 'collect', '{}', 'finished', NULL, NULL, NULL)")
+    con.close()
+    store = Store(path)
+    assert store.run_status("old") == "finished"
+    assert "window_tokens" in store.query("DESCRIBE feature_examples")["column_name"].tolist()

@@ -137,12 +137,21 @@ class Store:
 
     @contextmanager
     def reader(self) -> Iterator[Reader]:
-        """One read-only connection for several queries (a page's reads), closed on exit."""
-        if not self.path.exists():
+        """One read-only connection for several queries (a page's reads), closed on exit.
+
+        A store from an older schema version is migrated first (briefly taking the write lock)."""
+        if not self.path.exists() or self._version() < SCHEMA_VERSION:
             self.init()
         with self._connect(read_only=True) as con:
             self._check_version(con)
             yield Reader(con)
+
+    def _version(self) -> int:
+        with self._connect(read_only=True) as con:
+            try:
+                return con.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+            except duckdb.CatalogException:
+                return 0
 
     def _check_version(self, con: duckdb.DuckDBPyConnection) -> None:
         try:
@@ -153,8 +162,7 @@ class Store:
             raise StoreError(f"store {self.path} has schema version {current}, newer than this workbench "
                              f"supports ({SCHEMA_VERSION}); upgrade the workbench")
         if current < SCHEMA_VERSION:
-            raise StoreError(f"store {self.path} has schema version {current}; run any write command "
-                             "(e.g. `workbench runs --migrate`) to migrate it")
+            raise StoreError(f"store {self.path} has schema version {current} (expected {SCHEMA_VERSION})")
 
     def init(self) -> None:
         with self.writer():
