@@ -140,7 +140,7 @@ def build_tables(cfg: FeaturesConfig, loaded: LoadedModel, sae: saes.Dictionary,
 
 
 def _feature_stats(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, n_tokens: int) -> pd.DataFrame:
-    return con.execute(f"""
+    return con.execute("""
         WITH agg AS (SELECT feature, count(*) AS n, avg(act) AS mean_act, max(act) AS max_act
                      FROM entries GROUP BY feature),
         bins AS (SELECT e.feature, least(floor(e.act / a.max_act * $bins)::INT, $bins - 1) AS bin, count(*) AS c

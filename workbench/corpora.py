@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bz2
 import csv
-import io
 import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
