@@ -4,7 +4,8 @@ Builds (once, cached under data/cache/bench_store/) a store with 21M feature_exa
 (300k features x 70 examples, as the feature pass writes them: 20 top + 50 quantile samples)
 sorted by (dict_id, feature), and 2M token rows, then times `workbench.queries.feature_examples` +
 `feature_stats` (one page: top and quantile examples with token windows) for random features,
-each page through one fresh read-only connection as the app does. The baseline is the same query on an
+each page through one read-only open of the file (`Store.reader`) as the app does. The baseline is the
+same query on an
 unsorted copy of the table (rows in random feature order).
 
     .venv/bin/python benchmarks/feature_page.py [--features 300000] [--examples 70] [--queries 200]
@@ -54,7 +55,7 @@ def build(path: Path, n_features: int, per_feature: int, n_docs: int, sorted_row
 
 
 def time_pages(store: Store, n_features: int, n_queries: int, reuse: Reader | None = None) -> list[float]:
-    """Milliseconds per page: one fresh read-only connection per page (as the app does), or `reuse`."""
+    """Milliseconds per page: one read-only open of the file per page (as the app does), or `reuse`."""
     rng = random.Random(0)
     out = []
     for _ in range(n_queries):
@@ -95,7 +96,7 @@ def main() -> None:
         ms = sorted(time_pages(stores["sorted (ours)"], args.features, args.queries, reader))
         results["sorted, open conn"] = (statistics.median(ms), ms[int(0.95 * len(ms)) - 1])
     print(f"feature page (stats + top/quantile examples with token windows), {rows:,} example rows, "
-          f"{args.docs * 128:,} token rows, {args.queries} random features, one fresh read-only connection per page")
+          f"{args.docs * 128:,} token rows, {args.queries} random features, one read-only open of the file per page")
     print(f"{'layout':<20}{'p50 ms':>9}{'p95 ms':>9}")
     for label, (p50, p95) in results.items():
         print(f"{label:<20}{p50:>9.1f}{p95:>9.1f}")

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import textwrap
+import threading
 
 import duckdb
 import pandas as pd
@@ -97,3 +98,37 @@ def test_older_store_is_migrated_on_first_use(tmp_path):
     store = Store(path)
     assert store.run_status("old") == "finished"
     assert "window_tokens" in store.query("DESCRIBE feature_examples")["column_name"].tolist()
+
+
+def test_reader_holds_the_file_only_while_open(tmp_path):
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    store.init()
+    writer_elsewhere = [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(path)]
+    with store.reader() as reader:
+        reader.query("SELECT count(*) FROM runs")
+        assert subprocess.run(writer_elsewhere, capture_output=True).returncode != 0
+    assert subprocess.run(writer_elsewhere, capture_output=True).returncode == 0
+
+
+def test_threads_read_while_the_same_process_publishes(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    store.publish("r0", {"activation_stats": _stats_row(1)})
+    counts, errors = [], []
+
+    def read() -> None:
+        try:
+            for _ in range(20):
+                counts.append(store.query("SELECT count(*) AS n FROM activation_stats")["n"].item())
+        except Exception as err:  # collected and asserted on below
+            errors.append(err)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(1, 6):
+        store.publish(f"r{i}", {"activation_stats": _stats_row(1)})
+    for t in threads:
+        t.join()
+    assert not errors and len(counts) == 60
+    assert set(counts) <= set(range(1, 7)) and store.query("SELECT count(*) AS n FROM activation_stats")["n"].item() == 6
