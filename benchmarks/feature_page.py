@@ -4,9 +4,8 @@ Builds (once, cached under data/cache/bench_store/) a store with 21M feature_exa
 (300k features x 70 examples, as the feature pass writes them: 20 top + 50 quantile samples)
 sorted by (dict_id, feature), and 2M token rows, then times `workbench.queries.feature_examples` +
 `feature_stats` (one page: top and quantile examples with token windows) for random features,
-each page through one read-only open of the file (`Store.reader`) as the app does. The baseline is the
-same query on an
-unsorted copy of the table (rows in random feature order).
+each page through one read-only open of the file (`Store.reader`) as the app does. The baseline is
+the same query on an unsorted copy of the table (rows in random feature order).
 
     .venv/bin/python benchmarks/feature_page.py [--features 300000] [--examples 70] [--queries 200]
 """
