@@ -99,7 +99,7 @@ def qwen_hf_dir() -> Path:
     return target
 
 
-def server_command(host: str, port: int, n_ctx: int = 8192, n_threads: int = 2) -> list[str]:
+def server_command(host: str, port: int, n_threads: int, n_ctx: int = 8192) -> list[str]:
     """The llama-cpp-python server command for the Qwen explainer."""
     if not llama_cpp_installed():
         raise LlamaCppError(f"llama-cpp-python is not installed: pip install '{LLAMA_CPP_REQUIREMENT}' "

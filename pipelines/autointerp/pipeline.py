@@ -97,7 +97,7 @@ class Job:
         sae = cache(lambda: saes.load(row["path"], expected_d_in=int(row["d_in"])))
         self.ctx = ScoreContext(client, subject, scorer_model, sae, options={
             "intervention_prompts": cfg.intervention_prompts, "intervention_tokens": cfg.intervention_tokens,
-            "steer_scale": cfg.steer_scale})
+            "intervention_kl": cfg.intervention_kl})
 
     def load_data(self, features: list[int]) -> dict[int, FeatureData]:
         """Split examples per feature; add verified non-activating windows (one forward pass for all)."""
@@ -141,19 +141,16 @@ class Job:
         return result._replace(details={**result.details, "prompt_version": scorer.prompt_version, **extra})
 
     async def score(self, f: int, data: FeatureData, text: str, control: tuple[int, str] | None) -> None:
-        """All scorers on the real explanation (and the control); LLM scorers concurrently, local ones in turn."""
+        """All scorers on the real explanation (and the control): the LLM scorers' requests concurrently,
+        then the local scorers in turn (run alongside a local server they would compete for its cores)."""
         jobs = [(name, name, text, {}) for name in self.scorers]
         if control is not None:
             jobs += [(f"{name}:shuffled", name, control[1], {"control": "shuffled", "explanation": control[1],
                                                              "source_feature": control[0]}) for name in self.scorers]
         llm = [j for j in jobs if self.scorers[j[1]].uses_llm]
         local = [j for j in jobs if not self.scorers[j[1]].uses_llm]
-
-        async def in_turn() -> list[ScoreResult]:
-            return [await self._one(name, t, data, extra) for _, name, t, extra in local]
-
-        llm_results, local_results = await asyncio.gather(
-            asyncio.gather(*(self._one(name, t, data, extra) for _, name, t, extra in llm)), in_turn())
+        llm_results = await asyncio.gather(*(self._one(name, t, data, extra) for _, name, t, extra in llm))
+        local_results = [await self._one(name, t, data, extra) for _, name, t, extra in local]
         results = dict(zip([j[0] for j in llm + local], [*llm_results, *local_results]))
         run_id = storage.feature_run_id(self.base, f)
         self.store.publish(run_id, {"scores": storage.scores_frame(run_id, results)}, finish=False)
