@@ -79,8 +79,8 @@ class InterpretConfig:
     """Prompts per feature for intervention scoring."""
     intervention_tokens: int = 8
     """Tokens generated per prompt, clean and steered."""
-    steer_scale: float = 4.0
-    """Steering strength as a multiple of the feature's largest observed activation."""
+    intervention_kl: float = 0.5
+    """Target mean KL(p_clean || p_steered) of the next token; each feature's steering strength is tuned to it."""
     export_dir: str = ""
     """Also write the run's explanations and scores in Delphi's file layout to this folder (empty: no export)."""
     run_id: str = ""
@@ -106,8 +106,8 @@ class InterpretConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.n_top_train <= self.n_train:
             raise ValueError("n_top_train must be in 0..n_train")
-        if self.steer_scale <= 0:
-            raise ValueError("steer_scale must be > 0")
+        if self.intervention_kl <= 0:
+            raise ValueError(f"intervention_kl must be > 0, got {self.intervention_kl}")
         self.llm_config("placeholder")  # validates the LLM fields
 
     @property

@@ -56,6 +56,8 @@ def test_run_scores_real_and_shuffled_and_resumes(faulty, store, tmp_path):
     assert scores["score"].notna().all()
     shuffled = json.loads(scores[scores["scorer"] == "surprisal:shuffled"]["details"].iloc[0])
     assert shuffled["control"] == "shuffled" and "examples" in shuffled
+    steering = json.loads(scores[scores["scorer"] == "intervention"]["details"].iloc[0])
+    assert steering["target_kl"] == 0.5 and steering["strength"] > 0 and steering["kl"] > 0
     assert set(results(store, base)["scorer"]) == set(scores["scorer"])
 
     before = snapshot(store)
@@ -122,7 +124,7 @@ def test_bad_input_leaves_store_unchanged(faulty, store):
 
 @pytest.mark.parametrize("fields", [dict(scorers=["detection", "astrology"]), dict(features="a:b"),
                                     dict(features="5:5"), dict(dict_id=""), dict(n_test=0),
-                                    dict(serve_backend="vllm"), dict(max_in_flight=0)])
+                                    dict(serve_backend="vllm"), dict(max_in_flight=0), dict(intervention_kl=0)])
 def test_config_validation(fields):
     with pytest.raises(ValueError):
         InterpretConfig(**{"dict_id": DICT_ID, **fields})

@@ -11,6 +11,7 @@ from pipelines.autointerp import scorers
 from pipelines.autointerp.examples import Example, FeatureData
 from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, auroc, balanced_accuracy
 from pipelines.autointerp.scorers.classifier import yes_probability
+from pipelines.autointerp.scorers.intervention import KL_TOLERANCE, tune_strength
 from workbench.llm import LLMClient, LLMConfig, Response
 
 
@@ -69,3 +70,17 @@ def test_classifiers_score_with_a_real_model(data_dir):
 def test_embedding_prefers_related_text():
     result = asyncio.run(scorers.create("embedding").score(None, "rivers such as the Congo and the Nile", _feature()))
     assert result.score == 1.0 and result.n == 4
+
+
+def test_intervention_strength_is_tuned_to_a_target_kl(tiny):
+    """The untrained tiny model's next-token distribution is nearly uniform, so steering its last residual
+    saturates near KL 0.026: small targets are reached, Delphi's default 0.5 is not."""
+    import saes
+
+    sae = saes.create("topk", d_in=64, d_sae=256, k=2, hook_point="blocks.1.hook_resid_post", model_name="tiny")
+    texts = ["The river flows", "Boats sail the Nile", "She bought a red"]
+    low, high, unreachable = (tune_strength(tiny, sae, 7, texts, kl) for kl in (0.005, 0.02, 0.5))
+    for tuned in (low, high):
+        assert abs(tuned.kl - tuned.target_kl) <= KL_TOLERANCE * tuned.target_kl
+    assert low.strength < high.strength < unreachable.strength
+    assert unreachable.strength > 10 ** 3.9 and unreachable.kl > high.kl  # the probe closest to 0.5: the top
