@@ -63,8 +63,10 @@ class InterpretConfig:
     """Embedded server backend when no endpoint is given: auto, llama-cpp (Qwen2.5-Coder-1.5B) or transformers."""
     serve_model: str = "smollm2-135m-instruct"
     """Model of the embedded transformers backend (registry name or HF folder)."""
-    prefill: bool = True
-    """Prefill the explainer's reply with the `[EXPLANATION]:` marker."""
+    prefill: bool = False
+    """Prefill the explainer's reply with the `[EXPLANATION]:` marker. Only for endpoints that continue a
+    final assistant message (vLLM's `continue_final_message`, the built-in transformers server):
+    llama-cpp-python's chat endpoint closes it and starts a new turn instead."""
     n_train: int = 20
     """Activating examples shown to the explainer."""
     n_top_train: int = 4

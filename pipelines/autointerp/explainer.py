@@ -41,14 +41,14 @@ class Explainer(ABC):
 class DelphiExplainer(Explainer):
     """Delphi's default explainer: marked examples with 0-10 activations, answer after a fixed marker.
 
-    The reply is prefilled with the marker (a format fix measured with the Qwen explainer); when a
-    reply is still broken (empty or too short, or no marker without prefill) the model is shown its
-    reply and a repair message and asked again (prefilled again), up to `repairs` times."""
+    With `prefill` the reply is prefilled with the marker (for endpoints that continue a final
+    assistant message). When a reply is broken (no marker without prefill, or empty or too short)
+    the model is shown its reply and a repair message and asked again, up to `repairs` times."""
 
     name = "delphi"
     prompt_version = prompts.EXPLAIN_VERSION
 
-    def __init__(self, prefill: bool = True, repairs: int = 1, max_tokens: int = 96):
+    def __init__(self, prefill: bool = False, repairs: int = 1, max_tokens: int = 96):
         self.prefill = prefill
         self.repairs = repairs
         self.max_tokens = max_tokens

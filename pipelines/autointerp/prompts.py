@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v2"
-DETECTION_VERSION = "detection-v1"
-FUZZING_VERSION = "fuzzing-v1"
+EXPLAIN_VERSION = "explain-v3"
+DETECTION_VERSION = "detection-v2"
+FUZZING_VERSION = "fuzzing-v2"
 SURPRISAL_VERSION = "surprisal-v1"
 INTERVENTION_VERSION = "intervention-v2"
 
@@ -35,14 +35,9 @@ the delimiters, the numbers or the examples themselves.
 
 The last line of your answer must be: {MARKER} <your one-sentence description>"""
 
-EXPLAIN_FEWSHOT_USER = """Example 1: and he was <<over the moon>> to find out
-Activations: ("over", 6), (" the", 9), (" moon", 10)
-Example 2: we'll be laughing <<till the cows come home>>! Pro
-Activations: ("till", 5), (" the", 5), (" cows", 8), (" come", 8), (" home", 8)
-Example 3: thought Scotland was boring, but really there's more <<than meets the eye>>! I'd
-Activations: ("than", 5), (" meets", 7), (" the", 6), (" eye", 8)"""
+EXPLAIN_ASK = f"""
 
-EXPLAIN_FEWSHOT_ASSISTANT = f"{MARKER} English idioms and sayings, such as 'over the moon' or 'than meets the eye'."
+What do the marked tokens have in common? Reply with exactly one line: {MARKER} <one short, concrete sentence>"""
 
 REPAIR = f"Your answer did not follow the format. Reply with exactly one line: {MARKER} <one-sentence description>"
 
@@ -69,6 +64,13 @@ SURPRISAL_PREFIX = "The following sentences are examples of this description.\nD
 INTERVENTION_SUFFIX = '\n\nThe above passage contains an amplified amount of "{explanation}"'
 
 _MARKER_RE = re.compile(r"\[\s*EXPLANATION\s*\]\s*:", re.IGNORECASE)
+_SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>|]{1,40}\|>")
+
+
+def plain_text(text: str) -> str:
+    """Corpus text for a prompt: one line, special-token strings such as `<|im_end|>` (document
+    boundaries in packed windows) shown as ` | ` so a chat template cannot read them as turn ends."""
+    return _SPECIAL_TOKEN_RE.sub(" | ", text).replace("\n", " ")
 
 
 def clean_explanation(text: str) -> str:
@@ -82,14 +84,15 @@ def clean_explanation(text: str) -> str:
 def parse_explanation(reply: str, prefilled: bool) -> str | None:
     """The explanation in a reply, or None when the format is broken.
 
-    Without a prefill the text after the last marker counts; with the marker prefilled the reply
-    is the continuation itself. Only the first non-empty line is kept."""
+    The text after the last marker counts. With the marker prefilled the reply is the continuation
+    itself; without it, a reply of exactly one line is taken as the answer (Qwen2.5-Coder-1.5B
+    answered in one marker-less line for 8 of 8 features in a trial here, even after the repair
+    message). Only the first non-empty line is kept."""
     found = list(_MARKER_RE.finditer(reply))
-    if found:
-        reply = reply[found[-1].end():]
-    elif not prefilled:
+    answer = reply[found[-1].end():] if found else reply
+    lines = [line.strip() for line in answer.splitlines() if line.strip()]
+    if not (found or prefilled or len(lines) == 1):
         return None
-    lines = [line.strip() for line in reply.splitlines() if line.strip()]
     cleaned = clean_explanation(lines[0]) if lines else ""
     return cleaned if len(cleaned) >= 3 else None
 
@@ -113,23 +116,24 @@ def highlight(tokens: Sequence[str], marks: Sequence[bool]) -> str:
         out.append(token)
     if inside:
         out.append(">>")
-    return "".join(out).replace("\n", " ")
+    return plain_text("".join(out))
 
 
 def explain_messages(examples: Sequence[Example], max_act: float) -> list[dict[str, str]]:
-    """System prompt, one few-shot exchange, then the feature's examples."""
+    """System prompt, then the feature's examples and the question.
+
+    No few-shot exchange: with one (Delphi's idioms example), the Qwen2.5-Coder-1.5B explainer
+    repeated the example's answer verbatim for 4 of 4 features in a trial here."""
     blocks = []
     for i, ex in enumerate(examples, 1):
         marks = ex.marked()
         scaled = scale_acts(ex.acts, max_act)
-        listed = ", ".join(f'("{t}", {s})' for t, s, m in zip(ex.tokens, scaled, marks) if m)
+        listed = ", ".join(f'("{plain_text(t)}", {s})' for t, s, m in zip(ex.tokens, scaled, marks) if m)
         blocks.append(f"Example {i}: {highlight(ex.tokens, marks)}\nActivations: {listed}")
     return [{"role": "system", "content": EXPLAIN_SYSTEM},
-            {"role": "user", "content": EXPLAIN_FEWSHOT_USER},
-            {"role": "assistant", "content": EXPLAIN_FEWSHOT_ASSISTANT},
-            {"role": "user", "content": "\n".join(blocks)}]
+            {"role": "user", "content": "\n".join(blocks) + EXPLAIN_ASK}]
 
 
 def classifier_messages(template: str, explanation: str, example_text: str) -> list[dict[str, str]]:
-    user = template.format(explanation=clean_explanation(explanation), example=example_text.replace("\n", " "))
+    user = template.format(explanation=clean_explanation(explanation), example=plain_text(example_text))
     return [{"role": "system", "content": CLASSIFIER_SYSTEM}, {"role": "user", "content": user}]

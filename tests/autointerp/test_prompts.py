@@ -17,13 +17,22 @@ def test_scale_and_highlight_follow_delphi():
     ex = Example(("The", " river", " Nile"), (0.0, 0.2, 1.0), "top")
     assert ex.marked() == [False, False, True]  # 0.2 < 0.3 x max
     user = prompts.explain_messages([ex], max_act=1.0)[-1]["content"]
-    assert user == 'Example 1: The river<< Nile>>\nActivations: (" Nile", 10)'
+    assert user == 'Example 1: The river<< Nile>>\nActivations: (" Nile", 10)' + prompts.EXPLAIN_ASK
+
+
+def test_special_token_text_cannot_end_a_chat_turn():
+    ex = Example(("dogs.", "<|im_end|>", "The", " Nile"), (0.0, 0.0, 0.0, 1.0), "top")
+    user = prompts.explain_messages([ex], max_act=1.0)[-1]["content"]
+    assert "<|" not in user and user.startswith("Example 1: dogs. | The<< Nile>>")
+    assert prompts.plain_text("a<|endoftext|>b\nc <|x") == "a | b c <|x"
+    assert "<|im_end|>" not in prompts.classifier_messages(prompts.DETECTION_USER, "z", "a<|im_end|>b")[1]["content"]
 
 
 def test_parse_explanation_with_and_without_prefill():
     assert prompts.parse_explanation(" Rivers of Africa.\nmore", prefilled=True) == "Rivers of Africa."
     assert prompts.parse_explanation("Thinking...\n[EXPLANATION]: Rivers", prefilled=False) == "Rivers"
-    assert prompts.parse_explanation("no marker here", prefilled=False) is None
+    assert prompts.parse_explanation("One line, no marker.", prefilled=False) == "One line, no marker."
+    assert prompts.parse_explanation("Two lines\nand no marker", prefilled=False) is None
     assert prompts.parse_explanation("", prefilled=True) is None
     assert prompts.parse_explanation("   \n ", prefilled=True) is None
 
