@@ -1,13 +1,15 @@
 """Auto-interpretation benchmarks (not part of the test run).
 
 Throughput (default): features/min of `workbench interpret` with 1 vs N LLM requests in flight,
-against a local OpenAI-compatible server (our transformers server by default, or `--base-url`,
-e.g. llama.cpp's), on the testbed dictionary (random TopK SAE on the tiny model, real feature
-pass). Only the LLM stages run (explainer + detection + fuzzing, with shuffled controls) and
-the response cache is off, so both runs pay for every call.
+against the embedded local server (`--server-backend`: llama-cpp = the Qwen explainer, or our
+transformers server over `--server-model`) or `--base-url`, on the testbed dictionary (random
+TopK SAE on the tiny model, real feature pass). Only the LLM stages run (explainer + detection +
+fuzzing, with shuffled controls) and the response cache is off, so both runs pay for every call.
+The table also shows LLM prompt and generated tokens per second: on a CPU server the prompt
+tokens are the work.
 
-    python benchmarks/autointerp.py [--in-flight 4] [--features 3] [--server-model smollm2-135m-instruct]
-                                    [--server-parallel 1]
+    python benchmarks/autointerp.py [--in-flight 4] [--features 3] [--server-backend auto]
+                                    [--server-model smollm2-135m-instruct] [--server-parallel 1]
 
 Quality (`--quality`): mean score per scorer, real vs shuffled explanations, on a real dictionary
 with the default explainer (the README's table; >= 50 features with the Qwen explainer):
@@ -31,6 +33,16 @@ from workbench.store import Store
 LLM_SCORERS = ["detection", "fuzzing"]
 
 
+def _llm_tokens(store: Store, base: str) -> tuple[float, float]:
+    """(prompt, generated) LLM tokens of a run: explanations plus the classifier scorers' calls."""
+    explain = store.query("SELECT sum(tokens_in) AS i, sum(tokens_out) AS o FROM explanations "
+                          "WHERE starts_with(run_id, ?)", [base + "/f"])
+    scoring = store.query("SELECT sum(CAST(details->>'tokens_in' AS BIGINT)) AS i, "
+                          "sum(CAST(details->>'tokens_out' AS BIGINT)) AS o FROM scores WHERE starts_with(run_id, ?)",
+                          [base + "/f"])
+    return (float(explain["i"].iloc[0] + scoring["i"].iloc[0]), float(explain["o"].iloc[0] + scoring["o"].iloc[0]))
+
+
 def _throughput_run(store: Store, url: str, features: list[int], in_flight: int) -> dict[str, float]:
     cfg = InterpretConfig(dict_id=testbed.DICT_ID, features=",".join(map(str, features)), scorers=LLM_SCORERS,
                           llm_base_url=url, max_in_flight=in_flight, llm_cache=False, n_train=10, n_test=4,
@@ -38,9 +50,9 @@ def _throughput_run(store: Store, url: str, features: list[int], in_flight: int)
     start = time.perf_counter()
     base = run(cfg, store)
     seconds = time.perf_counter() - start
-    tokens = store.query("SELECT sum(tokens_in + tokens_out) AS t FROM explanations WHERE starts_with(run_id, ?)",
-                         [base + "/f"])["t"].iloc[0]
-    return {"seconds": seconds, "features_per_min": len(features) / seconds * 60, "explain_tokens": float(tokens)}
+    tokens_in, tokens_out = _llm_tokens(store, base)
+    return {"seconds": seconds, "features_per_min": len(features) / seconds * 60,
+            "prompt_tok_s": tokens_in / seconds, "gen_tok_s": tokens_out / seconds}
 
 
 def throughput(args: argparse.Namespace) -> str:
@@ -48,7 +60,8 @@ def throughput(args: argparse.Namespace) -> str:
         store = Store(Path(tmp) / "bench.duckdb")
         testbed.build(store, Path(tmp))
         features = testbed.live_features(store, args.features)
-        serve_cfg = ServeConfig(backend="transformers", model=args.server_model, port=0, parallel=args.server_parallel)
+        serve_cfg = ServeConfig(backend=args.server_backend, model=args.server_model, port=0,
+                                parallel=args.server_parallel)
         server = None if args.base_url else LocalServer(serve_cfg)
         if server:
             server.start()
@@ -59,13 +72,16 @@ def throughput(args: argparse.Namespace) -> str:
         finally:
             if server:
                 server.stop()
-    print(f"{'in flight':>9} {'seconds':>8} {'features/min':>13} {'explain tokens':>15}")
+    label = args.base_url or f"embedded-{serve_cfg.resolved_backend()}:{serve_cfg.alias()}"
+    print(f"server {label}, {len(features)} features")
+    print(f"{'in flight':>9} {'seconds':>8} {'features/min':>13} {'prompt tok/s':>13} {'gen tok/s':>10}")
     for n, r in ((1, one), (args.in_flight, many)):
-        print(f"{n:>9} {r['seconds']:>8.1f} {r['features_per_min']:>13.2f} {r['explain_tokens']:>15.0f}")
+        print(f"{n:>9} {r['seconds']:>8.1f} {r['features_per_min']:>13.2f} {r['prompt_tok_s']:>13.1f} "
+              f"{r['gen_tok_s']:>10.2f}")
     speedup = many["features_per_min"] / one["features_per_min"]
     return (f"RESULT speedup_inflight{args.in_flight}_vs_1={speedup:.2f} fpm_1={one['features_per_min']:.2f} "
-            f"fpm_{args.in_flight}={many['features_per_min']:.2f} features={len(features)} "
-            f"server={args.base_url or 'workbench-transformers:' + args.server_model} "
+            f"fpm_{args.in_flight}={many['features_per_min']:.2f} prompt_tok_s_1={one['prompt_tok_s']:.0f} "
+            f"features={len(features)} server={label} "
             f"server_parallel={'n/a' if args.base_url else args.server_parallel}")
 
 
@@ -76,12 +92,17 @@ def quality(args: argparse.Namespace) -> str:
     base = run(cfg, store)
     table = results(store, base)
     print(table.to_string(index=False))
-    means = dict(zip(table["scorer"], table["mean_score"]))
+    means = dict(zip(table["scorer"], table["mean_score"], strict=True))
     ratios = [f"{s}_real_minus_shuffled={means[s] - means[s + ':shuffled']:.3f}"
               for s in cfg.scorers if s in means and s + ":shuffled" in means]
     n = int(table["features"].max()) if len(table) else 0
+    tokens_in, tokens_out = _llm_tokens(store, base)
+    wall = store.query("SELECT epoch(finished_at - started_at) AS s FROM runs WHERE run_id = ?", [base])["s"].item()
+    print(f"per feature: {wall / max(n, 1):.0f} s wall (last session of the run), {tokens_in / max(n, 1):.0f} "
+          f"prompt + {tokens_out / max(n, 1):.0f} generated LLM tokens")
     scores = [f"{s}={means[s]:.3f}" for s in sorted(means)]
-    return "RESULT " + " ".join([*ratios, *scores, f"features={n}", f"run={base}"])
+    return "RESULT " + " ".join([*ratios, *scores, f"features={n}", f"s_per_feature={wall / max(n, 1):.0f}",
+                                 f"run={base}"])
 
 
 def main() -> None:
@@ -89,7 +110,8 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="real vs shuffled score table instead of throughput")
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--features", default="3", help="throughput: how many features; quality: a selection")
-    parser.add_argument("--server-model", default="smollm2-135m-instruct")
+    parser.add_argument("--server-backend", default="auto", help="embedded server: auto, llama-cpp or transformers")
+    parser.add_argument("--server-model", default="smollm2-135m-instruct", help="model of the transformers backend")
     parser.add_argument("--server-parallel", type=int, default=1,
                         help="generations our server runs at once (1 serialises, like llama.cpp's server)")
     parser.add_argument("--base-url", default="", help="use this endpoint instead of starting our server")

@@ -10,7 +10,7 @@ nothing is duplicated because every publish replaces by run id.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timezone, UTC
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +30,7 @@ def feature_run_id(base: str, feature: int) -> str:
 def explanation_frame(base: str, dict_id: str, feature: int, explainer: str, prompt_version: str,
                       expl: Explanation) -> pd.DataFrame:
     row = [feature_run_id(base, feature), dict_id, feature, explainer, prompt_version, expl.text, expl.tokens_in,
-           expl.tokens_out, expl.seconds, datetime.now(timezone.utc).replace(tzinfo=None)]
+           expl.tokens_out, expl.seconds, datetime.now(UTC).replace(tzinfo=None)]
     return pd.DataFrame([row], columns=EXPLANATION_COLUMNS)
 
 
@@ -52,9 +52,13 @@ def stored_explanations(store: Store, base: str) -> pd.DataFrame:
 
 
 def summary(store: Store, base: str) -> pd.DataFrame:
-    """Mean score per scorer (real and shuffled-control rows), with features counted and cost per feature."""
+    """Mean and median score per scorer (real and shuffled-control rows), with features counted and
+    cost per feature: the explainer's tokens and seconds, and the scorer's own LLM tokens (none for
+    the local scorers)."""
     return store.query(
-        "SELECT s.scorer, count(*) AS features, avg(s.score) AS mean_score, "
+        "SELECT s.scorer, count(*) AS features, avg(s.score) AS mean_score, median(s.score) AS median_score, "
+        "avg(CAST(s.details->>'tokens_in' AS DOUBLE) + CAST(s.details->>'tokens_out' AS DOUBLE)) "
+        "AS score_tokens_per_feature, "
         "avg(x.tokens_in + x.tokens_out) AS explain_tokens_per_feature, avg(x.seconds) AS explain_seconds "
         "FROM scores s JOIN explanations x USING (expl_id) "
         "WHERE starts_with(s.run_id, ?) AND s.score IS NOT NULL GROUP BY s.scorer ORDER BY s.scorer", [f"{base}/f"])
