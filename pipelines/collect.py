@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import pandas as pd
 import torch
@@ -19,21 +20,37 @@ from workbench.store import Store
 
 
 @dataclass
-class CollectConfig:
-    """Collect activations from a model over a corpus."""
+class ActivationSource:
+    """Where activations come from: a model, a hook point on it, and a view of a corpus."""
 
     model: str = "smollm2-135m-instruct"
     """Registry name (smollm2-135m-instruct, tiny) or a local Hugging Face folder."""
     hook_point: str = "blocks.12.hook_resid_post"
     """TransformerLens hook name."""
     corpus: str = "wiki"
-    """Corpus registry name."""
-    split: str = "train"
-    """`train` or the held-out `eval` documents."""
+    """Corpus registry name, or `a+b` for a concatenation."""
     layout: str = "packed"
     """`packed` fixed-length blocks (block training) or `chat` one conversation per sequence (FAST)."""
     context: int = 128
     """Tokens per packed block, or the maximum length of a chat sequence."""
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("packed", "chat"):
+            raise ValueError(f"layout must be packed or chat, got {self.layout!r}")
+        if self.context < 1:
+            raise ValueError(f"context must be >= 1, got {self.context}")
+
+    def source(self) -> dict[str, Any]:
+        """The source fields alone, to build another config over the same activations."""
+        return {f.name: getattr(self, f.name) for f in fields(ActivationSource)}
+
+
+@dataclass
+class CollectConfig(ActivationSource):
+    """Collect activations from a model over a corpus."""
+
+    split: str = "train"
+    """`train` or the held-out `eval` documents."""
     tokens: int = 100_000
     """Token budget: activation rows to collect."""
     batch_size: int = 8
@@ -46,11 +63,10 @@ class CollectConfig:
     """Run id; empty derives one from the config, so rerunning the same command resumes the same run."""
 
     def __post_init__(self) -> None:
-        if self.layout not in ("packed", "chat"):
-            raise ValueError(f"layout must be packed or chat, got {self.layout!r}")
+        super().__post_init__()
         if self.split not in ("train", "eval"):
             raise ValueError(f"split must be train or eval, got {self.split!r}")
-        for name in ("context", "tokens", "batch_size", "shard_rows"):
+        for name in ("tokens", "batch_size", "shard_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 

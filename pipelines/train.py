@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 import saes
-from pipelines.collect import CollectConfig, shard_key, token_sequences
+from pipelines.collect import ActivationSource, CollectConfig, shard_key, token_sequences
 from saes.training import TrainConfig, Trainer
 from workbench import metrics
 from workbench.activations import MixingBuffer, ShardCache, StreamConfig, cached_activations
@@ -25,19 +25,9 @@ from workbench.store import Store
 
 
 @dataclass
-class TrainSAEConfig:
-    """Train one dictionary on one hook point."""
+class TrainSAEConfig(ActivationSource):
+    """Train one dictionary on one hook point (the corpus's train split trains, its eval split evaluates)."""
 
-    model: str = "smollm2-135m-instruct"
-    """Model registry name or local Hugging Face folder."""
-    hook_point: str = "blocks.12.hook_resid_post"
-    """TransformerLens hook name."""
-    corpus: str = "wiki"
-    """Corpus registry name (its train split is used for training, its eval split for metrics)."""
-    layout: str = "packed"
-    """`packed` blocks (block training) or `chat` one conversation per sequence (FAST)."""
-    context: int = 128
-    """Tokens per packed block (or maximum chat length)."""
     architecture: str = "topk"
     """Dictionary method from the registry (`saes.registry.names()`)."""
     expansion: int = 8
@@ -68,6 +58,7 @@ class TrainSAEConfig:
     """Dictionary id; empty derives one from the config (rerunning resumes the same run)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.architecture not in saes.registry.names():
             raise ValueError(f"unknown architecture {self.architecture!r}: expected one of {saes.registry.names()}")
         for name in ("expansion", "tokens", "batch_tokens", "eval_tokens", "ce_sequences", "forward_batch"):
@@ -83,8 +74,7 @@ class TrainSAEConfig:
 
 
 def _collect_cfg(cfg: TrainSAEConfig, split: str, tokens: int) -> CollectConfig:
-    return CollectConfig(model=cfg.model, hook_point=cfg.hook_point, corpus=cfg.corpus, split=split,
-                         layout=cfg.layout, context=cfg.context, tokens=tokens, batch_size=cfg.forward_batch)
+    return CollectConfig(**cfg.source(), split=split, tokens=tokens, batch_size=cfg.forward_batch)
 
 
 def activation_rows(loaded: LoadedModel, ccfg: CollectConfig, progress: bool = True):

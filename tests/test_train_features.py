@@ -88,6 +88,8 @@ def test_train_rejects_bad_input_before_writing(data_dir):
     store.init()
     with pytest.raises(ValueError, match="unknown architecture"):
         TrainSAEConfig(**{**TRAIN, "architecture": "sparsest"})
+    with pytest.raises(ValueError, match="layout must be packed or chat"):
+        TrainSAEConfig(**{**TRAIN, "layout": "shuffled"})
     with pytest.raises((ValueError, TypeError), match="bogus"):
         train_run(TrainSAEConfig(**{**TRAIN, "sae": {"bogus": 1}}), store, progress=False)
     assert len(store.query("SELECT * FROM runs")) == 0
