@@ -36,7 +36,8 @@ class DemoConfig:
     expansion: int = 8
     """Dictionary size as a multiple of d_model (576 -> 4,608 features)."""
     interpret_features: str = "0:24"
-    """Features to explain and score (~1 min each with the Qwen explainer here); empty skips the step."""
+    """Features to explain and score (~2 min each here with the Qwen explainer and all five scorers);
+    empty skips the step."""
 
 
 def run(cfg: DemoConfig, store: Store) -> None:
