@@ -111,6 +111,18 @@ def test_reader_holds_the_file_only_while_open(tmp_path):
     assert subprocess.run(writer_elsewhere, capture_output=True).returncode == 0
 
 
+def test_a_reader_left_in_an_aborted_transaction_still_releases_the_file(tmp_path):
+    path = tmp_path / "s.duckdb"
+    store = Store(path)
+    store.init()
+    with pytest.raises(StoreError, match="no_such_table"), store.reader() as reader:
+        reader.query("BEGIN TRANSACTION")
+        reader.query("SELECT * FROM no_such_table")
+    writer_elsewhere = [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(path)]
+    assert subprocess.run(writer_elsewhere, capture_output=True).returncode == 0
+    assert store.query("SELECT count(*) AS n FROM runs")["n"].item() == 0
+
+
 def test_threads_read_while_the_same_process_publishes(tmp_path):
     store = Store(tmp_path / "s.duckdb")
     store.publish("r0", {"activation_stats": _stats_row(1)})

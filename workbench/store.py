@@ -92,10 +92,13 @@ class _Attachments:
     which dominated a feature page; ATTACH ... (READ_ONLY) + DETACH on a long-lived in-memory
     instance opens and releases the same file lock in < 1 ms. The file is still held only for the
     duration of one reader. One lock per path serialises a process's readers and writers of a file
-    (DuckDB refuses the same file open twice with different modes in one process)."""
+    (DuckDB refuses the same file open in two modes in one process)."""
 
     def __init__(self) -> None:
-        self._pid = -1
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh locks and no instance (also in a forked child: the parent's may be held or dead)."""
         self._instance: duckdb.DuckDBPyConnection | None = None
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
@@ -109,24 +112,39 @@ class _Attachments:
     def attach(self, path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor whose default database is `path`, attached read-only; detached on exit."""
         with self._guard:
-            if self._pid != os.getpid():  # a forked child must not share the parent's instance
-                self._instance, self._pid = duckdb.connect(":memory:"), os.getpid()
+            if self._instance is None:
+                self._instance = duckdb.connect(":memory:")
             self._count += 1
             alias = f"store_{self._count}"
             cursor = self._instance.cursor()
         try:
             cursor.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [str(path)])
-            try:
-                cursor.execute(f"USE {alias}")
-                yield cursor
-            finally:
-                cursor.execute("USE memory")
-                cursor.execute(f"DETACH {alias}")
-        finally:
+        except BaseException:
             cursor.close()
+            raise
+        try:
+            cursor.execute(f"USE {alias}")
+            yield cursor
+        finally:
+            cursor.close()  # also rolls back a transaction a query left aborted
+            self._detach(alias)
+
+    def _detach(self, alias: str) -> None:
+        """Detach from a fresh cursor; if the instance cannot (a fatal error invalidated it), drop
+        it, which releases every file it held, and let the next reader build a new one."""
+        with self._guard:
+            if self._instance is None:  # another reader already dropped it
+                return
+            try:
+                with self._instance.cursor() as cursor:
+                    cursor.execute(f"DETACH DATABASE IF EXISTS {alias}")
+            except duckdb.Error:
+                self._instance.close()
+                self._instance = None
 
 
 _ATTACHMENTS = _Attachments()
+os.register_at_fork(after_in_child=_ATTACHMENTS.reset)
 
 
 class Store:
@@ -140,20 +158,35 @@ class Store:
     @contextmanager
     def _connect(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the file (retrying while another process holds a conflicting lock), close it on exit."""
+        lock = _ATTACHMENTS.lock(self.path)
+        if not lock.acquire(timeout=self.lock_timeout):
+            raise StoreLockedError(f"store {self.path} is busy in this process")
+        try:
+            with ExitStack() as stack:
+                yield self._enter(stack, read_only)
+        finally:
+            lock.release()
+
+    def _enter(self, stack: ExitStack, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout
-        with _ATTACHMENTS.lock(self.path), ExitStack() as stack:
-            while True:
-                try:
-                    opened = _ATTACHMENTS.attach(self.path) if read_only else closing(duckdb.connect(str(self.path)))
-                    con = stack.enter_context(opened)
-                    break
-                except duckdb.Error as err:
-                    if not _is_lock_conflict(err):
-                        raise StoreError(f"cannot open store {self.path}: {err}") from err
-                    if time.monotonic() > deadline:
-                        raise StoreLockedError(f"store {self.path} is locked by another process") from err
-                    time.sleep(0.05)
-            yield con
+        while True:
+            try:
+                return stack.enter_context(self._file(read_only))
+            except duckdb.Error as err:
+                if not _is_lock_conflict(err):
+                    raise StoreError(f"cannot open store {self.path}: {err}") from err
+                if time.monotonic() > deadline:
+                    raise StoreLockedError(f"store {self.path} is locked by another process") from err
+                time.sleep(0.05)
+
+    @contextmanager
+    def _file(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        if read_only:
+            with _ATTACHMENTS.attach(self.path) as con:
+                yield con
+        else:
+            with closing(duckdb.connect(str(self.path))) as con:
+                yield con
 
     @contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
