@@ -41,6 +41,9 @@ class DemoConfig:
 
 
 def run(cfg: DemoConfig, store: Store) -> None:
+    if cfg.interpret_features and not llamacpp.llama_cpp_installed():
+        raise SystemExit("the demo's auto-interpretation needs the local explainer: run `bash scripts/setup.sh "
+                         "--explainer`, or pass `--interpret-features ''` to skip that step")
     for name in cfg.corpus.split("+"):
         print(f"corpus {name}: {len(corpora.load_corpus(name))} documents")
     dict_id = train.run(train.TrainSAEConfig(model=cfg.model, hook_point=cfg.hook_point, corpus=cfg.corpus,
@@ -60,8 +63,5 @@ def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> None:
     """Explain and score the demo's features with every scorer; print real vs shuffled means."""
     if not cfg.interpret_features:
         return
-    if not llamacpp.llama_cpp_installed():
-        raise SystemExit("auto-interpretation needs the local explainer: run `bash scripts/setup.sh --explainer` "
-                         "(or `workbench interpret --llm-base-url ...` against another endpoint)")
     base = autointerp.run(autointerp.InterpretConfig(dict_id=dict_id, features=cfg.interpret_features), store)
     print(autointerp.results(store, base).to_string(index=False))

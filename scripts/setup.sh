@@ -4,9 +4,13 @@
 # Idempotent: a second run only checks.
 #   --explainer  also installs llama-cpp-python's server for the Qwen explainer (the main job's
 #                auto-interpretation). It has no prebuilt wheel here: built once (~4-11 min on 2
-#                cores) into data/cache/wheels/llama and installed from there on later runs.
+#                cores, for this CPU) into data/cache/wheels/llama and installed from there later.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  ""|--explainer) ;;
+  *) echo "setup.sh: unknown option '$1' (the only option is --explainer)" >&2; exit 2 ;;
+esac
 
 if [ ! -x .venv/bin/python ]; then
   python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv

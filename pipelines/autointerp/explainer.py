@@ -62,10 +62,11 @@ class DelphiExplainer(Explainer):
             reply = await client.chat(messages + prefill, max_tokens=self.max_tokens)
             tokens_in, tokens_out, seconds = tokens_in + reply.tokens_in, tokens_out + reply.tokens_out, \
                 seconds + reply.seconds
-            parsed = prompts.parse_explanation(reply.text, prefilled=self.prefill)
+            parsed = prompts.parse_explanation(reply.text, prefilled=self.prefill,
+                                               complete=reply.tokens_out < self.max_tokens)
             if parsed is not None:
                 return Explanation(parsed, tokens_in, tokens_out, seconds)
-            said = (prompts.MARKER if self.prefill else "") + reply.text
+            said = (prompts.MARKER if self.prefill else "") + prompts.plain_text(reply.text)
             messages = [*messages, {"role": "assistant", "content": said or "(no answer)"},
                         {"role": "user", "content": prompts.REPAIR}]
         raise ExplainError(f"no well-formed explanation after {self.repairs + 1} tries "

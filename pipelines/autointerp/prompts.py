@@ -63,7 +63,8 @@ SURPRISAL_PREFIX = "The following sentences are examples of this description.\nD
 
 INTERVENTION_SUFFIX = '\n\nThe above passage contains an amplified amount of "{explanation}"'
 
-_MARKER_RE = re.compile(r"\[\s*EXPLANATION\s*\]\s*:", re.IGNORECASE)
+_MARKER_RE = re.compile(r"\**\[?\s*EXPLANATION\s*\]?\s*\**\s*:\s*\**", re.IGNORECASE)
+"""Our marker, and the variants small models write instead (`Explanation:`, `**Explanation:**`)."""
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>|]{1,40}\|>")
 
 
@@ -76,22 +77,22 @@ def plain_text(text: str) -> str:
 def clean_explanation(text: str) -> str:
     """One printable line without our delimiters or marker, at most MAX_EXPLANATION_CHARS long."""
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
-    text = _MARKER_RE.sub(" ", text).replace("<<", "").replace(">>", "").replace('"', "'")
+    text = _SPECIAL_TOKEN_RE.sub(" ", _MARKER_RE.sub(" ", text)).replace("<<", "").replace(">>", "").replace('"', "'")
     text = " ".join(text.split())
     return text[:MAX_EXPLANATION_CHARS].rstrip()
 
 
-def parse_explanation(reply: str, prefilled: bool) -> str | None:
+def parse_explanation(reply: str, prefilled: bool, complete: bool = True) -> str | None:
     """The explanation in a reply, or None when the format is broken.
 
     The text after the last marker counts. With the marker prefilled the reply is the continuation
-    itself; without it, a reply of exactly one line is taken as the answer (Qwen2.5-Coder-1.5B
-    answered in one marker-less line for 8 of 8 features in a trial here, even after the repair
-    message). Only the first non-empty line is kept."""
+    itself; without it, a `complete` reply (not cut off at the token limit) of exactly one line is
+    taken as the answer (Qwen2.5-Coder-1.5B answered in one marker-less line for 8 of 8 features
+    in a trial here, even after the repair message). Only the first non-empty line is kept."""
     found = list(_MARKER_RE.finditer(reply))
     answer = reply[found[-1].end():] if found else reply
     lines = [line.strip() for line in answer.splitlines() if line.strip()]
-    if not (found or prefilled or len(lines) == 1):
+    if not (found or prefilled or (complete and len(lines) == 1)):
         return None
     cleaned = clean_explanation(lines[0]) if lines else ""
     return cleaned if len(cleaned) >= 3 else None

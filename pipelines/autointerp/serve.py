@@ -75,7 +75,7 @@ class ServeConfig:
         if self.threads:
             return self.threads
         if self.resolved_backend() == "llama-cpp":
-            return os.cpu_count() or 1
+            return len(os.sched_getaffinity(0))
         return 1
 
     def alias(self) -> str:
@@ -100,7 +100,8 @@ def _command(cfg: ServeConfig, port: int) -> list[str]:
     if cfg.resolved_backend() == "llama-cpp":
         return llamacpp.server_command(cfg.host, port, n_threads=cfg.resolved_threads())
     return [sys.executable, "-m", "pipelines.autointerp.server", "--model", cfg.model, "--host", cfg.host,
-            "--port", str(port), "--faults", cfg.faults, "--threads", str(cfg.resolved_threads()), "--parallel", str(cfg.parallel)]
+            "--port", str(port), "--faults", cfg.faults, "--threads", str(cfg.resolved_threads()),
+            "--parallel", str(cfg.parallel)]
 
 
 class LocalServer:

@@ -10,7 +10,7 @@ nothing is duplicated because every publish replaces by run id.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
