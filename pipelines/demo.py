@@ -51,7 +51,7 @@ def run(cfg: DemoConfig, store: Store) -> None:
                                              tokens=cfg.train_tokens), store)
     features.run(features.FeaturesConfig(dict_id=dict_id, tokens=cfg.feature_tokens), store)
     summary = queries.list_dictionaries(store)
-    print(summary[summary["dict_id"] == dict_id].T.to_string(header=False))
+    print(summary[summary["dict_id"] == dict_id].drop(columns=["config"]).T.to_string(header=False))
     top = store.query("SELECT feature, freq, max_act, top_logits FROM feature_stats WHERE dict_id = ? "
                       "ORDER BY freq DESC LIMIT 5", [dict_id])
     print(top.to_string(index=False))
