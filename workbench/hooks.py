@@ -56,19 +56,14 @@ def _as_tokens(activation: Tensor, d_in: int) -> Tensor:
     raise ValueError(f"activation of shape {tuple(activation.shape)} does not fit a dictionary with d_in={d_in}")
 
 
-def _dictionary_fn(sae: Dictionary, fn: Callable[[Tensor], Tensor],
-                   skip_first: bool = False) -> Callable[[Tensor], Tensor]:
-    """`fn` applied to the activation viewed as `[..., d_in]`, optionally sparing position 0."""
+def _on_dictionary_input(model: HookedRootModule, sae: Dictionary, fn: Callable[[Tensor], Tensor],
+                         skip_first: bool = False) -> AbstractContextManager[None]:
+    """`intervene` at sae.hook_point with `fn` applied to the activation shaped `[..., d_in]`,
+    optionally sparing position 0 (see `keep_first_position`)."""
     def wrapped(activation: Tensor) -> Tensor:
         return fn(_as_tokens(activation, sae.d_in)).reshape(activation.shape)
 
-    return keep_first_position(wrapped) if skip_first else wrapped
-
-
-def _on_dictionary_input(model: HookedRootModule, sae: Dictionary,
-                         fn: Callable[[Tensor], Tensor]) -> AbstractContextManager[None]:
-    """`intervene` at sae.hook_point with `fn` applied to the activation shaped `[..., d_in]`."""
-    return intervene(model, sae.hook_point, _dictionary_fn(sae, fn))
+    return intervene(model, sae.hook_point, keep_first_position(wrapped) if skip_first else wrapped)
 
 
 def keep_first_position(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -96,7 +91,7 @@ def splice(model: HookedRootModule, sae: Dictionary, keep_error: bool = False,
         x_hat, _ = sae(x)
         return x_hat + (x - x_hat) if keep_error else x_hat
 
-    with intervene(model, sae.hook_point, _dictionary_fn(sae, reconstruct, skip_first)):
+    with _on_dictionary_input(model, sae, reconstruct, skip_first):
         yield
 
 

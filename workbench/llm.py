@@ -25,10 +25,10 @@ import random
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import openai

@@ -216,15 +216,15 @@ class Store:
 
         An absent store, or one from an older schema version, is created or migrated first (briefly
         taking the write lock)."""
-        if not self.path.exists() or self._version() < SCHEMA_VERSION:
+        if not self.path.exists():
             self.init()
         with self._connect(read_only=True) as con:
-            self._supported_version(con)
-            yield Reader(con)
-
-    def _version(self) -> int:
+            if self._supported_version(con) == SCHEMA_VERSION:
+                yield Reader(con)
+                return
+        self.init()
         with self._connect(read_only=True) as con:
-            return _schema_version(con)
+            yield Reader(con)
 
     def _supported_version(self, con: duckdb.DuckDBPyConnection) -> int:
         """The schema version; StoreError when it is newer than this code knows."""

@@ -16,13 +16,17 @@ def _ids(loaded: LoadedModel, text: str) -> list[int]:
     return loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def prompt_ids(loaded: LoadedModel, text: str) -> list[int]:
+    """Token ids of `text` as a sequence start: BOS first when the model has one."""
+    bos = loaded.tokenizer.bos_token_id
+    return ([bos] if bos is not None else []) + _ids(loaded, text)
+
+
 @torch.inference_mode()
 def continuation_logprobs(loaded: LoadedModel, prefixes: Sequence[str], continuations: Sequence[str],
                           batch: int = 8) -> list[float]:
     """sum_t log p(continuation_t | prefix, continuation_<t) for each pair, BOS-prefixed when the model has one."""
-    bos = loaded.tokenizer.bos_token_id
-    pairs = [(([bos] if bos is not None else []) + _ids(loaded, p), _ids(loaded, c))
-             for p, c in zip(prefixes, continuations)]
+    pairs = [(prompt_ids(loaded, p), _ids(loaded, c)) for p, c in zip(prefixes, continuations)]
     pad = loaded.tokenizer.pad_token_id or 0
     forward = loaded.hf if loaded.hf is not None else loaded.model
     out: list[float] = []

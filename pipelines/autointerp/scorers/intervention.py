@@ -24,7 +24,7 @@ from torch import Tensor
 
 from pipelines.autointerp import prompts
 from pipelines.autointerp.examples import FeatureData
-from pipelines.autointerp.lm import continuation_logprobs
+from pipelines.autointerp.lm import continuation_logprobs, prompt_ids
 from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, Scorer, ScoreResult
 from workbench.hooks import steer
 from workbench.models import LoadedModel
@@ -59,14 +59,9 @@ class Tuned(NamedTuple):
     """The KL the search aimed at."""
 
 
-def _ids(loaded: LoadedModel, text: str) -> list[int]:
-    bos = loaded.tokenizer.bos_token_id
-    return ([bos] if bos is not None else []) + loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 @torch.inference_mode()
 def _continue(loaded: LoadedModel, text: str, n_new: int) -> str:
-    ids = _ids(loaded, text)
+    ids = prompt_ids(loaded, text)
     out = loaded.model.generate(torch.tensor([ids]), max_new_tokens=n_new, do_sample=False, stop_at_eos=False,
                                 verbose=False, use_past_kv_cache=True)
     return loaded.tokenizer.decode(out[0, len(ids):].tolist())
@@ -74,7 +69,8 @@ def _continue(loaded: LoadedModel, text: str, n_new: int) -> str:
 
 def _next_token_logprobs(loaded: LoadedModel, texts: Sequence[str]) -> list[Tensor]:
     """Float32 log-probabilities `[vocab]` of the token after each text (one forward per text: lengths differ)."""
-    return [torch.log_softmax(loaded.model(torch.tensor([_ids(loaded, t)]))[0, -1].float(), dim=-1) for t in texts]
+    return [torch.log_softmax(loaded.model(torch.tensor([prompt_ids(loaded, t)]))[0, -1].float(), dim=-1)
+            for t in texts]
 
 
 def _mean_kl(clean: Sequence[Tensor], steered: Sequence[Tensor]) -> float:
