@@ -3,8 +3,12 @@
 Table 1 (encoder, N=4096, d_in=576, d_sae in {16384, 32768, 65536}, k in {32, 64}):
   literal    topk(relu((x - b_dec) @ W_enc + b_enc), k)
   addmm+topk addmm into one [N, d_sae] buffer, relu_ in place, topk
-  ours       kernels.topk_encode_raw (C++ kernel on CPU, Triton on CUDA)
-  gemm       (x - b_dec) @ W_enc into a preallocated, pre-touched output: the speed ceiling
+  ours       kernels.topk_encode_raw (C++ kernel on CPU, Triton on CUDA); on a CPU with
+             AVX512-BF16 this is the bf16-screened kernel
+  ours fp32  (CPU) the C++ kernel without the bf16 screen (WORKBENCH_TOPK_SCREEN=0)
+  gemm       (x - b_dec) @ W_enc into a preallocated, pre-touched output: the float32 GEMM
+             the encoder contains, the issue's speed ceiling
+  gemm bf16  (CPU) the same GEMM on bf16 copies: the ceiling of the screened kernel
 Table 2 (training step, d_sae=32768, k=64): forward + MSE + backward, dense autograd through
 the [N, d_sae] pre-activations vs kernels' sparse backward with sparse_decode.
 
@@ -15,7 +19,7 @@ hides the variant's peak). On CUDA: in-process CUDA-event timing, and the growth
 torch.cuda.max_memory_allocated over the memory allocated before the call; ours uses the
 best of a small Triton block-size sweep, whose winner is printed.
 
-Usage: python benchmarks/topk_encoder.py [--device cuda] [--quick]
+Usage: python benchmarks/topk_encoder.py [--device cuda] [--reps N]
 Last line: RESULT key=value ... (ratios first; worst case over the shapes).
 """
 
@@ -38,6 +42,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from kernels.cpu import SCREEN_ENV  # noqa: E402
 from kernels.dispatch import encode_topk_autograd, topk_encode_raw  # noqa: E402
 from kernels.sparse import sparse_decode  # noqa: E402
 
@@ -45,7 +50,8 @@ N, D_IN = 4096, 576
 SHAPES = [(m, k) for m in (16384, 32768, 65536) for k in (32, 64)]
 TRAIN_SHAPE = (32768, 64)
 HEADLINE = (32768, 64)
-ENCODERS = ("literal", "addmm+topk", "ours", "gemm")
+ENCODERS = ("literal", "addmm+topk", "ours", "ours fp32", "gemm", "gemm bf16")
+CPU_ONLY = ("ours fp32", "gemm bf16")
 STEPS = ("dense step", "sparse step")
 TRITON_CONFIGS = [  # (block_m, block_n, num_warps) of the Triton filter
     (8, 256, 4), (4, 256, 4), (4, 512, 4), (16, 256, 4), (8, 128, 4), (2, 512, 4),
@@ -81,8 +87,12 @@ def encoder_fn(name: str, t: dict[str, torch.Tensor], k: int, triton_cfg: tuple 
         return lambda: topk_encode_triton(x - b_dec, W, b_enc, k, block_m=bm, block_n=bn, num_warps=warps)
     if name == "ours":
         return lambda: topk_encode_raw(x, W, b_enc, b_dec, k)
-    out = torch.zeros(N, W.shape[1], device=x.device, dtype=x.dtype)  # pre-touched output
-    xc = x - b_dec
+    if name == "ours fp32":
+        os.environ[SCREEN_ENV] = "0"  # this variant runs in its own child process
+        return lambda: topk_encode_raw(x, W, b_enc, b_dec, k)
+    dtype = torch.bfloat16 if name == "gemm bf16" else x.dtype
+    xc, W = (x - b_dec).to(dtype), W.to(dtype)
+    out = torch.zeros(N, W.shape[1], device=x.device, dtype=dtype)  # pre-touched output
     return lambda: torch.mm(xc, W, out=out)
 
 
@@ -211,7 +221,8 @@ def encoder_rows(device: str, reps: int) -> list[dict]:
         if device == "cuda":
             t = make_inputs(m, device, torch.bfloat16)
             cfg = best_triton_config(t, k)
-            res = {v: measure_cuda(encoder_fn(v, t, k, cfg if v == "ours" else None), reps) for v in ENCODERS}
+            variants = [v for v in ENCODERS if v not in CPU_ONLY]
+            res = {v: measure_cuda(encoder_fn(v, t, k, cfg if v == "ours" else None), reps) for v in variants}
             res["ours"]["cfg"] = cfg
             del t
         else:
@@ -244,7 +255,7 @@ def print_encoder_table(rows: list[dict]) -> dict[str, float]:
     worst = {"speedup_vs_literal_min": float("inf"), "mem_frac_of_literal_max": 0.0, "gemm_rate_pct_min": float("inf")}
     for row in rows:
         m, k, lit, gemm = row["m"], row["k"], row["literal"], row["gemm"]
-        for v in ENCODERS:
+        for v in (v for v in ENCODERS if v in row):
             r = row[v]
             name = f"ours {r['cfg']}" if "cfg" in r else v
             print(f"| {m} | {k} | {name} | {1e3 * r['s']:.1f} | {r['mb']:.0f} | {2 * N * D_IN * m / r['s'] / 1e9:.0f} "
@@ -282,9 +293,12 @@ def result_line(worst: dict[str, float], train_speedup: float, rows: list[dict])
     figures = {**worst, "train_step_speedup": train_speedup}
     if "cfg" in head["ours"]:
         figures["ours_over_gemm_time_max"] = max(r["ours"]["s"] / r["gemm"]["s"] for r in rows)
-    for v in ENCODERS:
-        figures[f"{v.replace('+', '_')}_ms"] = 1e3 * head[v]["s"]
-        figures[f"{v.replace('+', '_')}_mb"] = head[v]["mb"]
+    if "ours fp32" in head:
+        figures["screen_speedup_vs_fp32_min"] = min(r["ours fp32"]["s"] / r["ours"]["s"] for r in rows)
+    for v in (v for v in ENCODERS if v in head):
+        key = v.replace("+", "_").replace(" ", "_")
+        figures[f"{key}_ms"] = 1e3 * head[v]["s"]
+        figures[f"{key}_mb"] = head[v]["mb"]
     figures["gemm_gflops"] = 2 * N * D_IN * HEADLINE[0] / head["gemm"]["s"] / 1e9
     return "RESULT " + " ".join(f"{key}={val:.3g}" for key, val in figures.items())
 
