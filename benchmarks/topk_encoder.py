@@ -19,7 +19,12 @@ hides the variant's peak). On CUDA: in-process CUDA-event timing, and the growth
 torch.cuda.max_memory_allocated over the memory allocated before the call; ours uses the
 best of a small Triton block-size sweep, whose winner is printed.
 
-Usage: python benchmarks/topk_encoder.py [--device cuda] [--reps N]
+With --sae DIR --activations SHARD, instead: a trained dictionary (saved by `workbench train`)
+on N real activation rows from a cache shard (`acts` tensor), in-process timing of literal,
+ours fp32 and ours at k in {sae.k, 2 sae.k}; the bf16 screen's work depends on how the scores
+are distributed, which random weights only approximate.
+
+Usage: python benchmarks/topk_encoder.py [--device cuda] [--reps N] [--sae DIR --activations SHARD]
 Last line: RESULT key=value ... (ratios first; worst case over the shapes).
 """
 
@@ -303,18 +308,51 @@ def result_line(worst: dict[str, float], train_speedup: float, rows: list[dict])
     return "RESULT " + " ".join(f"{key}={val:.3g}" for key, val in figures.items())
 
 
+def trained_sae_table(sae_dir: str, shard: str, reps: int) -> str:
+    """Print literal / ours fp32 / ours on a trained dictionary and real activations."""
+    from safetensors.torch import load_file
+
+    from saes.storage import load_dictionary
+
+    sae = load_dictionary(sae_dir)
+    x = load_file(shard)["acts"][:N].float()  # [N, d_in]
+    W, b_enc, b_dec = (p.detach().float() for p in (sae.W_enc, sae.b_enc, sae.b_dec))
+    print(f"trained dictionary {sae_dir} (d_sae={W.shape[1]}, k={sae.k}) on {x.shape[0]} rows of {shard}\n")
+    print("| k | literal ms | ours fp32 ms | ours ms | ours vs literal | screen vs fp32 |")
+    print("|---|---|---|---|---|---|")
+    worst = {"trained_speedup_vs_literal_min": float("inf"), "trained_screen_vs_fp32_min": float("inf")}
+    for k in (sae.k, 2 * sae.k):
+        times = {}
+        for name in ("literal", "ours fp32", "ours"):
+            os.environ[SCREEN_ENV] = ""  # automatic choice; "ours fp32" sets it to 0 for itself
+            fn = encoder_fn(name, {"x": x, "W_enc": W, "b_enc": b_enc, "b_dec": b_dec}, k, None)
+            times[name] = time_calls(fn, reps, cuda=False)
+        lit, fp32, ours = times["literal"], times["ours fp32"], times["ours"]
+        print(f"| {k} | {1e3 * lit:.1f} | {1e3 * fp32:.1f} | {1e3 * ours:.1f} | {lit / ours:.2f}x | {fp32 / ours:.2f}x |")
+        worst["trained_speedup_vs_literal_min"] = min(worst["trained_speedup_vs_literal_min"], lit / ours)
+        worst["trained_screen_vs_fp32_min"] = min(worst["trained_screen_vs_fp32_min"], fp32 / ours)
+    return "RESULT " + " ".join(f"{key}={val:.3g}" for key, val in worst.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--reps", type=int, default=None, help="timed calls per variant (default 3 CPU, 20 CUDA)")
     parser.add_argument("--max-load", type=float, default=1.5)
+    parser.add_argument("--sae", help="a trained dictionary's folder (with --activations)")
+    parser.add_argument("--activations", help="an activation cache shard (safetensors with an `acts` tensor)")
     args = parser.parse_args()
+    if bool(args.sae) != bool(args.activations):
+        parser.error("--sae and --activations go together")
     reps = args.reps or (20 if args.device == "cuda" else 3)
     if args.device == "cpu":
         from kernels.cpu import load_extension
 
         load_extension()  # compile (once) before anything is timed
         wait_for_quiet_machine(args.max_load, max_wait_s=600)
+    if args.sae:
+        print(trained_sae_table(args.sae, args.activations, reps))
+        return
     print(f"top-k encoder, N={N}, d_in={D_IN}; {describe(args.device)}; median of {reps} after 1 warm-up\n")
     rows = encoder_rows(args.device, reps)
     worst = print_encoder_table(rows)
