@@ -7,7 +7,8 @@ row-block encoder instead.
 
 On CPUs with bf16 dot-product instructions (AVX512-BF16 or AMX) the kernel screens scores with
 a bf16 GEMM and recomputes only the candidates in float32 (see topk_cpu.cpp); the result is
-the same top-k. WORKBENCH_TOPK_SCREEN=0 or 1 overrides the automatic choice.
+the float32 top-k (near-ties may order differently from the unscreened kernel, as between any
+two float32 summation orders). WORKBENCH_TOPK_SCREEN=0 or 1 overrides the automatic choice.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def use_screen(n_rows: int) -> bool:
     forced = os.environ.get(SCREEN_ENV, "").strip()
     if forced in ("0", "1"):
         return forced == "1"
-    return n_rows >= SCREEN_MIN_ROWS and cpu_has_fast_bf16()
+    # Without oneDNN (torch.backends.mkldnn.enabled = False) bf16 GEMMs take a slow path.
+    return n_rows >= SCREEN_MIN_ROWS and torch.backends.mkldnn.enabled and cpu_has_fast_bf16()
 
 
 def topk_encode_cpu(

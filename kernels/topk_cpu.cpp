@@ -11,7 +11,8 @@
 // faster than float32 on CPUs with AVX512-BF16. A bf16 score is only an estimate, so each
 // one carries a rigorous error bound (see ScreenSlack); a latent is recomputed exactly in
 // float32 only when its upper bound beats the row's floor. Nothing a float32 scan would keep
-// is ever skipped, so the output is the same top-k as the exact path.
+// is ever skipped, so the output is the exact path's top-k up to float32 rounding: scores
+// come from our dot product instead of MKL's GEMM, so near-ties may order differently.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -62,6 +63,7 @@ class TopKRows {
     int64_t* ip = indices.data_ptr<int64_t>();
     at::parallel_for(0, static_cast<int64_t>(count_.size()), 64, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
+        TORCH_INTERNAL_ASSERT(count_[r] >= k_, "row saw fewer than k latents");
         keep_best(r);
         Entry* slots = slots_.data() + r * 2 * k_;
         std::sort(slots, slots + k_, better);
@@ -143,22 +145,25 @@ void encode_tiles(const at::Tensor& xc, const at::Tensor& W_enc, const float* bi
   }
 }
 
-// Upper bound on |bf16 estimate - float32 score| for one (row, latent) pair, where the
+// Upper bound on |bf16 estimate + b - float32 score| for one (row, latent) pair, where the
 // estimate is bf16(xc) @ bf16(W_enc) accumulated in float32 and stored as bf16:
-//   |est - exact| <= per_norm * |xc_row| * |w_col| + per_value * (|est| + |b|) + absolute.
+//   per_norm * |xc_row| * |w_col| + per_estimate * |est| + per_bias * |b| + absolute.
 // per_norm: both inputs rounded to bf16 (relative 2^-8 each, so 2u + u^2 per product, and
 // sum |x_i w_i| <= |x| |w| by Cauchy-Schwarz), plus float32 accumulation in any order in
 // the GEMM (up to 2 roundings per term, as in dot-product instructions) and in our exact
-// recompute. per_value: the bf16 output rounding and the float32 additions of the bias and
-// the bound itself. absolute: subnormals flushed to zero by bf16 dot instructions.
+// recompute. per_estimate: the bf16 output rounding, plus the float32 additions that form the
+// bound, which per_bias also covers. absolute: subnormals flushed to zero by bf16 dot
+// instructions. The float32 score is the kernel's own dot product, so the result is the
+// exact path's top-k up to float32 rounding (near-ties may order differently).
 struct ScreenSlack {
-  float per_norm, per_value, absolute;
+  float per_norm, per_estimate, per_bias, absolute;
 
   explicit ScreenSlack(int64_t d_in) {
     const double u = std::ldexp(1.0, -8), u32 = std::ldexp(1.0, -24);
     const double gamma = 3.0 * static_cast<double>(d_in) * u32;
     per_norm = static_cast<float>((2 * u + u * u + (1 + u) * (1 + u) * gamma) * 1.01);
-    per_value = static_cast<float>((u / (1 - u) + 8 * u32) * 1.01);
+    per_estimate = static_cast<float>((u / (1 - u) + 8 * u32) * 1.01);
+    per_bias = static_cast<float>(8 * u32 * 1.01);
     absolute = std::ldexp(1.0f, -100);
   }
 };
@@ -192,8 +197,16 @@ std::vector<float> column_norms(const at::Tensor& W) {
   return out;
 }
 
-inline bool all_finite(const std::vector<float>& v) {
-  return std::all_of(v.begin(), v.end(), [](float a) { return std::isfinite(a); });
+// Whether no float32 partial sum of any score can overflow: every partial sum of x . w is
+// at most |x| |w| (Cauchy-Schwarz). Then bf16 estimates and both float32 paths stay finite;
+// otherwise (or with inf / NaN inputs) only the exact path's semantics are defined.
+bool scores_cannot_overflow(const std::vector<float>& x_norm, const std::vector<float>& w_norm) {
+  auto largest = [](const std::vector<float>& norms) {  // NaN if any norm is NaN
+    double out = 0;
+    for (float a : norms) out = std::isnan(a) ? a : std::max(out, static_cast<double>(a));
+    return out;
+  };
+  return largest(x_norm) * largest(w_norm) <= std::numeric_limits<float>::max() / 4.0;
 }
 
 // float32 dot product of two contiguous d-vectors: the exact recompute of one score.
@@ -252,8 +265,8 @@ void screen_row(const uint16_t* est, const float* x_row, const ColumnTile& tile,
     for (int64_t t = 0; t < len; ++t) {
       const float e = bf16_bits_to_float(est[j0 + t]), b = bias[j0 + t];
       upper[t] = e + b + row_slack * col_norm[j0 + t] + row_offset +
-                 slack.per_value * (std::fabs(e) + std::fabs(b));
-      hit |= !(upper[t] <= floor);  // NaN estimates (overflow) are recomputed too
+                 slack.per_estimate * std::fabs(e) + slack.per_bias * std::fabs(b);
+      hit |= !(upper[t] <= floor);  // a NaN bound is recomputed too (defensive: see encode)
     }
     if (!hit) continue;
     for (int64_t t = 0; t < len; ++t) {
@@ -332,8 +345,7 @@ void encode(const at::Tensor& xc, const at::Tensor& W_enc, const float* bias, co
             bool screen, int64_t tile_rows, int64_t tile_cols, int64_t k, TopKRows& top) {
   if (screen) {
     const std::vector<float> x_norm = row_norms(xc), w_norm = column_norms(W_enc);
-    // Infinite or NaN inputs make the bound meaningless: those calls take the exact path.
-    if (all_finite(x_norm) && all_finite(w_norm)) {
+    if (scores_cannot_overflow(x_norm, w_norm)) {
       encode_screened<kJump>(xc, W_enc, bias, thr, x_norm, w_norm, tile_rows, tile_cols, k, top);
       return;
     }

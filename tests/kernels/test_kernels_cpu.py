@@ -16,6 +16,7 @@ CPU_CASES = SMALL_CASES + [
     Case(300, 64, 2500, 64),
     Case(129, 33, 1031, 1, jump=True),
     Case(600, 96, 3000, 32, jump=True),
+    Case(300, 40, 1500, 16, strided=True),  # strided W through the screen's tile copies
 ]
 BACKENDS = {
     "cpp-exact": partial(kcpu.topk_encode_cpu, screen=False),
@@ -36,6 +37,28 @@ def test_matches_reference(backend: str, case: Case) -> None:
     x, W_enc, b_enc, b_dec, thr = make_inputs(case)
     values, indices = BACKENDS[backend](x - b_dec, W_enc, b_enc, case.k, thr)
     check_topk(values, indices, x, W_enc, b_enc, b_dec, case.k, thr)
+
+
+@pytest.mark.parametrize("case", CPU_CASES, ids=lambda c: c.id)
+def test_screen_with_narrow_tiles_matches_reference(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """8-column tiles put every case with d_sae > 2k (the exact first columns) through the screen."""
+    monkeypatch.setattr(kcpu, "SCREEN_TILE_COLS", 8)
+    x, W_enc, b_enc, b_dec, thr = make_inputs(case)
+    values, indices = kcpu.topk_encode_cpu(x - b_dec, W_enc, b_enc, case.k, thr, screen=True)
+    check_topk(values, indices, x, W_enc, b_enc, b_dec, case.k, thr)
+
+
+@pytest.mark.parametrize("n", [3, 301])
+def test_screen_with_more_threads(n: int) -> None:
+    """Four threads, including more threads than rows: tile barriers and row ranges."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        x, W_enc, b_enc, b_dec, thr = make_inputs(Case(n, 24, 700, 9, jump=True))
+        values, indices = kcpu.topk_encode_cpu(x - b_dec, W_enc, b_enc, 9, thr, screen=True)
+    finally:
+        torch.set_num_threads(threads)
+    check_topk(values, indices, x, W_enc, b_enc, b_dec, 9, thr)
 
 
 @pytest.mark.parametrize("screen", [False, True], ids=["exact", "screen"])
@@ -96,9 +119,16 @@ def test_screen_bound_covers_worst_case_rounding(monkeypatch: pytest.MonkeyPatch
     check_topk(values, indices, xc, W_enc, torch.zeros(4), torch.zeros(d_in), 1, None, atol=1e-6)
 
 
-def test_screen_with_non_finite_input_equals_exact_path() -> None:
+@pytest.mark.parametrize("kind", ["inf", "nan", "overflow"])
+def test_screen_with_non_finite_scores_equals_exact_path(kind: str) -> None:
+    """Inputs whose scores may not be finite take the exact path whatever `screen` says."""
     x, W_enc, b_enc, b_dec, _ = make_inputs(Case(300, 16, 500, 8))
-    x[3, 2], x[7, 0] = float("inf"), float("nan")
+    if kind == "overflow":  # finite inputs, products of 1e39: +inf, or NaN where signs mix
+        x = torch.full_like(x, 1e20)
+        W_enc = W_enc.sign() * 1e19
+        W_enc[:, :40] = 1e19
+    else:
+        x[3, 2], x[7, 0] = float(kind), float("nan")
     exact = kcpu.topk_encode_cpu(x - b_dec, W_enc, b_enc, 8, None, screen=False)
     screened = kcpu.topk_encode_cpu(x - b_dec, W_enc, b_enc, 8, None, screen=True)
     assert torch.equal(screened.indices, exact.indices)
@@ -109,6 +139,8 @@ def test_screen_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(kcpu.SCREEN_ENV, raising=False)
     assert not kcpu.use_screen(kcpu.SCREEN_MIN_ROWS - 1)
     assert kcpu.use_screen(kcpu.SCREEN_MIN_ROWS) == kcpu.cpu_has_fast_bf16()
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert not kcpu.use_screen(kcpu.SCREEN_MIN_ROWS)
     monkeypatch.setenv(kcpu.SCREEN_ENV, "0")
     assert not kcpu.use_screen(10**6)
     monkeypatch.setenv(kcpu.SCREEN_ENV, "1")
@@ -117,8 +149,10 @@ def test_screen_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("screen", [False, True], ids=["exact", "screen"])
 @pytest.mark.parametrize("k", [5, 50])
-def test_ties_resolve_to_lowest_index(k: int, screen: bool) -> None:
-    """All-zero pre-activations: every latent ties, the kernel keeps latents 0..k-1 in order."""
+def test_ties_resolve_to_lowest_index(k: int, screen: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All-zero pre-activations: every latent ties, the kernel keeps latents 0..k-1 in order
+    (with 4-column tiles, latents past the first 2k go through the screen)."""
+    monkeypatch.setattr(kcpu, "SCREEN_TILE_COLS", 4)
     x, W_enc, b_enc, b_dec = torch.zeros(3, 4), torch.zeros(4, 50), torch.zeros(50), torch.zeros(4)
     values, indices = kcpu.topk_encode_cpu(x - b_dec, W_enc, b_enc, k, None, screen=screen)
     assert bool((values == 0).all())
