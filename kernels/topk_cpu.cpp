@@ -40,10 +40,10 @@ inline bool better(const Entry& a, const Entry& b) { return a.v > b.v || (a.v ==
 
 // Running top-k of every row. Each row appends admitted entries to a buffer of 2k slots; a
 // full buffer is cut back to its k best (nth_element), and its k-th best becomes the row's
-// floor, the value a new entry must beat to be admitted. That is amortised O(1) per
-// admission against a heap's O(log k) unpredictable branches, and admissions dominate once
-// the bf16 screen has removed everything else. Latents reach a row in increasing index
-// order, so an entry equal to the floor is never better than it.
+// floor, the value a new entry must beat to be admitted (amortised O(1) per admission; it
+// measured as fast as the min-heap it replaced, whose root played the floor's part).
+// Latents reach a row in increasing index order, so an entry equal to the floor is never
+// better than it.
 class TopKRows {
  public:
   TopKRows(int64_t n, int64_t k)
