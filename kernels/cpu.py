@@ -31,8 +31,8 @@ _SOURCE = Path(__file__).with_name("topk_cpu.cpp")
 # re-reads of W_enc (one per row block) small; the 2 MiB per-thread buffer stays in L3.
 TILE_ROWS = 512
 TILE_COLS = 1024
-# Screened path: 256 columns per tile measured best (vs 128 and 512; its float32 copy is
-# 576 KiB at d_in=576, so it stays in L2 with the bf16 copy).
+# Screened path: 256 columns per tile measured best (vs 64, 128 and 512, with 256- to 2048-row
+# blocks); the tile's float32 copy for recomputes is then 576 KiB at d_in=576.
 SCREEN_TILE_COLS = 256
 # Below this many rows the per-call tile preparation costs more than the bf16 GEMM saves
 # (measured at d_sae=32768, k=32: 64 rows 25.8 ms screened vs 21.3 exact, 128 rows 29.1 vs 40.4).
