@@ -28,7 +28,7 @@ def real_activations(n_rows: int) -> torch.Tensor:
     """The first rows of the cached SmolLM2 layer-12 activations over wiki+bbc (collects if absent)."""
     ccfg = CollectConfig(model="smollm2-135m-instruct", hook_point="blocks.12.hook_resid_post", corpus="wiki+bbc",
                          tokens=n_rows, batch_size=8, context=128)
-    rows = torch.cat(list(activation_rows(load_model(ccfg.model), ccfg, progress=False)))
+    rows = torch.cat([r.acts for r in activation_rows(load_model(ccfg.model), ccfg, progress=False)])
     return rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
 
 

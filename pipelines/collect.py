@@ -145,7 +145,7 @@ def _collect(loaded: LoadedModel, cfg: CollectConfig, sequences, progress: bool)
     cache = ShardCache(cache_dir() / "activations", shard_key(cfg), cfg.shard_rows) if cfg.cache else None
     stats = RunningStats()
     for rows in cached_activations(loaded, sequences, stream_cfg, cache, progress):
-        stats.update(rows)
+        stats.update(rows.acts)
     return stats
 
 

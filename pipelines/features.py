@@ -10,6 +10,7 @@ DuckDB window queries over those entries, never as a loop over features.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -99,34 +100,37 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
 
 
 def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, ccfg: CollectConfig,
-                progress: bool) -> tuple[pa.Table, list[torch.Tensor]]:
-    """Encode every evaluation token once; return nonzero entries (feature, seq, pos, act) and the sequences."""
+                progress: bool) -> tuple[pa.Table, list[torch.Tensor], int]:
+    """Encode every evaluation token once; return nonzero entries (feature, seq, pos, act), the
+    sequences (the last one cut after the last encoded token) and the number of tokens encoded.
+
+    Each row's (sequence, position) comes from the activation stream itself, so entries point at the
+    token that produced them whether the rows were computed now or read from the cache."""
     sequences = token_sequences(loaded, ccfg.corpus, ccfg.split, ccfg.layout, ccfg.context)()
     seqs: list[torch.Tensor] = []
-    pending_seq, pending_pos = np.empty(0, np.int32), np.empty(0, np.int32)
     parts: list[pa.Table] = []
+    n_rows, last_pos = 0, 0
     for rows in tqdm(activation_rows(loaded, ccfg, progress=False), disable=not progress, desc="feature pass"):
-        while len(pending_seq) < len(rows):  # map stream rows back to (sequence, position)
-            seq = next(sequences)
-            seqs.append(seq)
-            pending_seq = np.concatenate([pending_seq, np.full(len(seq) - 1, len(seqs) - 1, np.int32)])
-            pending_pos = np.concatenate([pending_pos, np.arange(1, len(seq), dtype=np.int32)])
-        seq_ids, pos = pending_seq[: len(rows)], pending_pos[: len(rows)]
-        pending_seq, pending_pos = pending_seq[len(rows):], pending_pos[len(rows):]
+        if not len(rows):
+            continue
+        seqs += itertools.islice(sequences, int(rows.seq[-1]) + 1 - len(seqs))
+        n_rows, last_pos = n_rows + len(rows), int(rows.pos[-1])
         with torch.no_grad():
-            code = sae.encode(rows)
+            code = sae.encode(rows.acts)
         active = (code.values > 0).numpy()
         token_index = np.nonzero(active)[0]
         parts.append(pa.table({"feature": code.indices.numpy()[active].astype(np.int32),
-                               "seq": seq_ids[token_index], "pos": pos[token_index],
+                               "seq": rows.seq.numpy()[token_index].astype(np.int32),
+                               "pos": rows.pos.numpy()[token_index].astype(np.int32),
                                "act": code.values.numpy()[active].astype(np.float32)}))
-    return pa.concat_tables(parts), seqs
+    if seqs:
+        seqs[-1] = seqs[-1][: last_pos + 1]
+    return pa.concat_tables(parts), seqs, n_rows
 
 
 def build_tables(cfg: FeaturesConfig, loaded: LoadedModel, sae: saes.Dictionary, ccfg: CollectConfig,
                  run_id: str, progress: bool) -> dict[str, pd.DataFrame | pa.Table]:
-    entries, seqs = encode_pass(loaded, sae, ccfg, progress)
-    n_tokens = sum(len(s) - 1 for s in seqs)
+    entries, seqs, n_tokens = encode_pass(loaded, sae, ccfg, progress)
     con = duckdb.connect()
     con.register("entries", entries)
     stats = _feature_stats(con, cfg, n_tokens)

@@ -126,7 +126,7 @@ def run(cfg: TrainSAEConfig, store: Store, progress: bool = True) -> str:
 
 def _train(cfg: TrainSAEConfig, loaded: LoadedModel, sae: saes.Dictionary, ckpt_dir: Path, progress: bool) -> None:
     rows = activation_rows(loaded, _collect_cfg(cfg, "train", cfg.tokens), progress=False)
-    batches = MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(rows)
+    batches = MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(r.acts for r in rows)
     tcfg = TrainConfig(total_tokens=cfg.tokens, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        sparsity_warmup_steps=cfg.sparsity_warmup_steps, seed=cfg.seed,
                        checkpoint_dir=str(ckpt_dir), checkpoint_every=100, progress_bar=progress,
@@ -137,7 +137,7 @@ def _train(cfg: TrainSAEConfig, loaded: LoadedModel, sae: saes.Dictionary, ckpt_
 @torch.no_grad()
 def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainSAEConfig, progress: bool = False) -> dict:
     """Held-out metrics: reconstruction and sparsity on eval tokens, CE/KL on eval sequences."""
-    x = torch.cat(list(activation_rows(loaded, _collect_cfg(cfg, "eval", cfg.eval_tokens), progress)))
+    x = torch.cat([r.acts for r in activation_rows(loaded, _collect_cfg(cfg, "eval", cfg.eval_tokens), progress)])
     x_hat, code = sae(x)
     fires = metrics.fire_counts(code.indices, code.values, sae.d_sae)
     seqs = token_sequences(loaded, cfg.corpus, "eval", cfg.layout, cfg.context)()

@@ -1,7 +1,20 @@
+import json
+from dataclasses import replace
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from workbench.activations import MixingBuffer, ShardCache, StreamConfig, cached_activations, hook_activations
+from workbench.activations import (
+    CACHE_FORMAT,
+    MixingBuffer,
+    Rows,
+    ShardCache,
+    StreamConfig,
+    cached_activations,
+    hook_activations,
+    raw_activations,
+)
 
 HOOKS = ["blocks.1.hook_resid_post", "blocks.0.hook_resid_pre", "blocks.1.hook_mlp_out", "blocks.1.hook_attn_out",
          "blocks.0.mlp.hook_post", "blocks.1.attn.hook_z"]
@@ -43,26 +56,61 @@ def _sequences(n: int):
     return lambda: iter(torch.randint(3, 900, (n, 12), generator=torch.Generator().manual_seed(0)))
 
 
-def test_shard_cache_resumes_after_interruption(tiny, tmp_path):
-    cfg = StreamConfig(hook_point="blocks.1.hook_resid_post", batch_size=4, token_budget=400)
-    whole = torch.cat(list(cached_activations(tiny, _sequences(60), cfg, None, progress=False)))
-    cache = ShardCache(tmp_path, {"test": 1}, shard_rows=50)
-    partial = cached_activations(tiny, _sequences(60), cfg, cache, progress=False)
-    for _ in range(5):  # four forward batches of 44 rows -> three shards flushed, then "crash"
-        next(partial)
-    partial.close()
-    assert 0 < cache.manifest()["rows"] < 400 and not cache.manifest()["complete"]
-    resumed = torch.cat(list(cached_activations(tiny, _sequences(60), cfg, ShardCache(tmp_path, {"test": 1}, 50),
-                                                progress=False)))
-    torch.testing.assert_close(resumed, whole)
-    assert ShardCache(tmp_path, {"test": 1}).manifest()["rows"] == 400
-    again = torch.cat(list(cached_activations(tiny, lambda: iter(()), cfg, ShardCache(tmp_path, {"test": 1}),
-                                              progress=False)))
-    torch.testing.assert_close(again, whole)  # served from disk, model not needed
-    smaller = StreamConfig(hook_point="blocks.1.hook_resid_post", batch_size=4, token_budget=150)
-    prefix = torch.cat(list(cached_activations(tiny, lambda: iter(()), smaller, ShardCache(tmp_path, {"test": 1}),
-                                               progress=False)))
-    torch.testing.assert_close(prefix, whole[:150])  # one cache serves every smaller budget
+def _cached(tiny, root, budget: int, sequences=None, key=1, shard_rows: int = 50) -> Rows:
+    cfg = StreamConfig(hook_point="blocks.1.hook_resid_post", batch_size=4, token_budget=budget)
+    stream = cached_activations(tiny, sequences or _sequences(60), cfg, ShardCache(root, {"test": key}, shard_rows),
+                                progress=False)
+    return Rows.cat(list(stream))
+
+
+def _assert_same_rows(got: Rows, want: Rows) -> None:
+    assert torch.equal(got.acts, want.acts) and torch.equal(got.seq, want.seq) and torch.equal(got.pos, want.pos)
+
+
+def test_rows_carry_their_sequence_and_position(tiny):
+    cfg = StreamConfig(hook_point="blocks.1.hook_resid_post", batch_size=4, token_budget=100)
+    rows = Rows.cat(list(raw_activations(tiny, _sequences(60)(), cfg, progress=False)))
+    assert len(rows) == 100                                     # 11 rows per sequence: position 0 dropped
+    assert rows.seq.tolist() == [i // 11 for i in range(100)] and rows.pos.tolist() == [1 + i % 11 for i in range(100)]
+    seqs = list(_sequences(60)())
+    one = hook_activations(tiny, cfg.hook_point, seqs[5][None])[0]
+    torch.testing.assert_close(rows.acts[rows.seq == 5], one[1:], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_resume_with_budgets_off_the_batch_size_matches_a_fresh_pass(tiny, tmp_path):
+    """Budgets that cut a forward batch (44 rows each), smaller then larger, with a killed run between:
+    every row of the resumed cache equals an uncached pass, bit for bit, with its true location."""
+    cfg = StreamConfig(hook_point="blocks.1.hook_resid_post", batch_size=4, token_budget=401)
+    fresh = Rows.cat(list(raw_activations(tiny, _sequences(60)(), cfg, progress=False)))
+    _assert_same_rows(_cached(tiny, tmp_path, 150), fresh[:150])
+    killed = cached_activations(tiny, _sequences(60), replace(cfg, token_budget=333),
+                                ShardCache(tmp_path, {"test": 1}, 50), progress=False)
+    for _ in range(4):   # the 176 cached rows (two shards), then two fresh batches of 44; then "crash"
+        next(killed)
+    killed.close()
+    manifest = ShardCache(tmp_path, {"test": 1}).manifest()
+    assert manifest["sequences_done"] == 4 * 6 and manifest["rows"] == 44 * 6 and not manifest["complete"]
+    _assert_same_rows(_cached(tiny, tmp_path, 401), fresh)
+    _assert_same_rows(_cached(tiny, tmp_path, 401, sequences=lambda: iter(())), fresh)  # from disk, no model run
+    _assert_same_rows(_cached(tiny, tmp_path, 77, sequences=lambda: iter(())), fresh[:77])
+
+
+def test_cache_runs_to_the_end_of_the_sequences(tiny, tmp_path):
+    everything = _cached(tiny, tmp_path, 10_000, sequences=_sequences(9))
+    assert len(everything) == 9 * 11 and ShardCache(tmp_path, {"test": 1}).manifest()["complete"]
+    _assert_same_rows(_cached(tiny, tmp_path, 10_000, sequences=lambda: iter(())), everything)
+
+
+def test_cache_of_an_older_format_is_rebuilt(tiny, tmp_path, capsys):
+    cache = ShardCache(tmp_path, {"test": 1}, 50)
+    cache.dir.mkdir(parents=True)
+    save_file({"acts": torch.zeros(44, 64)}, cache.dir / "shard_00000.safetensors")
+    cache.manifest_path.write_text(json.dumps({"key": {"test": 1}, "shards": [{"file": "shard_00000.safetensors",
+                                               "rows": 44}], "batches_done": 1, "rows": 44, "complete": False}))
+    cfg = StreamConfig(hook_point="blocks.1.hook_resid_post", batch_size=4, token_budget=100)
+    fresh = Rows.cat(list(raw_activations(tiny, _sequences(60)(), cfg, progress=False)))
+    _assert_same_rows(_cached(tiny, tmp_path, 100), fresh)
+    assert "has format 1" in capsys.readouterr().out and cache.manifest()["format"] == CACHE_FORMAT
 
 
 def test_shard_cache_refuses_a_second_writer(tiny, tmp_path):

@@ -1,16 +1,21 @@
 """The train -> features path on the tiny model: store rows, the feature page query, bad input."""
 
 import json
+from dataclasses import replace
 
+import duckdb
 import pytest
 import torch
 
 import saes
+from pipelines.check_examples import CheckExamplesConfig, recompute_examples
+from pipelines.check_examples import run as check_examples
 from pipelines.features import FeaturesConfig
 from pipelines.features import run as features_run
 from pipelines.train import TrainSAEConfig
 from pipelines.train import run as train_run
 from workbench import queries
+from workbench.models import load_model
 from workbench.store import Store
 
 TRAIN = dict(model="tiny", corpus="wiki-sample", hook_point="blocks.1.hook_resid_post", context=64,
@@ -102,7 +107,7 @@ def test_nan_activations_fail_the_run_without_publishing(data_dir, monkeypatch):
 
     def poisoned(*args, **kwargs):
         for i, rows in enumerate(real(*args, **kwargs)):
-            yield rows if i < 2 else torch.full_like(rows, float("nan"))
+            yield rows if i < 2 else replace(rows, acts=torch.full_like(rows.acts, float("nan")))
 
     monkeypatch.setattr(train, "activation_rows", poisoned)
     store = Store(data_dir / "w.duckdb")
@@ -125,3 +130,21 @@ def test_notebook_api(trained):
     assert sum(fig.data[0].y) > 0 and "feature" in fig.layout.title.text
     assert view.metrics["fvu"] > 0
     assert list(wb.runs(store)["kind"]).count("train") == 1
+
+
+def test_feature_examples_reproduce_from_their_stored_tokens(trained):
+    """The demo's path: an earlier run cached a budget that is not a whole number of forward batches
+    (training: 12,000 rows, 504 per batch), a larger feature pass resumes that cache; every example
+    must reproduce at its (document, position)."""
+    store, dict_id = trained
+    features_run(FeaturesConfig(dict_id=dict_id, split="train", tokens=14_000, context=64, n_top=5, per_quantile=2),
+                 store, progress=False)
+    assert check_examples(CheckExamplesConfig(dict_id=dict_id), store, progress=False) == 1.0
+    checked = recompute_examples(store, CheckExamplesConfig(dict_id=dict_id), load_model("tiny"),
+                                 saes.load(queries.dictionary_row(store, dict_id)["path"]))
+    assert len(checked) > 500 and checked["ok"].all()
+    with duckdb.connect(str(store.path)) as con:   # corrupt one example: the check must catch it
+        con.execute("UPDATE feature_examples SET act = act + 1 WHERE kind = 'top' AND rank = 0 AND feature = "
+                    "(SELECT min(feature) FROM feature_examples)")
+    with pytest.raises(RuntimeError, match="1 examples do not reproduce"):
+        check_examples(CheckExamplesConfig(dict_id=dict_id), store, progress=False)

@@ -17,8 +17,9 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -130,6 +131,34 @@ def hook_activations(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor,
 
 # -- streams -------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Rows:
+    """Activation rows with where each came from in the stream: sequence index (in corpus order,
+    counting from the stream's first sequence) and token position within that sequence."""
+
+    acts: torch.Tensor
+    """[n, d] float32."""
+    seq: torch.Tensor
+    """[n] int64."""
+    pos: torch.Tensor
+    """[n] int64."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("acts", "seq", "pos")
+
+    def __len__(self) -> int:
+        return len(self.acts)
+
+    def __getitem__(self, rows: slice) -> Rows:
+        return Rows(self.acts[rows], self.seq[rows], self.pos[rows])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f: getattr(self, f).contiguous() for f in self.FIELDS}
+
+    @staticmethod
+    def cat(parts: list[Rows]) -> Rows:
+        return Rows(*(torch.cat([getattr(p, f) for p in parts]) for f in Rows.FIELDS))
+
+
 def _padded_batches(sequences: Iterable[torch.Tensor], batch_size: int,
                     pad_id: int) -> Iterator[tuple[torch.Tensor, list[int]]]:
     """Right-pad sequences into [B, T_max] batches (causal models: padding affects nothing before it)."""
@@ -151,38 +180,70 @@ def _pad(batch: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, list[int
     return out, lengths
 
 
-def _flatten(acts: torch.Tensor, lengths: list[int], drop_first: bool) -> torch.Tensor:
-    """[B, T, ...] -> [n_valid, d]: the real (unpadded) positions, optionally without position 0."""
+def _flatten(acts: torch.Tensor, lengths: list[int], drop_first: bool, first_seq: int) -> Rows:
+    """[B, T, ...] -> rows of the real (unpadded) positions, optionally without position 0."""
     start = 1 if drop_first else 0
-    rows = [acts[i, start:n].reshape(n - start, -1) for i, n in enumerate(lengths)]
-    return torch.cat(rows).float()
+    spans = [range(start, n) for n in lengths]
+    return Rows(torch.cat([acts[i, s.start:s.stop].reshape(len(s), -1) for i, s in enumerate(spans)]).float(),
+                torch.cat([torch.full((len(s),), first_seq + i, dtype=torch.long) for i, s in enumerate(spans)]),
+                torch.cat([torch.arange(s.start, s.stop) for s in spans]))
 
 
-def raw_activations(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: StreamConfig,
-                    progress: bool = True) -> Iterator[torch.Tensor]:
-    """Activation rows [n, d] per forward batch, in corpus order, up to the token budget."""
+def whole_batches(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: StreamConfig, first_seq: int = 0,
+                  progress: bool = True) -> Iterator[tuple[Rows, int]]:
+    """(rows, sequences consumed) per forward batch, in corpus order, until the token budget is reached.
+
+    Batches are never cut: the batch that crosses the budget is yielded whole, so a cache that stores
+    what this yields has consumed exactly the sequences it counts. `first_seq` numbers the first
+    sequence (a resumed stream continues the numbering)."""
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     bar = tqdm(total=cfg.token_budget, unit="tok", desc=f"activations {cfg.hook_point}", disable=not progress)
     done = 0
     try:
         for tokens, lengths in _padded_batches(sequences, cfg.batch_size, pad_id):
-            rows = _flatten(hook_activations(loaded, cfg.hook_point, tokens, cfg.backend), lengths, cfg.drop_first)
-            if cfg.token_budget is not None:
-                rows = rows[: cfg.token_budget - done]
+            acts = hook_activations(loaded, cfg.hook_point, tokens, cfg.backend)
+            rows = _flatten(acts, lengths, cfg.drop_first, first_seq)
+            first_seq += len(lengths)
             done += len(rows)
             bar.update(len(rows))
-            yield rows
+            yield rows, len(lengths)
             if cfg.token_budget is not None and done >= cfg.token_budget:
                 return
     finally:
         bar.close()
 
 
-class ShardCache:
-    """Activation shards (safetensors) plus a manifest; a killed collection resumes after the last shard.
+def take(chunks: Iterable[Rows], budget: int | None) -> Iterator[Rows]:
+    """The first `budget` rows of a stream of chunks (all of them for None)."""
+    served = 0
+    for rows in chunks:
+        if budget is not None:
+            rows = rows[: budget - served]
+        served += len(rows)
+        yield rows
+        if budget is not None and served >= budget:
+            return
 
-    The manifest records how many *forward batches* each shard covers, so a rerun skips exactly
-    those source batches and continues in the same corpus order.
+
+def raw_activations(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: StreamConfig,
+                    progress: bool = True) -> Iterator[Rows]:
+    """Activation rows per forward batch, in corpus order, exactly up to the token budget (no cache)."""
+    return take((rows for rows, _ in whole_batches(loaded, sequences, cfg, progress=progress)), cfg.token_budget)
+
+
+CACHE_FORMAT = 2
+"""Version of the shard layout. 2: shards carry each row's (seq, pos) and the manifest counts whole
+sequences consumed. Version 1 counted a budget-truncated last batch as whole, so a resumed cache
+skipped rows (the feature-example misalignment bug); its caches are deleted and rebuilt."""
+
+
+class ShardCache:
+    """Activation shards (safetensors: acts, seq, pos) plus a manifest; a killed collection resumes
+    after the last shard.
+
+    Shards hold whole forward batches only, and the manifest counts the source sequences they
+    consumed, so a rerun with any budget skips exactly those sequences and continues in the same
+    corpus order; rows carry their true (sequence, position) from the stream.
     """
 
     def __init__(self, root: Path, key: dict, shard_rows: int = 65_536):
@@ -195,59 +256,69 @@ class ShardCache:
     def manifest(self) -> dict:
         if self.manifest_path.exists():
             return json.loads(self.manifest_path.read_text())
-        return {"key": self.key, "shards": [], "batches_done": 0, "rows": 0, "complete": False}
+        return {"format": CACHE_FORMAT, "key": self.key, "shards": [], "sequences_done": 0, "rows": 0,
+                "complete": False}
 
     def _write_manifest(self, manifest: dict) -> None:
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(manifest, default=str))
         tmp.replace(self.manifest_path)
 
-    def cached(self, skip_rows: int = 0) -> Iterator[torch.Tensor]:
+    def _discard_outdated(self) -> None:
+        """A cache written by an older format is deleted (with a message), never reused."""
+        found = self.manifest().get("format", 1)
+        if found == CACHE_FORMAT:
+            return
+        with self._exclusive():
+            self._delete_shards(found)
+
+    def _delete_shards(self, found: int) -> None:
+        print(f"activation cache {self.dir} has format {found}, this version writes {CACHE_FORMAT}: rebuilding it")
+        for path in self.dir.glob("shard_*.safetensors"):
+            path.unlink()
+        self.manifest_path.unlink()
+
+    def cached(self, skip_rows: int = 0) -> Iterator[Rows]:
         """Cached rows in order, after the first `skip_rows`."""
         for shard in self.manifest()["shards"]:
             if skip_rows >= shard["rows"]:
                 skip_rows -= shard["rows"]
                 continue
-            yield load_file(self.dir / shard["file"])["acts"][skip_rows:]
+            tensors = load_file(self.dir / shard["file"])
+            yield Rows(tensors["acts"], tensors["seq"], tensors["pos"])[skip_rows:]
             skip_rows = 0
 
-    def _flush(self, manifest: dict, pending: list[torch.Tensor], batches: int) -> None:
-        acts = torch.cat(pending)
+    def _flush(self, manifest: dict, pending: list[Rows], sequences: int) -> None:
+        rows = Rows.cat(pending)
         name = f"shard_{len(manifest['shards']):05d}.safetensors"
-        save_file({"acts": acts.contiguous()}, self.dir / name)
-        manifest["shards"].append({"file": name, "rows": len(acts)})
-        manifest["batches_done"] += batches
-        manifest["rows"] += len(acts)
+        save_file(rows.tensors(), self.dir / name)
+        manifest["shards"].append({"file": name, "rows": len(rows)})
+        manifest["sequences_done"] += sequences
+        manifest["rows"] += len(rows)
         self._write_manifest(manifest)
 
-    def stream(self, fresh: Callable[[int], Iterator[torch.Tensor]], budget: int | None) -> Iterator[torch.Tensor]:
-        """Yield up to `budget` rows: cached shards first, then fresh rows from `fresh(batches_to_skip)`,
-        which are written as new shards. One cache serves every budget (a smaller one reads a prefix)."""
+    def stream(self, fresh: Callable[[int, int | None], Iterator[tuple[Rows, int]]],
+               budget: int | None) -> Iterator[Rows]:
+        """Yield up to `budget` rows: cached shards first, then fresh whole batches from
+        `fresh(sequences_to_skip, rows_still_wanted)`, which are written as new shards. One cache
+        serves every budget (a smaller one reads a prefix)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._discard_outdated()
         served = 0
-        for acts in self._budgeted(self.cached(), budget, served):
-            served += len(acts)
-            yield acts
+        for rows in take(self.cached(), budget):
+            served += len(rows)
+            yield rows
         if (budget is not None and served >= budget) or self.manifest()["complete"]:
             return
         with self._exclusive():
-            for acts in self._budgeted(self.cached(served), budget, served):  # appended by another process
-                served += len(acts)
-                yield acts
+            for rows in take(self.cached(served), None if budget is None else budget - served):
+                served += len(rows)                                  # appended by another process meanwhile
+                yield rows
             manifest = self.manifest()
             if (budget is not None and served >= budget) or manifest["complete"]:
                 return
-            yield from self._extend(manifest, fresh, budget)
-
-    @staticmethod
-    def _budgeted(chunks: Iterable[torch.Tensor], budget: int | None, served: int) -> Iterator[torch.Tensor]:
-        for acts in chunks:
-            if budget is not None:
-                acts = acts[: budget - served]
-            served += len(acts)
-            yield acts
-            if budget is not None and served >= budget:
-                return
+            wanted = None if budget is None else budget - served
+            yield from take(self._extend(manifest, fresh(manifest["sequences_done"], wanted), wanted), wanted)
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -263,40 +334,41 @@ class ShardCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _extend(self, manifest: dict, fresh: Callable[[int], Iterator[torch.Tensor]],
-                budget: int | None) -> Iterator[torch.Tensor]:
-        pending: list[torch.Tensor] = []
-        batches = 0
-        for rows in fresh(manifest["batches_done"]):
-            pending.append(rows)
-            batches += 1
-            yield rows
-            if sum(len(p) for p in pending) >= self.shard_rows:
-                self._flush(manifest, pending, batches)
-                pending, batches = [], 0
-        if pending:
-            self._flush(manifest, pending, batches)
-        if budget is None or manifest["rows"] < budget:  # the sequences ran out
+    def _extend(self, manifest: dict, batches: Iterator[tuple[Rows, int]], wanted: int | None) -> Iterator[Rows]:
+        """Write every whole batch (a shard per `shard_rows`), then yield its rows. Batches computed
+        before the consumer stops (budget reached, exception, Ctrl-C) are written too."""
+        pending: list[Rows] = []
+        sequences = written = 0
+        try:
+            for rows, consumed in batches:
+                pending.append(rows)
+                sequences += consumed
+                written += len(rows)
+                if sum(len(p) for p in pending) >= self.shard_rows:
+                    self._flush(manifest, pending, sequences)
+                    pending, sequences = [], 0
+                yield rows
+        finally:
+            if pending:
+                self._flush(manifest, pending, sequences)
+        if wanted is None or written < wanted:  # the sequences ran out
             manifest["complete"] = True
             self._write_manifest(manifest)
 
 
 def cached_activations(loaded: LoadedModel, sequences: Callable[[], Iterator[torch.Tensor]], cfg: StreamConfig,
-                       cache: ShardCache | None, progress: bool = True) -> Iterator[torch.Tensor]:
-    """Raw activation rows, through the shard cache when one is given (resuming a partial one)."""
+                       cache: ShardCache | None, progress: bool = True) -> Iterator[Rows]:
+    """Activation rows up to the token budget, through the shard cache when one is given (resuming a
+    partial one)."""
     if cache is None:
         yield from raw_activations(loaded, sequences(), cfg, progress)
         return
 
-    def fresh(skip_batches: int) -> Iterator[torch.Tensor]:
-        rows_done = cache.manifest()["rows"]
-        budget = None if cfg.token_budget is None else cfg.token_budget - rows_done
-        if budget is not None and budget <= 0:
-            return
+    def fresh(skip_sequences: int, wanted: int | None) -> Iterator[tuple[Rows, int]]:
         seqs = sequences()
-        for _ in range(skip_batches * cfg.batch_size):
+        for _ in range(skip_sequences):
             next(seqs, None)
-        yield from raw_activations(loaded, seqs, StreamConfig(**{**asdict(cfg), "token_budget": budget}), progress)
+        yield from whole_batches(loaded, seqs, replace(cfg, token_budget=wanted), skip_sequences, progress)
 
     yield from cache.stream(fresh, cfg.token_budget)
 

@@ -19,6 +19,8 @@ PIPELINES: dict[str, tuple[str, str, str]] = {
     "collect": ("pipelines.collect", "CollectConfig", "stream activations at a hook point, record their statistics"),
     "train": ("pipelines.train", "TrainSAEConfig", "train a sparse dictionary, evaluate it on held-out text, register it"),
     "features": ("pipelines.features", "FeaturesConfig", "one pass over evaluation tokens: every feature's dashboard"),
+    "check-examples": ("pipelines.check_examples", "CheckExamplesConfig",
+                       "recompute every stored example from its stored tokens; fail if any differs"),
     "interpret": ("pipelines.autointerp", "InterpretConfig", "explain features with an LLM and score the explanations"),
     "llm serve": ("pipelines.autointerp.serve", "ServeConfig", "run the local OpenAI-compatible LLM server"),
     "serve": ("app.serve", "ServeConfig", "launch the Gradio app (127.0.0.1 by default)"),

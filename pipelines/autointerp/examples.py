@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -35,6 +36,12 @@ class Example:
     """The feature's activation per token (all 0 for non-activating examples)."""
     kind: str
     """`top`, `q0`..`q9` (activation decile of the feature pass) or `inactive`."""
+    doc_id: str = ""
+    """Document of the feature pass the window comes from (`documents` / `tokens` in the store)."""
+    start: int = 0
+    """Position in that document of the window's first token."""
+    pos: int | None = None
+    """Position of the example's recorded activation (None for non-activating windows)."""
 
     @property
     def text(self) -> str:
@@ -53,9 +60,14 @@ class Example:
         top = self.max_act
         return [top > 0 and a >= ACTIVE_FRACTION * top for a in self.acts]
 
+    def source(self) -> dict:
+        """Where the window comes from, so a score can be traced back to its text."""
+        return {"doc_id": self.doc_id, "start": self.start, "pos": self.pos}
+
     def payload(self) -> dict:
         """JSON form for score details and Delphi export."""
-        return {"str_tokens": list(self.tokens), "activations": [round(a, 4) for a in self.acts], "kind": self.kind}
+        return {"str_tokens": list(self.tokens), "activations": [round(a, 4) for a in self.acts], "kind": self.kind,
+                **self.source()}
 
 
 @dataclass
@@ -80,7 +92,8 @@ def _rows_to_examples(df: pd.DataFrame) -> list[Example]:
     out = []
     for r in df.drop_duplicates(["doc_id", "pos"]).itertuples():
         skip = 1 if r.window_start == 0 else 0
-        out.append(Example(tuple(r.tokens[skip:]), tuple(float(a) for a in r.acts[skip:]), r.kind))
+        out.append(Example(tuple(r.tokens[skip:]), tuple(float(a) for a in r.acts[skip:]), r.kind,
+                           r.doc_id, int(r.window_start) + skip, int(r.pos)))
     return out
 
 
@@ -116,14 +129,21 @@ def feature_pass_docs(store: Store, dict_id: str) -> pd.DataFrame:
         "GROUP BY doc_id ORDER BY doc_id", [dict_id])
 
 
-def _candidate_windows(docs: pd.DataFrame, window: int, count: int, seed: int) -> list[tuple[list[int], list[str]]]:
+class _Window(NamedTuple):
+    doc_id: str
+    start: int
+    ids: list[int]
+    pieces: list[str]
+
+
+def _candidate_windows(docs: pd.DataFrame, window: int, count: int, seed: int) -> list[_Window]:
     rng = random.Random(seed)
-    usable = [(list(r.ids), list(r.pieces)) for r in docs.itertuples() if len(r.ids) > window + 1]
+    usable = [(r.doc_id, list(r.ids), list(r.pieces)) for r in docs.itertuples() if len(r.ids) > window + 1]
     out = []
     for _ in range(count if usable else 0):
-        ids, pieces = rng.choice(usable)
+        doc_id, ids, pieces = rng.choice(usable)
         start = rng.randrange(1, len(ids) - window)  # skip position 0 (BOS / chat start)
-        out.append((ids[start:start + window], pieces[start:start + window]))
+        out.append(_Window(doc_id, start, ids[start:start + window], pieces[start:start + window]))
     return out
 
 
@@ -135,7 +155,7 @@ def inactive_examples(loaded: LoadedModel, sae, docs: pd.DataFrame, features: Se
     bos = loaded.tokenizer.bos_token_id
     maxima: list[torch.Tensor] = []
     for i in range(0, len(candidates), batch):
-        ids = torch.tensor([([bos] if bos is not None else []) + c[0] for c in candidates[i:i + batch]])
+        ids = torch.tensor([([bos] if bos is not None else []) + c.ids for c in candidates[i:i + batch]])
         acts = hook_activations(loaded, sae.hook_point, ids)
         acts = (acts.flatten(-2) if acts.dim() == 4 else acts).clone()  # the CPU top-k kernel rejects inference tensors
         dense = sae.encode(acts[:, 1:] if bos is not None else acts).dense()[..., list(features)]
@@ -144,5 +164,5 @@ def inactive_examples(loaded: LoadedModel, sae, docs: pd.DataFrame, features: Se
     out: dict[int, list[Example]] = {}
     for j, f in enumerate(features):
         chosen = [candidates[i] for i in range(len(candidates)) if peak[i, j] <= 0][:n]
-        out[f] = [Example(tuple(pieces), (0.0,) * len(pieces), "inactive") for _, pieces in chosen]
+        out[f] = [Example(tuple(w.pieces), (0.0,) * len(w.pieces), "inactive", w.doc_id, w.start) for w in chosen]
     return out

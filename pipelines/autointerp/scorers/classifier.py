@@ -69,7 +69,7 @@ class ClassifierScorer(Scorer):
         rows = []
         for example, text, reply in zip(examples, texts, replies):
             p = yes_probability(reply)
-            rows.append({"text": text, "activating": example.active, "kind": example.kind,
+            rows.append({"text": text, "activating": example.active, "kind": example.kind, **example.source(),
                          "probability": p, "prediction": None if p is None else p > 0.5,
                          "correct": None if p is None else (p > 0.5) == example.active})
         answered = [r for r in rows if r["probability"] is not None]

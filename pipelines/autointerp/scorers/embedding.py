@@ -58,6 +58,6 @@ class EmbeddingScorer(Scorer):
         examples = data.test_active + data.test_inactive
         vectors = embed([prompts.clean_explanation(explanation)] + [e.text for e in examples])
         sims = (vectors[1:] @ vectors[0]).tolist()
-        rows = [{"text": e.text, "activating": e.active, "kind": e.kind, "similarity": s}
+        rows = [{"text": e.text, "activating": e.active, "kind": e.kind, **e.source(), "similarity": s}
                 for e, s in zip(examples, sims)]
         return ScoreResult(separation(sims, [e.active for e in examples]), len(examples), {"examples": rows})

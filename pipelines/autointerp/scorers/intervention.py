@@ -48,6 +48,16 @@ MAX_PROBES = 10
 """Steered forward passes per prompt at most (Delphi: 10 iterations)."""
 
 
+class Passage(NamedTuple):
+    """One intervention prompt, its clean and steered continuations, and the example it was cut from."""
+
+    prompt: str
+    clean: str
+    steered: str
+    source: dict
+    """`Example.source()`: document and positions of the example."""
+
+
 class Tuned(NamedTuple):
     """A steering strength, the mean next-token KL(p_clean || p_steered) it gives, and the KL aimed at."""
 
@@ -113,14 +123,14 @@ class InterventionScorer(Scorer):
     prompt_version = prompts.INTERVENTION_VERSION
 
     def __init__(self) -> None:
-        self._steered: dict[int, tuple[Tuned, list[tuple[str, str, str]]]] = {}  # feature -> (tuned, passages)
+        self._steered: dict[int, tuple[Tuned, list[Passage]]] = {}  # feature -> (tuned, passages)
 
     async def score(self, ctx: ScoreContext, explanation: str, data: FeatureData) -> ScoreResult:
         return await asyncio.to_thread(self._score, ctx, explanation, data)
 
-    def passages(self, ctx: ScoreContext, data: FeatureData) -> tuple[Tuned, list[tuple[str, str, str]]]:
-        """The tuned strength and (prompt, clean, steered) continuations, computed once per feature
-        (the control reuses them)."""
+    def passages(self, ctx: ScoreContext, data: FeatureData) -> tuple[Tuned, list[Passage]]:
+        """The tuned strength and each prompt's clean and steered continuations, computed once per
+        feature (the control reuses them)."""
         if data.feature not in self._steered:
             model, sae = ctx.subject(), ctx.sae()
             n_prompts, n_new = ctx.options.get("intervention_prompts", 6), ctx.options.get("intervention_tokens", 8)
@@ -130,11 +140,11 @@ class InterventionScorer(Scorer):
             texts = [_prompt_text(e.tokens, e.acts) for e in sources]
             tuned = tune_strength(model, sae, data.feature, texts, ctx.options.get("intervention_kl", 0.5))
             out = []
-            for text in texts:
+            for text, example in zip(texts, sources):
                 clean = _continue(model, text, n_new)
                 with steer(model.model, sae, {data.feature: tuned.strength}, positions=[-1]):
                     steered = _continue(model, text, n_new)
-                out.append((text, clean, steered))
+                out.append(Passage(text, clean, steered, example.source()))
             self._steered[data.feature] = (tuned, out)
         return self._steered[data.feature]
 
@@ -142,9 +152,9 @@ class InterventionScorer(Scorer):
         tuned, passages = self.passages(ctx, data)
         z = prompts.clean_explanation(explanation)
         frame = prompts.INTERVENTION_SUFFIX.format(explanation="")[:-1]  # up to the opening quote
-        prefixes = [p + g + frame for p, c, s in passages for g in (c, s)]
+        prefixes = [p.prompt + g + frame for p in passages for g in (p.clean, p.steered)]
         lps = continuation_logprobs(ctx.scorer_model(), prefixes, [z + '"'] * len(prefixes))
         gains = [lps[2 * i + 1] - lps[2 * i] for i in range(len(passages))]
-        rows = [{"prompt": p, "clean": c, "steered": s, "gain": g}
-                for (p, c, s), g in zip(passages, gains, strict=True)]
+        rows = [{"prompt": p.prompt, "clean": p.clean, "steered": p.steered, **p.source, "gain": g}
+                for p, g in zip(passages, gains, strict=True)]
         return ScoreResult(sum(gains) / len(gains), len(gains), {**tuned._asdict(), "examples": rows})

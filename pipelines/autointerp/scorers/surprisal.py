@@ -28,7 +28,7 @@ class SurprisalScorer(Scorer):
         given = continuation_logprobs(model, [with_z] * len(texts), texts)
         base = continuation_logprobs(model, [neutral] * len(texts), texts)
         iv = [g - b for g, b in zip(given, base)]
-        rows = [{"text": t, "activating": e.active, "kind": e.kind, "information_value": v}
+        rows = [{"text": t, "activating": e.active, "kind": e.kind, **e.source(), "information_value": v}
                 for t, e, v in zip(texts, examples, iv)]
         score = separation(iv, [e.active for e in examples])
         return ScoreResult(score, len(examples), {"examples": rows, "model": model.name})
