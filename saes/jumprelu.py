@@ -16,7 +16,7 @@ budget (SAELens issue #494, which switched for this reason). Positivity is kept 
 theta onto [0, inf) after every optimizer step. Saved weights name it `threshold`, as SAELens does.
 
 Inference encoding goes through the fused kernel with JumpReLU's threshold and returns every
-active latent (`Dictionary._encode_all_active`), so codes match SAELens exactly.
+active latent (`SAE._encode_all_active`), so codes match SAELens exactly.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from saes import registry
-from saes.base import Dictionary, DictionaryConfig, SparseCode, sparse_code_from_dense
+from saes.base import SparseCode, sparse_code_from_dense
+from saes.sae import SAE, SAEConfig
 
 
 def _rectangle(u: Tensor) -> Tensor:
@@ -66,7 +67,7 @@ class _Step(torch.autograd.Function):
 
 
 @dataclass
-class JumpReLUConfig(DictionaryConfig):
+class JumpReLUConfig(SAEConfig):
     """A JumpReLU SAE."""
 
     l0_coefficient: float = 1.0
@@ -87,7 +88,7 @@ class JumpReLUConfig(DictionaryConfig):
             raise ValueError(f"init_threshold must be >= 0, got {self.init_threshold}")
 
 
-class JumpReLUSAE(Dictionary):
+class JumpReLUSAE(SAE):
     architecture = "jumprelu"
     saelens_architecture = "jumprelu"
     config_class = JumpReLUConfig
@@ -118,4 +119,4 @@ class JumpReLUSAE(Dictionary):
         self.threshold.clamp_(min=0.0)
 
 
-registry.register(JumpReLUSAE.architecture, JumpReLUSAE, JumpReLUConfig)
+registry.register(JumpReLUSAE.architecture, JumpReLUSAE, JumpReLUConfig, fit="gradient")

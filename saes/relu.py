@@ -15,11 +15,12 @@ import torch
 from torch import Tensor
 
 from saes import registry
-from saes.base import Dictionary, DictionaryConfig, SparseCode, sparse_code_from_dense
+from saes.base import SparseCode, sparse_code_from_dense
+from saes.sae import SAE, SAEConfig
 
 
 @dataclass
-class ReLUConfig(DictionaryConfig):
+class ReLUConfig(SAEConfig):
     """A ReLU SAE."""
 
     l1_coefficient: float = 1.0
@@ -31,7 +32,7 @@ class ReLUConfig(DictionaryConfig):
             raise ValueError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
 
 
-class ReLUSAE(Dictionary):
+class ReLUSAE(SAE):
     architecture = "relu"
     saelens_architecture = "standard"
     config_class = ReLUConfig
@@ -49,4 +50,4 @@ class ReLUSAE(Dictionary):
         return x_n_hat, code, {"l1_penalty": sparsity_scale * self.cfg.l1_coefficient * l1}
 
 
-registry.register(ReLUSAE.architecture, ReLUSAE, ReLUConfig)
+registry.register(ReLUSAE.architecture, ReLUSAE, ReLUConfig, fit="gradient")

@@ -1,12 +1,15 @@
-"""Saving and loading dictionaries in the SAELens on-disk layout.
+"""Saving and loading dictionaries: SAELens's two-file layout plus our sidecar, for every method.
 
 A saved dictionary is a folder with:
-- `sae_weights.safetensors`: W_enc, b_enc, W_dec, b_dec (+ threshold for JumpReLU), in model
-  units (any input normalisation folded in), under SAELens's names;
-- `cfg.json`: the SAELens config, so `sae_lens.SAE.load_from_disk(folder)` loads it unchanged;
-- `workbench.json`: our architecture key, the full config dataclass, the folded input scale and
-  caller metadata (e.g. the training config). It is a sidecar because SAELens's "architecture"
-  names differ from ours ("standard" is our "relu").
+- `sae_weights.safetensors`: the method's tensors in model units (`Dictionary.saved_tensors`).
+  SAEs write W_enc, b_enc, W_dec, b_dec (+ threshold for JumpReLU) under SAELens's names, any
+  input normalisation folded in;
+- `cfg.json` (`Dictionary.saved_cfg`): for SAEs the SAELens config, so
+  `sae_lens.SAE.load_from_disk(folder)` loads it unchanged; other methods write their own
+  architecture tag there, which SAELens rightly refuses;
+- `workbench.json`: our architecture key, the full config dataclass, the folded input scale (SAEs)
+  and caller metadata (e.g. the training config). It is a sidecar because SAELens's
+  "architecture" names differ from ours ("standard" is our "relu").
 A folder without `workbench.json` (e.g. trained by SAELens) loads too if its architecture is one
 we implement with the same forward pass.
 
@@ -33,8 +36,6 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 SAELENS_CFG_FILE = "cfg.json"
 SIDECAR_FILE = "workbench.json"
 FORMAT_VERSION = 1
-# cfg.json is written in the SAELens >= 6 format; loaders read metadata.sae_lens_version to tell.
-SAELENS_FORMAT = "6.0.0"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -60,39 +61,15 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"could not read {path}: corrupted or not a safetensors file ({err})") from err
 
 
-def _saelens_cfg(sae: Dictionary) -> dict[str, Any]:
-    return {
-        "architecture": sae.saelens_architecture,
-        "d_in": sae.d_in,
-        "d_sae": sae.d_sae,
-        "dtype": str(sae.W_enc.dtype).removeprefix("torch."),
-        "device": "cpu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "none",  # any normalisation is folded into the weights
-        "reshape_activations": "hook_z" if sae.hook_point.endswith("hook_z") else "none",
-        "metadata": {
-            "sae_lens_version": SAELENS_FORMAT,
-            "sae_lens_training_version": SAELENS_FORMAT,
-            "hook_name": sae.hook_point or None,
-            "model_name": sae.cfg.model_name or None,
-        },
-        **sae.saelens_cfg(),
-    }
-
-
 def save_dictionary(sae: Dictionary, path: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
     """Write the three files into `path` (created if needed); returns the folder."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    save_tensors_atomic(folder / WEIGHTS_FILE, sae.saelens_tensors())
-    write_json_atomic(folder / SAELENS_CFG_FILE, _saelens_cfg(sae))
+    save_tensors_atomic(folder / WEIGHTS_FILE, sae.saved_tensors())
+    write_json_atomic(folder / SAELENS_CFG_FILE, sae.saved_cfg())
     write_json_atomic(folder / SIDECAR_FILE, {
-        "format_version": FORMAT_VERSION,
-        "architecture": sae.architecture,
-        "config": dataclasses.asdict(sae.cfg),
-        "folded_input_scale": float(sae.input_scale),
-        "metadata": dict(metadata or {}),
-    })
+        "format_version": FORMAT_VERSION, "architecture": sae.architecture, "config": dataclasses.asdict(sae.cfg),
+        "metadata": dict(metadata or {}), **sae.saved_notes()})
     return folder
 
 
@@ -108,7 +85,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def build_config(architecture: str, fields: Mapping[str, Any], source: str) -> Any:
     """The architecture's config dataclass from a dict, naming unknown or missing fields."""
-    config_class = registry.get(architecture)[1]
+    config_class = registry.get(architecture).config_class
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -129,7 +106,7 @@ def _config_from_saelens(cfg: dict[str, Any], source: str) -> tuple[str, Any]:
     if unsupported:
         raise ValueError(f"{source}: SAELens options this workbench does not implement: {unsupported}")
     meta = cfg.get("metadata") or {}
-    config_class = registry.get(architecture)[1]
+    config_class = registry.get(architecture).config_class
     names = {f.name for f in dataclasses.fields(config_class)}
     fields = {key: cfg[key] for key in names if key in cfg}
     fields.update(hook_point=meta.get("hook_name") or "", model_name=meta.get("model_name") or "")
@@ -156,8 +133,8 @@ def load_dictionary(path: str | Path, architecture: str | None = None,
         raise ValueError(f"{folder} holds no saved dictionary (no {SIDECAR_FILE} or {SAELENS_CFG_FILE})")
     if architecture is not None and found != architecture:
         raise ValueError(f"{folder} holds a {found!r} dictionary, but {architecture!r} was requested")
-    sae = registry.get(found)[0](config)
+    sae = registry.get(found).module_class(config)
     if expected_d_in is not None:
         sae.check_compatible(expected_d_in)
-    sae.load_saelens_tensors(read_tensors(folder / WEIGHTS_FILE), source=str(folder / WEIGHTS_FILE))
+    sae.load_saved_tensors(read_tensors(folder / WEIGHTS_FILE), source=str(folder / WEIGHTS_FILE))
     return sae.to(device)

@@ -16,12 +16,13 @@ from torch import Tensor
 
 from kernels import sparse_decode
 from saes import registry
-from saes.base import Dictionary, DictionaryConfig, SparseCode
+from saes.base import SparseCode
+from saes.sae import SAE, SAEConfig
 from workbench.metrics import mse
 
 
 @dataclass
-class TopKConfig(DictionaryConfig):
+class TopKConfig(SAEConfig):
     """A TopK SAE."""
 
     k: int = 32
@@ -41,7 +42,7 @@ class TopKConfig(DictionaryConfig):
             raise ValueError(f"aux_coefficient must be >= 0, got {self.aux_coefficient}")
 
 
-class TopKSAE(Dictionary):
+class TopKSAE(SAE):
     architecture = "topk"
     saelens_architecture = "topk"
     config_class = TopKConfig
@@ -79,4 +80,4 @@ class TopKSAE(Dictionary):
         return scale * mse(residual, recon)
 
 
-registry.register(TopKSAE.architecture, TopKSAE, TopKConfig)
+registry.register(TopKSAE.architecture, TopKSAE, TopKConfig, fit="gradient")

@@ -1,4 +1,4 @@
-"""Trainer for any `Dictionary`: Adam, warm-up + cosine LR, sparsity warm-up, dead-latent
+"""Trainer for any gradient-fitted `SAE`: Adam, warm-up + cosine LR, sparsity warm-up, dead-latent
 tracking, checkpoint/resume and a progress bar.
 
 Training strategies plug in without touching architectures:
@@ -28,7 +28,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saes import checkpoint as ckpt
-from saes.base import Dictionary, SparseCode, TrainOutput
+from saes.base import SparseCode
+from saes.sae import SAE, TrainOutput
 from workbench.metrics import dense_fraction, fire_counts, fvu, l0
 
 
@@ -109,7 +110,7 @@ class StepCallback:
         the optimizer leaves them alone."""
         return ()
 
-    def on_step(self, step: int, sae: Dictionary, batch: Tensor, code: SparseCode) -> None:
+    def on_step(self, step: int, sae: SAE, batch: Tensor, code: SparseCode) -> None:
         """Called after optimizer step number `step` (1-based) on `batch` `[N, d_in]` (model
         units); `sae.pre_acts(batch)` gives pre-activations if the rule needs them (e.g. GBA)."""
 
@@ -163,7 +164,7 @@ def check_batch(batch: Tensor, index: int, d_in: int) -> Tensor:
 class Trainer:
     """Trains `sae` in place. `step` is one optimizer step; `fit` drives a whole run."""
 
-    def __init__(self, sae: Dictionary, cfg: TrainConfig, callbacks: Sequence[StepCallback] = ()) -> None:
+    def __init__(self, sae: SAE, cfg: TrainConfig, callbacks: Sequence[StepCallback] = ()) -> None:
         self.sae, self.cfg, self.callbacks = sae, cfg, list(callbacks)
         owned = {name for cb in self.callbacks for name in cb.owned_parameters()}
         names = dict(sae.named_parameters())

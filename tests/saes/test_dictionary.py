@@ -1,4 +1,5 @@
-"""Contract tests run over every registered architecture, plus the shared pieces of saes/base.py."""
+"""SAE contract tests, run over every gradient-fitted method (the protocol tests for every method are in
+test_protocol.py), plus the shared pieces of saes/base.py and saes/sae.py."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import torch
 
 import saes
 from saes import registry
-from saes.base import SparseCode, geometric_median, sparse_code_from_dense
+from saes.base import SparseCode, sparse_code_from_dense
+from saes.sae import geometric_median
 
 D_IN, D_SAE = 16, 64
+SAES = registry.names(fit="gradient")
 
 
 def make(name: str, **fields: object) -> saes.Dictionary:
@@ -27,7 +30,7 @@ def inputs(*shape: int) -> torch.Tensor:
     return torch.randn(*shape, D_IN, generator=torch.Generator().manual_seed(2))
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", SAES)
 def test_encode_decode_shapes_with_leading_dims(name):
     sae = make(name)
     x = inputs(3, 5)
@@ -39,7 +42,7 @@ def test_encode_decode_shapes_with_leading_dims(name):
     assert sae.encode_dense(x).shape == (3, 5, D_SAE)
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", SAES)
 def test_inference_code_matches_the_training_forward(name):
     """The fused-kernel encode and the plain-torch training path agree on every activation."""
     sae = make(name)
@@ -50,14 +53,14 @@ def test_inference_code_matches_the_training_forward(name):
     assert torch.allclose(sae.forward(x)[0], out.x_hat, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", SAES)
 def test_decode_is_the_dense_matmul(name):
     sae = make(name)
     code = sae.encode(inputs(7))
     assert torch.allclose(sae.decode(code), code.dense() @ sae.W_dec + sae.b_dec, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", SAES)
 def test_normalisation_keeps_model_units(name):
     """A normalising dictionary multiplies inputs by s before its weights and divides outputs by s."""
     plain = make(name)
@@ -72,15 +75,15 @@ def test_normalisation_keeps_model_units(name):
     assert torch.allclose(scaled(10 * x)[0], plain(10 * x * s)[0] / s, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", SAES)
 def test_wrong_width_is_refused(name):
     with pytest.raises(ValueError, match=r"width 15.*d_in=16"):
         make(name).encode(torch.zeros(2, 15))
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", SAES)
 def test_config_validation(name):
-    config_class = registry.get(name)[1]
+    config_class = registry.get(name).config_class
     with pytest.raises(ValueError, match="positive"):
         config_class(d_in=0, d_sae=8)
     with pytest.raises(ValueError, match="normalize_activations"):
@@ -93,10 +96,10 @@ def test_config_validation(name):
 ])
 def test_architecture_config_validation(name, field, value):
     with pytest.raises(ValueError, match=field):
-        registry.get(name)[1](d_in=8, d_sae=64, **{field: value})
+        registry.get(name).config_class(d_in=8, d_sae=64, **{field: value})
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", SAES)
 def test_decoder_constraint_removes_parallel_gradient_and_renormalises(name):
     sae = make(name)
     sae.training_loss(inputs(30)).loss.backward()

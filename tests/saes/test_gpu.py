@@ -13,7 +13,7 @@ from workbench.metrics import fvu
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", registry.names(fit="gradient"))
 def test_cuda_encode_matches_cpu(name, tmp_path):
     cpu = saes.create(name, d_in=64, d_sae=512, hook_point="blocks.0.hook_resid_post")
     with torch.no_grad():
