@@ -16,12 +16,12 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 
-import saes
 from saes.base import Dictionary
 from workbench import queries
-from workbench.activations import hook_activations
+from workbench.activations import hook_activations, merge_heads
 from workbench.hooks import clamp, steer
 from workbench.models import LoadedModel, load_model
+from workbench.registered import load_dictionary
 from workbench.store import Store
 
 MAX_PROMPT_TOKENS = 256
@@ -84,8 +84,7 @@ class LiveModels:
         """The saved dictionary behind a store row (a small LRU, since SmolLM2-sized ones are ~10 MB+)."""
         with self._lock:
             if dict_id not in self._dicts:
-                path = queries.dictionary_row(self.store, dict_id)["path"]
-                self._dicts[dict_id] = saes.load(path).eval()
+                self._dicts[dict_id] = load_dictionary(queries.dictionary_row(self.store, dict_id)).eval()
                 while len(self._dicts) > self.max_dictionaries:
                     self._dicts.popitem(last=False)
             self._dicts.move_to_end(dict_id)
@@ -111,7 +110,7 @@ class LiveModels:
             loaded, sae = self.model(), self.dictionary(dict_id)
             tokens = self.tokens(text)
             acts = hook_activations(loaded, sae.hook_point, tokens)[0]  # [T, ...]
-            code = sae.encode(acts.flatten(1) if acts.dim() == 3 else acts)  # hook_z: merge heads
+            code = sae.encode(merge_heads(acts, sae.hook_point))
             strs = loaded.model.to_str_tokens(tokens[0])
         values, indices = code.values[:, :per_token], code.indices[:, :per_token]
         rows = [(pos, strs[pos], rank + 1, int(indices[pos, rank]), float(values[pos, rank]))

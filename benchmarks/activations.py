@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from pipelines.collect import token_sequences
 from workbench.activations import StreamConfig, raw_activations
 from workbench.models import load_model
+from workbench.sources import ActivationSource, token_sequences
 
 
 def bare_forward(hf, tokens: torch.Tensor, layer: int) -> torch.Tensor:
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     loaded = load_model("smollm2-135m-instruct")
-    seqs = token_sequences(loaded, "wiki", "eval", "packed", 128)()
+    seqs = token_sequences(loaded, ActivationSource(corpus="wiki", context=128), "eval")()
     batches = [torch.stack([next(seqs) for _ in range(8)]) for _ in range(args.batches)]
     hook = f"blocks.{args.layer}.hook_resid_post"
     n_tokens = sum(b.numel() for b in batches)

@@ -17,18 +17,18 @@ from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.config import SAETrainerConfig
 
 import saes
-from pipelines.collect import CollectConfig
-from pipelines.train import activation_rows
 from saes.training import TrainConfig, Trainer
 from workbench import metrics
 from workbench.models import load_model
+from workbench.sources import ActivationSource, activation_rows
 
 
 def real_activations(n_rows: int) -> torch.Tensor:
     """The first rows of the cached SmolLM2 layer-12 activations over wiki+bbc (collects if absent)."""
-    ccfg = CollectConfig(model="smollm2-135m-instruct", hook_point="blocks.12.hook_resid_post", corpus="wiki+bbc",
-                         tokens=n_rows, batch_size=8, context=128)
-    rows = torch.cat([r.acts for r in activation_rows(load_model(ccfg.model), ccfg, progress=False)])
+    source = ActivationSource(model="smollm2-135m-instruct", hook_point="blocks.12.hook_resid_post",
+                              corpus="wiki+bbc", context=128)
+    stream = activation_rows(load_model(source.model), source, "train", n_rows, batch_size=8, progress=False)
+    rows = torch.cat([r.acts for r in stream])
     return rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))]
 
 

@@ -16,9 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 import saes
-from workbench import queries
-from workbench.activations import hook_activations
-from workbench.models import LoadedModel, load_model
+from workbench.activations import hook_activations, merge_heads
+from workbench.models import LoadedModel
+from workbench.registered import load_registered
 from workbench.store import Store
 
 
@@ -46,9 +46,8 @@ class CheckExamplesConfig:
 
 def run(cfg: CheckExamplesConfig, store: Store, progress: bool = True) -> float:
     """Print and return the fraction of examples that reproduce; RuntimeError if any does not."""
-    row = queries.dictionary_row(store, cfg.dict_id)
-    checked = recompute_examples(store, cfg, load_model(row["model"]),
-                                 saes.load(row["path"], expected_d_in=int(row["d_in"])), progress)
+    _, loaded, dictionary = load_registered(store, cfg.dict_id)
+    checked = recompute_examples(store, cfg, loaded, dictionary, progress)
     if checked.empty:
         raise LookupError(f"dictionary {cfg.dict_id!r} has no stored feature examples (run `workbench features`)")
     ok = float(checked["ok"].mean())
@@ -90,5 +89,5 @@ def _encode_documents(loaded: LoadedModel, sae: saes.Dictionary, docs: list[list
     width = max(map(len, docs))
     ids = torch.tensor([d + [pad] * (width - len(d)) for d in docs])
     acts = hook_activations(loaded, sae.hook_point, ids)
-    acts = acts.reshape(*acts.shape[:2], -1).clone()  # heads merged; the CPU kernel rejects inference tensors
+    acts = merge_heads(acts, sae.hook_point).clone()  # the CPU top-k kernel rejects inference tensors
     return sae.encode(acts).dense()

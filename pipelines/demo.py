@@ -9,11 +9,11 @@ pipeline run: rerunning the demo skips what is finished.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
-from pipelines import autointerp, features, train
-from pipelines.autointerp import llamacpp
 from workbench import corpora, queries
+from workbench.jobs import run_job
 from workbench.store import Store
 
 
@@ -41,15 +41,14 @@ class DemoConfig:
 
 
 def run(cfg: DemoConfig, store: Store) -> None:
-    if cfg.interpret_features and not llamacpp.llama_cpp_installed():
+    if cfg.interpret_features and importlib.util.find_spec("llama_cpp") is None:
         raise SystemExit("the demo's auto-interpretation needs the local explainer: run `bash scripts/setup.sh "
                          "--explainer`, or pass `--interpret-features ''` to skip that step")
     for name in cfg.corpus.split("+"):
         print(f"corpus {name}: {len(corpora.load_corpus(name))} documents")
-    dict_id = train.run(train.TrainSAEConfig(model=cfg.model, hook_point=cfg.hook_point, corpus=cfg.corpus,
-                                             architecture="topk", expansion=cfg.expansion, sae={"k": cfg.k},
-                                             tokens=cfg.train_tokens), store)
-    features.run(features.FeaturesConfig(dict_id=dict_id, tokens=cfg.feature_tokens), store)
+    dict_id = run_job("train", store, model=cfg.model, hook_point=cfg.hook_point, corpus=cfg.corpus,
+                      architecture="topk", expansion=cfg.expansion, sae={"k": cfg.k}, tokens=cfg.train_tokens)
+    run_job("features", store, dict_id=dict_id, tokens=cfg.feature_tokens)
     summary = queries.list_dictionaries(store)
     print(summary[summary["dict_id"] == dict_id].drop(columns=["config"]).T.to_string(header=False))
     top = store.query("SELECT feature, freq, max_act, top_logits FROM feature_stats WHERE dict_id = ? "
@@ -63,5 +62,5 @@ def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> None:
     """Explain and score the demo's features with every scorer; print real vs shuffled means."""
     if not cfg.interpret_features:
         return
-    base = autointerp.run(autointerp.InterpretConfig(dict_id=dict_id, features=cfg.interpret_features), store)
-    print(autointerp.results(store, base).to_string(index=False))
+    base = run_job("interpret", store, dict_id=dict_id, features=cfg.interpret_features)
+    print(queries.score_summary(store, base).to_string(index=False))

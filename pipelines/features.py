@@ -9,7 +9,6 @@ DuckDB window queries over those entries, never as a loop over features.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -22,11 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 import saes
-from pipelines.collect import CollectConfig, token_sequences
-from pipelines.train import activation_rows, hook_width
-from workbench.config import to_dict
-from workbench.models import LoadedModel, load_model
 from workbench import queries
+from workbench.config import config_id, to_dict
+from workbench.models import LoadedModel
+from workbench.registered import load_registered
+from workbench.sources import SPLITS, ActivationSource, activation_rows, token_sequences
 from workbench.store import Store
 
 
@@ -66,7 +65,7 @@ class FeaturesConfig:
     def __post_init__(self) -> None:
         if not self.dict_id:
             raise ValueError("dict_id is required")
-        if self.split not in ("train", "eval"):
+        if self.split not in SPLITS:
             raise ValueError(f"split must be train or eval, got {self.split!r}")
         for name in ("tokens", "context", "n_top", "n_quantiles", "hist_bins", "forward_batch"):
             if getattr(self, name) < 1:
@@ -79,38 +78,31 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
     row = queries.dictionary_row(store, cfg.dict_id)  # unknown dictionary: LookupError before anything is written
     train_cfg = queries.run_config(store, row["run_id"])
     corpus, layout = cfg.corpus or train_cfg.get("corpus", "wiki"), train_cfg.get("layout", "packed")
-    run_id = "features-" + hashlib.sha256(json.dumps({**to_dict(cfg), "corpus": corpus}, sort_keys=True)
-                                          .encode()).hexdigest()[:12]
+    run_id = config_id("features", {**to_dict(cfg), "corpus": corpus})
     if store.run_status(run_id) == "finished":
         print(f"feature pages {run_id} already built")
         return run_id
-    loaded = load_model(row["model"])
-    sae = saes.load(row["path"], expected_d_in=int(row["d_in"]))
-    sae.check_compatible(hook_width(loaded, row["hook_point"]))   # d_in must match the hook point
-    ccfg = CollectConfig(model=row["model"], hook_point=row["hook_point"], corpus=corpus, split=cfg.split,
-                         layout=layout, context=cfg.context, tokens=cfg.tokens, batch_size=cfg.forward_batch)
-    store.begin_run(run_id, "features", {**to_dict(cfg), "corpus": corpus})
-    try:
-        tables = build_tables(cfg, loaded, sae, ccfg, run_id, progress)
-    except BaseException as err:
-        store.fail_run(run_id, repr(err))
-        raise
-    store.publish(run_id, tables)
+    _, loaded, sae = load_registered(store, cfg.dict_id)   # d_in must match the hook point
+    source = ActivationSource(model=row["model"], hook_point=row["hook_point"], corpus=corpus, layout=layout,
+                              context=cfg.context)
+    with store.running(run_id, "features", {**to_dict(cfg), "corpus": corpus}):
+        store.publish(run_id, build_tables(cfg, loaded, sae, source, run_id, progress))
     return run_id
 
 
-def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, ccfg: CollectConfig,
+def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSource, cfg: FeaturesConfig,
                 progress: bool) -> tuple[pa.Table, list[torch.Tensor], int]:
     """Encode every evaluation token once; return nonzero entries (feature, seq, pos, act), the
     sequences (the last one cut after the last encoded token) and the number of tokens encoded.
 
     Each row's (sequence, position) comes from the activation stream itself, so entries point at the
     token that produced them whether the rows were computed now or read from the cache."""
-    sequences = token_sequences(loaded, ccfg.corpus, ccfg.split, ccfg.layout, ccfg.context)()
+    sequences = token_sequences(loaded, source, cfg.split)()
     seqs: list[torch.Tensor] = []
     parts: list[pa.Table] = []
     n_rows, last_pos = 0, 0
-    for rows in tqdm(activation_rows(loaded, ccfg, progress=False), disable=not progress, desc="feature pass"):
+    stream = activation_rows(loaded, source, cfg.split, cfg.tokens, cfg.forward_batch, progress=False)
+    for rows in tqdm(stream, disable=not progress, desc="feature pass"):
         if not len(rows):
             continue
         seqs += itertools.islice(sequences, int(rows.seq[-1]) + 1 - len(seqs))
@@ -128,9 +120,9 @@ def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, ccfg: CollectConfig,
     return pa.concat_tables(parts), seqs, n_rows
 
 
-def build_tables(cfg: FeaturesConfig, loaded: LoadedModel, sae: saes.Dictionary, ccfg: CollectConfig,
+def build_tables(cfg: FeaturesConfig, loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSource,
                  run_id: str, progress: bool) -> dict[str, pd.DataFrame | pa.Table]:
-    entries, seqs, n_tokens = encode_pass(loaded, sae, ccfg, progress)
+    entries, seqs, n_tokens = encode_pass(loaded, sae, source, cfg, progress)
     con = duckdb.connect()
     con.register("entries", entries)
     stats = _feature_stats(con, cfg, n_tokens)
@@ -138,7 +130,7 @@ def build_tables(cfg: FeaturesConfig, loaded: LoadedModel, sae: saes.Dictionary,
     stats["top_logits"] = [json.dumps(logits[0][f]) if logits else "[]" for f in stats["feature"]]
     stats["bottom_logits"] = [json.dumps(logits[1][f]) if logits else "[]" for f in stats["feature"]]
     stats.insert(0, "dict_id", cfg.dict_id)
-    docs, tokens = _documents(loaded, seqs, ccfg.corpus, run_id)
+    docs, tokens = _documents(loaded, seqs, source.corpus, run_id)
     examples = _examples(con, cfg, tokens, run_id)
     return {"documents": docs, "tokens": tokens, "feature_stats": stats, "feature_examples": examples}
 
@@ -218,15 +210,17 @@ def _documents(loaded: LoadedModel, seqs: list[torch.Tensor], corpus: str,
 @torch.no_grad()
 def logit_effects(loaded: LoadedModel, sae: saes.Dictionary, n: int,
                   chunk: int = 512) -> tuple[list[list], list[list]] | None:
-    """Top/bottom tokens of W_dec[f] @ W_U per feature (direct logit effect); None if d_in != d_model."""
+    """Top/bottom tokens of (decoder direction of f) @ W_U per feature (direct logit effect); None if
+    d_in != d_model."""
     if sae.d_in != loaded.model.cfg.d_model or n == 0:
         return None
     W_U = loaded.model.W_U                                   # [d_model, vocab]
     vocab = loaded.tokenizer.convert_ids_to_tokens(list(range(W_U.shape[1])))
     name = [loaded.tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in vocab]
     top, bottom = [], []
+    directions = sae.decoder_directions()
     for start in range(0, sae.d_sae, chunk):
-        effect = sae.W_dec[start: start + chunk] @ W_U       # [chunk, vocab]
+        effect = directions[start: start + chunk] @ W_U       # [chunk, vocab]
         hi, lo = effect.topk(n, dim=1), effect.topk(n, dim=1, largest=False)
         top += [[[name[i], round(v, 4)] for v, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(*hi)]
         bottom += [[[name[i], round(v, 4)] for v, i in zip(vs.tolist(), ix.tolist())] for vs, ix in zip(*lo)]

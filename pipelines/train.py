@@ -1,12 +1,13 @@
-"""`workbench train`: train a sparse dictionary on a hook point's activations, evaluate it on held-out
-documents, save it (SAELens layout) and register it in the store with its metrics."""
+"""`workbench train`: fit a sparse dictionary on a hook point's activations by the procedure its
+method's registry entry names (`saes/fitting.py`), evaluate it on held-out documents, save it and
+register it in the store with its metrics."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,13 +15,14 @@ import pandas as pd
 import torch
 
 import saes
-from pipelines.collect import ActivationSource, CollectConfig, shard_key, token_sequences
-from saes.training import TrainConfig, Trainer
+from saes.fitting import FitSource, fit
+from saes.training import TrainConfig
 from workbench import metrics
-from workbench.activations import MixingBuffer, ShardCache, StreamConfig, cached_activations
-from workbench.config import to_dict
+from workbench.activations import MixingBuffer
+from workbench.config import config_id, to_dict
 from workbench.models import LoadedModel, load_model, parse_hook_point
-from workbench.paths import cache_dir, data_dir
+from workbench.paths import data_dir
+from workbench.sources import ActivationSource, activation_rows, hook_width, token_sequences
 from workbench.store import Store
 
 
@@ -69,34 +71,13 @@ class TrainSAEConfig(ActivationSource):
 
     def derived_id(self) -> str:
         body = {k: v for k, v in to_dict(self).items() if k != "dict_id"}
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
-        return self.dict_id or f"{self.architecture}-{self.hook_point.replace('.', '_')}-{digest}"
-
-
-def _collect_cfg(cfg: TrainSAEConfig, split: str, tokens: int) -> CollectConfig:
-    return CollectConfig(**cfg.source(), split=split, tokens=tokens, batch_size=cfg.forward_batch)
-
-
-def activation_rows(loaded: LoadedModel, ccfg: CollectConfig, progress: bool = True):
-    """Activations for a collect config, through (and filling) the same shard cache `collect` uses."""
-    sequences = token_sequences(loaded, ccfg.corpus, ccfg.split, ccfg.layout, ccfg.context)
-    stream = StreamConfig(hook_point=ccfg.hook_point, batch_size=ccfg.batch_size, token_budget=ccfg.tokens)
-    cache = ShardCache(cache_dir() / "activations", shard_key(ccfg), ccfg.shard_rows)
-    return cached_activations(loaded, sequences, stream, cache, progress)
+        return self.dict_id or config_id(f"{self.architecture}-{self.hook_point.replace('.', '_')}", body)
 
 
 def build_dictionary(cfg: TrainSAEConfig, loaded: LoadedModel) -> saes.Dictionary:
     d_in = hook_width(loaded, cfg.hook_point)
     return saes.create(cfg.architecture, d_in=d_in, d_sae=cfg.expansion * d_in, hook_point=cfg.hook_point,
                        model_name=cfg.model, seed=cfg.seed, **cfg.sae)
-
-
-def hook_width(loaded: LoadedModel, hook_point: str) -> int:
-    """Last-dimension width of a hook point (heads merged), from one short forward."""
-    from workbench.activations import hook_activations
-
-    act = hook_activations(loaded, hook_point, torch.tensor([[loaded.tokenizer.bos_token_id or 0] * 2]))
-    return int(act[0, 0].numel())
 
 
 def run(cfg: TrainSAEConfig, store: Store, progress: bool = True) -> str:
@@ -109,38 +90,40 @@ def run(cfg: TrainSAEConfig, store: Store, progress: bool = True) -> str:
     loaded = load_model(cfg.model)
     parse_hook_point(loaded, cfg.hook_point)
     sae = build_dictionary(cfg, loaded)                   # bad architecture fields fail here
-    store.begin_run(run_id, "train", to_dict(cfg))
-    try:
+    with store.running(run_id, "train", to_dict(cfg)):
         out_dir = data_dir() / "artifacts" / "dicts" / dict_id
         started = time.monotonic()
-        _train(cfg, loaded, sae, out_dir / "checkpoints", progress)
+        fit(sae, _fit_source(cfg, loaded, out_dir / "checkpoints", progress))
         minutes = (time.monotonic() - started) / 60
         row = _evaluate_and_save(cfg, loaded, sae, out_dir, dict_id, minutes, progress)
-    except BaseException as err:
-        store.fail_run(run_id, repr(err))
-        raise
-    store.publish(run_id, {"dictionaries": pd.DataFrame([row])})
+        store.publish(run_id, {"dictionaries": pd.DataFrame([row])})
     print(json.dumps({"dict_id": dict_id, **json.loads(row["metrics"])}, indent=1))
     return dict_id
 
 
-def _train(cfg: TrainSAEConfig, loaded: LoadedModel, sae: saes.Dictionary, ckpt_dir: Path, progress: bool) -> None:
-    rows = activation_rows(loaded, _collect_cfg(cfg, "train", cfg.tokens), progress=False)
-    batches = MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(r.acts for r in rows)
+def _fit_source(cfg: TrainSAEConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool) -> FitSource:
+    def rows() -> Iterator[torch.Tensor]:
+        return (r.acts for r in activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch,
+                                                progress=False))
+
+    def batches() -> Iterator[torch.Tensor]:
+        return MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(rows())
+
     tcfg = TrainConfig(total_tokens=cfg.tokens, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
                        sparsity_warmup_steps=cfg.sparsity_warmup_steps, seed=cfg.seed,
                        checkpoint_dir=str(ckpt_dir), checkpoint_every=100, progress_bar=progress,
                        dead_after_tokens=min(1_000_000, cfg.tokens // 4))
-    Trainer(sae, tcfg).fit(batches)
+    return FitSource(rows=rows, batches=batches, trainer=tcfg, progress=progress)
 
 
 @torch.no_grad()
 def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainSAEConfig, progress: bool = False) -> dict:
     """Held-out metrics: reconstruction and sparsity on eval tokens, CE/KL on eval sequences."""
-    x = torch.cat([r.acts for r in activation_rows(loaded, _collect_cfg(cfg, "eval", cfg.eval_tokens), progress)])
+    x = torch.cat([r.acts for r in activation_rows(loaded, cfg.source(), "eval", cfg.eval_tokens, cfg.forward_batch,
+                                                   progress=progress)])
     x_hat, code = sae(x)
     fires = metrics.fire_counts(code.indices, code.values, sae.d_sae)
-    seqs = token_sequences(loaded, cfg.corpus, "eval", cfg.layout, cfg.context)()
+    seqs = token_sequences(loaded, cfg.source(), "eval")()
     chosen = [s for _, s in zip(range(cfg.ce_sequences), seqs)]
     tokens = torch.stack([s[: min(map(len, chosen))] for s in chosen])  # chats differ in length: no padding in CE
     splice = metrics.splice_metrics(loaded.model, sae, tokens, skip_first=True)

@@ -2,7 +2,7 @@
 
 Spherical k-means over activations: the atoms are unit cluster directions of the centred data,
 picked from an activation stream by a few Lloyd iterations (no gradient, no trainer). A token's
-code is its `k` largest positive projections onto the atoms; decoding adds them back to the mean.
+code is its nearest atom with its (positive) projection on it; decoding adds that back to the mean.
 It registers with `fit="build"`, so `workbench train --architecture kmeans` builds it, and the
 feature pass, auto-interpretation, steering and the app's feature page use it through the
 `Dictionary` protocol alone.
@@ -25,8 +25,6 @@ from saes.base import Dictionary, DictionaryConfig, SparseCode
 class KMeansConfig(DictionaryConfig):
     """Spherical k-means atoms."""
 
-    k: int = 4
-    """Atoms per token's code."""
     iterations: int = 8
     """Lloyd iterations over the sample."""
     sample_rows: int = 4096
@@ -63,7 +61,7 @@ class KMeansDictionary(Dictionary):
 
     def encode(self, x: Tensor) -> SparseCode:
         self.check_compatible(x.shape[-1])
-        values, indices = torch.relu((x - self.mean) @ self.atoms.T).topk(self.cfg.k, dim=-1)
+        values, indices = torch.relu((x - self.mean) @ self.atoms.T).max(dim=-1, keepdim=True)
         return SparseCode(indices, values, self.d_sae)
 
     def decode(self, code: SparseCode) -> Tensor:

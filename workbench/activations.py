@@ -54,6 +54,21 @@ class StreamConfig:
 
 # -- one forward ---------------------------------------------------------------------------------
 
+PER_HEAD_HOOKS = ("attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_result")
+"""Hook points whose activations are `[..., n_heads, d_head]`; dictionaries read them with the heads
+merged into one `n_heads * d_head` vector per token (as SAELens does for hook_z)."""
+
+
+def merge_heads(act: torch.Tensor, hook_point: str) -> torch.Tensor:
+    """`[..., n_heads, d_head]` -> `[..., n_heads * d_head]` at per-head hook points; others unchanged."""
+    return act.flatten(-2) if hook_point.endswith(PER_HEAD_HOOKS) else act
+
+
+def split_heads(x: torch.Tensor, hook_point: str, n_heads: int) -> torch.Tensor:
+    """Inverse of `merge_heads`."""
+    return x.unflatten(-1, (n_heads, -1)) if hook_point.endswith(PER_HEAD_HOOKS) else x
+
+
 class _StopForward(Exception):
     """Raised by a hook to end the forward once the wanted activation is captured."""
 
@@ -99,10 +114,7 @@ def _hf_forward(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor) -> t
         pass
     finally:
         handle.remove()
-    act = captured["act"]
-    if hook_point.endswith("attn.hook_z"):  # [B, T, n_heads * d_head] -> [B, T, n_heads, d_head]
-        act = act.unflatten(-1, (loaded.model.cfg.n_heads, loaded.model.cfg.d_head))
-    return act
+    return split_heads(captured["act"], hook_point, loaded.model.cfg.n_heads)  # o_proj's input has heads merged
 
 
 def _tl_forward(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor, layer: int) -> torch.Tensor:
@@ -181,10 +193,10 @@ def _pad(batch: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, list[int
 
 
 def _flatten(acts: torch.Tensor, lengths: list[int], drop_first: bool, first_seq: int) -> Rows:
-    """[B, T, ...] -> rows of the real (unpadded) positions, optionally without position 0."""
+    """[B, T, d] -> rows of the real (unpadded) positions, optionally without position 0."""
     start = 1 if drop_first else 0
     spans = [range(start, n) for n in lengths]
-    return Rows(torch.cat([acts[i, s.start:s.stop].reshape(len(s), -1) for i, s in enumerate(spans)]).float(),
+    return Rows(torch.cat([acts[i, s.start:s.stop] for i, s in enumerate(spans)]).float(),
                 torch.cat([torch.full((len(s),), first_seq + i, dtype=torch.long) for i, s in enumerate(spans)]),
                 torch.cat([torch.arange(s.start, s.stop) for s in spans]))
 
@@ -201,7 +213,7 @@ def whole_batches(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: S
     done = 0
     try:
         for tokens, lengths in _padded_batches(sequences, cfg.batch_size, pad_id):
-            acts = hook_activations(loaded, cfg.hook_point, tokens, cfg.backend)
+            acts = merge_heads(hook_activations(loaded, cfg.hook_point, tokens, cfg.backend), cfg.hook_point)
             rows = _flatten(acts, lengths, cfg.drop_first, first_seq)
             first_seq += len(lengths)
             done += len(rows)

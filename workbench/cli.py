@@ -1,41 +1,21 @@
 """The `workbench` command: one subcommand per pipeline, options generated from its config dataclass.
 
-Pipelines live in `pipelines/` and are looked up by module path here, at call time, so the
-core library keeps no import-time dependency on them.
+Pipelines live in `pipelines/` and are looked up by name in `workbench.jobs`, at call time, so
+the core library keeps no import-time dependency on them.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable
 
+from workbench import jobs
 from workbench.config import add_arguments, build_config
 from workbench.store import Store
 
-# subcommand -> (module, config class, help); each module has `run(config, store)`.
-PIPELINES: dict[str, tuple[str, str, str]] = {
-    "collect": ("pipelines.collect", "CollectConfig", "stream activations at a hook point, record their statistics"),
-    "train": ("pipelines.train", "TrainSAEConfig", "train a sparse dictionary, evaluate it on held-out text, register it"),
-    "features": ("pipelines.features", "FeaturesConfig", "one pass over evaluation tokens: every feature's dashboard"),
-    "check-examples": ("pipelines.check_examples", "CheckExamplesConfig",
-                       "recompute every stored example from its stored tokens; fail if any differs"),
-    "interpret": ("pipelines.autointerp", "InterpretConfig", "explain features with an LLM and score the explanations"),
-    "llm serve": ("pipelines.autointerp.serve", "ServeConfig", "run the local OpenAI-compatible LLM server"),
-    "serve": ("app.serve", "ServeConfig", "launch the Gradio app (127.0.0.1 by default)"),
-    "demo": ("pipelines.demo", "DemoConfig", "the main job on the embedded default (SmolLM2 + shipped corpora)"),
-}
-
-
-def _pipeline_config(name: str) -> type:
-    module, cls, _ = PIPELINES[name]
-    return getattr(importlib.import_module(module), cls)
-
-
 def _run_pipeline(name: str, args: argparse.Namespace) -> None:
-    cfg = build_config(_pipeline_config(name), args, args.config)
-    importlib.import_module(PIPELINES[name][0]).run(cfg, Store(args.store))
+    jobs.run_config(name, build_config(jobs.config_class(name), args, args.config), Store(args.store))
 
 
 def _fetch(args: argparse.Namespace) -> None:
@@ -65,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", default=None, help="DuckDB file (default: data/workbench.duckdb)")
     sub = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
-    for name, (_, _, help_text) in PIPELINES.items():
+    for name, job in jobs.JOBS.items():
         group, _, leaf = name.rpartition(" ")   # "llm serve" -> `workbench llm serve`
         if group and group not in groups:
             groups[group] = sub.add_parser(group, help=f"{group} commands").add_subparsers(dest="action", required=True)
-        p = (groups[group] if group else sub).add_parser(leaf, help=help_text)
+        p = (groups[group] if group else sub).add_parser(leaf, help=job.help)
         p.add_argument("--config", default=None, help="TOML file with config fields (flags override it)")
-        add_arguments(p, _pipeline_config(name))
+        add_arguments(p, jobs.config_class(name))
         p.set_defaults(func=lambda a, n=name: _run_pipeline(n, a))
     p = sub.add_parser("fetch", help="download the pinned model and corpora into the cache")
     p.add_argument("--corpora", default="wiki,bbc,sharegpt,rotten-tomatoes,cities")

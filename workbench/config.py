@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import hashlib
 import inspect
+import json
 import textwrap
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,3 +101,10 @@ def _field_names(cls: type) -> set[str]:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def config_id(prefix: str, fields: Mapping[str, Any]) -> str:
+    """`{prefix}-{12 hex digits}`: a stable id over the fields that change a run's results, so
+    rerunning the same command resumes or skips the same run."""
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{prefix}-{digest}"

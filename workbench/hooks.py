@@ -7,8 +7,8 @@ Every context adds its hooks through `model.hooks(...)`, which removes exactly t
 (at its own context level) in a `finally`, so the model is clean after the block even when the
 block raises, and hooks the caller added elsewhere are left alone.
 
-A dictionary's `d_in` must match the activation's last dimension, or the product of its last two
-(`attn.hook_z` activations `[batch, pos, n_heads, d_head]` are flattened over heads, as in SAELens).
+A dictionary's `d_in` must match the activation's last dimension, with heads merged at per-head hook
+points (`attn.hook_z` activations `[batch, pos, n_heads, d_head]`, as in SAELens; `merge_heads`).
 Feature strengths and values are in the dictionary's activation units, and decoder directions are
 taken in the model's units (`Dictionary.decoder_directions`), so `steer` by `s` adds exactly what
 raising the latent's activation by `s` would add to the reconstruction.
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from workbench.activations import merge_heads
 
 if TYPE_CHECKING:
     from transformer_lens import HookedRootModule
@@ -47,21 +49,14 @@ def intervene(model: HookedRootModule, hook_point: str, fn: Callable[[Tensor], T
         yield
 
 
-def _as_tokens(activation: Tensor, d_in: int) -> Tensor:
-    """View `activation` as `[..., d_in]`, merging head dimensions of hook_z-style activations."""
-    if activation.shape[-1] == d_in:
-        return activation
-    if activation.dim() >= 2 and activation.shape[-2] * activation.shape[-1] == d_in:
-        return activation.flatten(-2)
-    raise ValueError(f"activation of shape {tuple(activation.shape)} does not fit a dictionary with d_in={d_in}")
-
-
 def _on_dictionary_input(model: HookedRootModule, sae: Dictionary, fn: Callable[[Tensor], Tensor],
                          skip_first: bool = False) -> AbstractContextManager[None]:
     """`intervene` at sae.hook_point with `fn` applied to the activation shaped `[..., d_in]`,
     optionally sparing position 0 (see `keep_first_position`)."""
     def wrapped(activation: Tensor) -> Tensor:
-        return fn(_as_tokens(activation, sae.d_in)).reshape(activation.shape)
+        x = merge_heads(activation, sae.hook_point)
+        sae.check_compatible(x.shape[-1])
+        return fn(x).reshape(activation.shape)
 
     return intervene(model, sae.hook_point, keep_first_position(wrapped) if skip_first else wrapped)
 

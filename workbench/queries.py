@@ -77,3 +77,16 @@ def search_explanations(store: Source, dict_id: str, text: str, limit: int = 50)
     return store.query(
         "SELECT feature, text FROM explanations WHERE dict_id = ? AND contains(lower(text), lower(?)) "
         "ORDER BY feature LIMIT ?", [dict_id, text, int(limit)])
+
+
+def score_summary(store: Source, base: str) -> pd.DataFrame:
+    """Mean and median score per scorer of interpret run `base` (real and shuffled-control rows), with
+    features counted and cost per feature: the explainer's tokens and seconds, and the scorer's own
+    LLM tokens (none for the local scorers)."""
+    return store.query(
+        "SELECT s.scorer, count(*) AS features, avg(s.score) AS mean_score, median(s.score) AS median_score, "
+        "avg(CAST(s.details->>'tokens_in' AS DOUBLE) + CAST(s.details->>'tokens_out' AS DOUBLE)) "
+        "AS score_tokens_per_feature, "
+        "avg(x.tokens_in + x.tokens_out) AS explain_tokens_per_feature, avg(x.seconds) AS explain_seconds "
+        "FROM scores s JOIN explanations x USING (expl_id) "
+        "WHERE starts_with(s.run_id, ?) AND s.score IS NOT NULL GROUP BY s.scorer ORDER BY s.scorer", [f"{base}/f"])

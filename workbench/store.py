@@ -254,6 +254,17 @@ class Store:
                         [run_id, kind, json.dumps(config, default=str), _now()])
         return True
 
+    @contextmanager
+    def running(self, run_id: str, kind: str, config: Mapping[str, Any]) -> Iterator[None]:
+        """A run's lifecycle: marked running on entry; an exception inside (Ctrl-C included) marks it
+        failed with the error and propagates. The block ends by publishing the run's rows."""
+        self.begin_run(run_id, kind, config)
+        try:
+            yield
+        except BaseException as err:
+            self.fail_run(run_id, repr(err))
+            raise
+
     def fail_run(self, run_id: str, error: str) -> None:
         with self.writer() as con:
             con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",

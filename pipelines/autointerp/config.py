@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 
 from pipelines.autointerp import prompts, scorers
 from pipelines.autointerp.serve import BACKENDS
+from workbench.config import config_id
 from workbench.llm import LLMConfig
 
 RUN_ID_IGNORES = ("features", "run_id", "progress", "export_dir", "max_in_flight", "llm_base_url", "llm_timeout_s",
@@ -129,5 +128,4 @@ class InterpretConfig:
         keep = {k: v for k, v in asdict(self).items() if k not in RUN_ID_IGNORES}
         keep.update(model=model, prompts=[prompts.EXPLAIN_VERSION, prompts.DETECTION_VERSION, prompts.FUZZING_VERSION,
                                           prompts.SURPRISAL_VERSION, prompts.INTERVENTION_VERSION])
-        digest = hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
-        return f"interpret-{self.dict_id}-{digest}"
+        return config_id(f"interpret-{self.dict_id}", keep)

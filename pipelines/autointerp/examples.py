@@ -18,7 +18,7 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 
-from workbench.activations import hook_activations
+from workbench.activations import hook_activations, merge_heads
 from workbench.models import LoadedModel
 from workbench.store import Store
 
@@ -157,7 +157,7 @@ def inactive_examples(loaded: LoadedModel, sae, docs: pd.DataFrame, features: Se
     for i in range(0, len(candidates), batch):
         ids = torch.tensor([([bos] if bos is not None else []) + c.ids for c in candidates[i:i + batch]])
         acts = hook_activations(loaded, sae.hook_point, ids)
-        acts = (acts.flatten(-2) if acts.dim() == 4 else acts).clone()  # the CPU top-k kernel rejects inference tensors
+        acts = merge_heads(acts, sae.hook_point).clone()  # the CPU top-k kernel rejects inference tensors
         dense = sae.encode(acts[:, 1:] if bos is not None else acts).dense()[..., list(features)]
         maxima.append(dense.amax(dim=1))  # [B, n_features]
     peak = torch.cat(maxima) if maxima else torch.zeros(0, len(features))

@@ -23,7 +23,6 @@ import httpx
 import pandas as pd
 from tqdm.auto import tqdm
 
-import saes
 from pipelines.autointerp import llamacpp, storage
 from pipelines.autointerp.config import InterpretConfig
 from pipelines.autointerp.examples import FeatureData, feature_pass_docs, inactive_examples, split_examples
@@ -33,6 +32,7 @@ from pipelines.autointerp.serve import LocalServer, ServeConfig
 from workbench import queries
 from workbench.llm import LLMClient, LLMError, run_sync
 from workbench.models import load_model
+from workbench.registered import load_dictionary
 from workbench.store import Store
 
 RECOVERABLE = (LLMError, ExplainError, ScoreError)
@@ -94,7 +94,7 @@ class Job:
         self.skipped: dict[int, str] = {}
         subject = cache(lambda: load_model(row["model"]))
         scorer_model = cache(lambda: load_model(cfg.scorer_model) if cfg.scorer_model else subject())
-        sae = cache(lambda: saes.load(row["path"], expected_d_in=int(row["d_in"])))
+        sae = cache(lambda: load_dictionary(row))
         self.ctx = ScoreContext(client, subject, scorer_model, sae, options={
             "intervention_prompts": cfg.intervention_prompts, "intervention_tokens": cfg.intervention_tokens,
             "intervention_kl": cfg.intervention_kl})
@@ -207,13 +207,9 @@ def run(cfg: InterpretConfig, store: Store) -> str:
         if not todo:
             print(f"{base}: all {len(cfg.feature_ids)} features already scored")
             return base
-        store.begin_run(base, "interpret", {**asdict(cfg), "resolved_model": model, "base_url": url})
-        job = Job(cfg, store, row, LLMClient(cfg.llm_config(model, url)), base)
-        try:
+        with store.running(base, "interpret", {**asdict(cfg), "resolved_model": model, "base_url": url}):
+            job = Job(cfg, store, row, LLMClient(cfg.llm_config(model, url)), base)
             run_sync(job.run(todo))
-        except BaseException as err:
-            store.fail_run(base, repr(err))
-            raise
     _finish(store, base, job)
     if cfg.export_dir:
         print(f"exported to {storage.export_delphi(store, base, cfg.export_dir)}")
@@ -232,5 +228,5 @@ def _finish(store: Store, base: str, job: Job) -> None:
 
 
 def results(store: Store, base: str) -> pd.DataFrame:
-    """Mean score per scorer, real vs shuffled controls (see storage.summary)."""
-    return storage.summary(store, base)
+    """Mean score per scorer, real vs shuffled controls (see queries.score_summary)."""
+    return queries.score_summary(store, base)

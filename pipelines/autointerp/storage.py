@@ -51,19 +51,6 @@ def stored_explanations(store: Store, base: str) -> pd.DataFrame:
     return store.query("SELECT * FROM explanations WHERE starts_with(run_id, ?) ORDER BY feature", [f"{base}/f"])
 
 
-def summary(store: Store, base: str) -> pd.DataFrame:
-    """Mean and median score per scorer (real and shuffled-control rows), with features counted and
-    cost per feature: the explainer's tokens and seconds, and the scorer's own LLM tokens (none for
-    the local scorers)."""
-    return store.query(
-        "SELECT s.scorer, count(*) AS features, avg(s.score) AS mean_score, median(s.score) AS median_score, "
-        "avg(CAST(s.details->>'tokens_in' AS DOUBLE) + CAST(s.details->>'tokens_out' AS DOUBLE)) "
-        "AS score_tokens_per_feature, "
-        "avg(x.tokens_in + x.tokens_out) AS explain_tokens_per_feature, avg(x.seconds) AS explain_seconds "
-        "FROM scores s JOIN explanations x USING (expl_id) "
-        "WHERE starts_with(s.run_id, ?) AND s.score IS NOT NULL GROUP BY s.scorer ORDER BY s.scorer", [f"{base}/f"])
-
-
 def export_delphi(store: Store, base: str, out_dir: str | Path) -> Path:
     """Delphi's layout: explanations/{dict}_latent{f}.txt (a JSON string) and
     scores/{scorer}/{dict}_latent{f}.txt (the per-example list), plus a summary.json of scores."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.jobs import run_job
 from workbench.store import Store
 
 DICT_ID = "tiny-topk-testbed"
@@ -22,8 +23,6 @@ D_SAE = 256
 def build(store: Store, folder: Path, tokens: int = 4000) -> str:
     """Save the dictionary under `folder`, register it in `store`, run the feature pass; returns its dict id."""
     import saes
-    from pipelines.features import FeaturesConfig
-    from pipelines.features import run as features_run
 
     sae = saes.create("topk", d_in=64, d_sae=D_SAE, k=2, hook_point="blocks.1.hook_resid_post", model_name="tiny")
     sae_dir = sae.save(folder / "sae")
@@ -32,8 +31,8 @@ def build(store: Store, folder: Path, tokens: int = 4000) -> str:
            "created_at": datetime(2026, 1, 1)}
     store.begin_run(f"train-{DICT_ID}", "train", {"corpus": "wiki-sample"})
     store.publish(f"train-{DICT_ID}", {"dictionaries": pd.DataFrame([row])})
-    features_run(FeaturesConfig(dict_id=DICT_ID, corpus="wiki-sample", tokens=tokens, context=64,
-                                window_before=12, window_after=4), store, progress=False)
+    run_job("features", store, progress=False, dict_id=DICT_ID, corpus="wiki-sample", tokens=tokens, context=64,
+            window_before=12, window_after=4)
     return DICT_ID
 
 

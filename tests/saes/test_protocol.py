@@ -29,7 +29,7 @@ def data(n: int = 600, seed: int = 3) -> torch.Tensor:
 def fitted(request) -> Iterator[saes.Dictionary]:
     """A fitted dictionary of each method; the k-means method is registered for the test's duration."""
     with kmeans_registered():
-        extra = {"k": 4} if request.param in ("kmeans", "topk") else {}
+        extra = {"k": 4} if request.param == "topk" else {}
         dictionary = saes.create(request.param, d_in=D_IN, d_sae=D_SAE, hook_point="blocks.0.hook_resid_post",
                                  **extra)
         rows = data()

@@ -1,0 +1,52 @@
+"""The pipelines by name: the CLI's subcommands and `run_job` (the demo, notebooks) read this table.
+
+Pipelines are looked up by module path at call time, so `workbench/` keeps no import-time
+dependency on `pipelines/`, and a pipeline that runs another (the demo) does it by name, never by
+importing it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, NamedTuple
+
+from workbench.store import Store
+
+
+class Job(NamedTuple):
+    module: str
+    """Module with `run(config, store)`."""
+    config: str
+    """Its config dataclass."""
+    help: str
+
+
+JOBS: dict[str, Job] = {
+    "collect": Job("pipelines.collect", "CollectConfig", "stream activations at a hook point, record their statistics"),
+    "train": Job("pipelines.train", "TrainSAEConfig",
+                 "fit a sparse dictionary by its method's procedure, evaluate it on held-out text, register it"),
+    "features": Job("pipelines.features", "FeaturesConfig", "one pass over evaluation tokens: every feature's dashboard"),
+    "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",
+                          "recompute every stored example from its stored tokens; fail if any differs"),
+    "interpret": Job("pipelines.autointerp", "InterpretConfig", "explain features with an LLM and score the explanations"),
+    "llm serve": Job("pipelines.autointerp.serve", "ServeConfig", "run the local OpenAI-compatible LLM server"),
+    "serve": Job("app.serve", "ServeConfig", "launch the Gradio app (127.0.0.1 by default)"),
+    "demo": Job("pipelines.demo", "DemoConfig", "the main job on the embedded default (SmolLM2 + shipped corpora)"),
+}
+
+
+def config_class(name: str) -> type:
+    job = JOBS[name]
+    return getattr(importlib.import_module(job.module), job.config)
+
+
+def run_config(name: str, cfg: Any, store: Store, **options: Any) -> Any:
+    """Run pipeline `name` with a built config (`options`: its run's keywords, e.g. progress=False);
+    returns what its `run` returns (usually a run id)."""
+    return importlib.import_module(JOBS[name].module).run(cfg, store, **options)
+
+
+def run_job(name: str, store: Store, progress: bool = True, **fields: Any) -> Any:
+    """Build pipeline `name`'s config from `fields` (validated on construction) and run it."""
+    options = {} if progress else {"progress": False}
+    return run_config(name, config_class(name)(**fields), store, **options)
