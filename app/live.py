@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import NamedTuple, cast
 
 import pandas as pd
 import torch
@@ -25,7 +25,7 @@ from workbench.registered import load_dictionary
 from workbench.store import Store
 
 MAX_PROMPT_TOKENS = 256
-INTERVENTIONS = {"steer": steer, "clamp": clamp}
+INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[None]]] = {"steer": steer, "clamp": clamp}
 """Steering modes: `steer` adds strength x decoder direction; `clamp` sets the activation."""
 
 
@@ -111,7 +111,7 @@ class LiveModels:
             tokens = self.tokens(text)
             acts = hook_activations(loaded, sae.hook_point, tokens)[0]  # [T, ...]
             code = sae.encode(merge_heads(acts, sae.hook_point))
-            strs = loaded.model.to_str_tokens(tokens[0])
+            strs = cast(list[str], loaded.model.to_str_tokens(tokens[0]))   # one sequence in, one list out
         values, indices = code.values[:, :per_token], code.indices[:, :per_token]
         rows = [(pos, strs[pos], rank + 1, int(indices[pos, rank]), float(values[pos, rank]))
                 for pos in range(len(strs)) for rank in range(values.shape[1]) if values[pos, rank] > 0]
@@ -138,4 +138,5 @@ class LiveModels:
         loaded = self.model()
         out = loaded.model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
                                     return_type="tokens")
+        assert isinstance(out, torch.Tensor)
         return loaded.tokenizer.decode(out[0, tokens.shape[1]:].tolist(), skip_special_tokens=True)

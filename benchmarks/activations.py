@@ -56,7 +56,7 @@ def main() -> None:
     variants = {"bare transformers": bare, "ours (stream)": lambda: stream("auto"),
                 "TransformerLens": lambda: stream("tl")}
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for name, fn in variants.items():
+    for fn in variants.values():
         fn()  # warm-up
     for _ in range(args.reps):
         for name, fn in variants.items():

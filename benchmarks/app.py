@@ -23,12 +23,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import duckdb
-import numpy as np
+import duckdb  # noqa: E402  (after the sys.path insert above, as every import below)
+import numpy as np  # noqa: E402
 
-import app  # noqa: F401  (telemetry off before gradio is imported)
-from workbench.paths import cache_dir
-from workbench.store import Store
+import app  # noqa: E402, F401  (telemetry off before gradio is imported)
+from workbench.paths import cache_dir  # noqa: E402
+from workbench.store import Store  # noqa: E402
 
 DICT_ID = "bench-topk"
 # Shaped like pipelines/features.py's defaults: 20 top + 10 quantile bins x 5 examples per feature,
@@ -91,7 +91,8 @@ def build(path: Path, n_features: int) -> None:
         "dictionaries": con.sql(f"""
             SELECT '{DICT_ID}' AS dict_id, 'topk' AS method, 'tiny' AS model, 'blocks.0.hook_resid_post' AS hook_point,
                    64 AS d_in, {n_features} AS d_dict, '' AS path, '{{}}' AS config,
-                   '{{"fvu": 0.2, "l0": 32, "dead_frac_eval": 0.01}}' AS metrics, now()::TIMESTAMP AS created_at""").to_arrow_table(),
+                   '{{"fvu": 0.2, "l0": 32, "dead_frac_eval": 0.01}}' AS metrics,
+                   now()::TIMESTAMP AS created_at""").to_arrow_table(),
     }
     con.close()
     print(f"generated {n_rows:,} example rows, {n_docs * DOC_LEN:,} tokens in {time.perf_counter() - t0:.1f}s")

@@ -38,8 +38,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -264,7 +264,8 @@ def print_encoder_table(rows: list[dict]) -> dict[str, float]:
             r = row[v]
             name = f"ours {r['cfg']}" if "cfg" in r else v
             print(f"| {m} | {k} | {name} | {1e3 * r['s']:.1f} | {r['mb']:.0f} | {2 * N * D_IN * m / r['s'] / 1e9:.0f} "
-                  f"| {lit['s'] / r['s']:.2f}x | {r['mb'] / max(lit['mb'], 1e-9):.3f} | {100 * gemm['s'] / r['s']:.0f}% |")
+                  f"| {lit['s'] / r['s']:.2f}x | {r['mb'] / max(lit['mb'], 1e-9):.3f} "
+                  f"| {100 * gemm['s'] / r['s']:.0f}% |")
         ours = row["ours"]
         worst["speedup_vs_literal_min"] = min(worst["speedup_vs_literal_min"], lit["s"] / ours["s"])
         worst["mem_frac_of_literal_max"] = max(worst["mem_frac_of_literal_max"], ours["mb"] / max(lit["mb"], 1e-9))
@@ -328,7 +329,8 @@ def trained_sae_table(sae_dir: str, shard: str, reps: int) -> str:
             fn = encoder_fn(name, {"x": x, "W_enc": W, "b_enc": b_enc, "b_dec": b_dec}, k, None)
             times[name] = time_calls(fn, reps, cuda=False)
         lit, fp32, ours = times["literal"], times["ours fp32"], times["ours"]
-        print(f"| {k} | {1e3 * lit:.1f} | {1e3 * fp32:.1f} | {1e3 * ours:.1f} | {lit / ours:.2f}x | {fp32 / ours:.2f}x |")
+        print(f"| {k} | {1e3 * lit:.1f} | {1e3 * fp32:.1f} | {1e3 * ours:.1f} | {lit / ours:.2f}x "
+              f"| {fp32 / ours:.2f}x |")
         worst["trained_speedup_vs_literal_min"] = min(worst["trained_speedup_vs_literal_min"], lit / ours)
         worst["trained_screen_vs_fp32_min"] = min(worst["trained_screen_vs_fp32_min"], fp32 / ours)
     return "RESULT " + " ".join(f"{key}={val:.3g}" for key, val in worst.items())

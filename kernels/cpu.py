@@ -89,7 +89,7 @@ def use_screen(n_rows: int) -> bool:
     if forced in ("0", "1"):
         return forced == "1"
     # Without oneDNN (torch.backends.mkldnn.enabled = False) bf16 GEMMs take a slow path.
-    return n_rows >= SCREEN_MIN_ROWS and torch.backends.mkldnn.enabled and cpu_has_fast_bf16()
+    return n_rows >= SCREEN_MIN_ROWS and bool(torch.backends.mkldnn.enabled) and cpu_has_fast_bf16()
 
 
 def topk_encode_cpu(

@@ -23,7 +23,7 @@ try:
     from kernels.triton_topk import MAX_K as TRITON_MAX_K
     from kernels.triton_topk import topk_encode_triton
 except ImportError:  # triton is an optional (GPU / dev) dependency
-    topk_encode_triton = None
+    topk_encode_triton = None  # type: ignore[assignment]
     TRITON_MAX_K = 0
 
 KILL_SWITCH = "WORKBENCH_DISABLE_KERNELS"

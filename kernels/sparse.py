@@ -9,7 +9,7 @@ in the transposed [d_sae, d_in] layout, where they are contiguous rows.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,7 @@ class SparseTopKEncode(torch.autograd.Function):
     """values, indices = topk(act((x - b_dec) @ W_enc + b_enc), k); backward over the k winners only."""
 
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, b_dec, k, threshold, encode):  # type: ignore[override]
+    def forward(ctx, x, W_enc, b_enc, b_dec, k, threshold, encode):
         xc = x - b_dec  # [N, d_in]
         values, indices = encode(xc, W_enc, b_enc, k, threshold)  # [N, k] each
         ctx.save_for_backward(xc, W_enc, values, indices)
@@ -62,7 +62,7 @@ class SparseTopKEncode(torch.autograd.Function):
         return values, indices
 
     @staticmethod
-    def backward(ctx, grad_values, _grad_indices):  # type: ignore[override]
+    def backward(ctx, grad_values, _grad_indices):
         xc, W_enc, values, indices = ctx.saved_tensors
         # ReLU / JumpReLU pass the gradient only where the kept activation is non-zero.
         grad_pre = grad_values * (values > 0).to(grad_values.dtype)  # [N, k]

@@ -47,19 +47,16 @@ class RunningStats:
 
     def __init__(self) -> None:
         self.n = 0
-        self.sum: torch.Tensor | None = None
-        self.sumsq: torch.Tensor | None = None
+        self.sum = torch.zeros((), dtype=torch.float64)     # becomes [d] with the first rows
+        self.sumsq = torch.zeros((), dtype=torch.float64)
         self.norm_sum = 0.0
         self.norm_sumsq = 0.0
 
     def update(self, rows: torch.Tensor) -> None:
         rows = rows.double()
-        if self.sum is None:
-            self.sum = torch.zeros(rows.shape[1], dtype=torch.float64)
-            self.sumsq = torch.zeros_like(self.sum)
         self.n += len(rows)
-        self.sum += rows.sum(0)
-        self.sumsq += (rows * rows).sum(0)
+        self.sum = self.sum + rows.sum(0)
+        self.sumsq = self.sumsq + (rows * rows).sum(0)
         norms = rows.norm(dim=1)
         self.norm_sum += norms.sum().item()
         self.norm_sumsq += (norms * norms).sum().item()

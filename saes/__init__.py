@@ -7,6 +7,8 @@ Importing the package registers every method; `saes.registry.names()` lists them
     sae.save("out/sae"); sae = Dictionary.load("out/sae", expected_d_in=576)
 """
 
+from typing import Any
+
 from saes import registry
 from saes.base import Dictionary, DictionaryConfig, SparseCode
 from saes.jumprelu import JumpReLUConfig, JumpReLUSAE
@@ -15,7 +17,7 @@ from saes.sae import SAE, SAEConfig, TrainOutput
 from saes.topk import TopKConfig, TopKSAE
 
 
-def create(architecture: str, **fields: object) -> Dictionary:
+def create(architecture: str, **fields: Any) -> Dictionary:
     """Build a dictionary by registry name: `create("topk", d_in=64, d_sae=256, k=8)`."""
     method = registry.get(architecture)
     return method.module_class(method.config_class(**fields))

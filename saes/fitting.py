@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from torch import Tensor
 
 from saes import registry
 from saes.base import Dictionary
+from saes.sae import SAE
 from saes.training import TrainConfig, Trainer
 
 
@@ -30,12 +32,18 @@ class FitSource:
     progress: bool = True
 
 
+class Buildable(Protocol):
+    """What a method registered with `fit="build"` has (the registry checks it)."""
+
+    def build(self, rows: Iterator[Tensor], progress: bool = True) -> None: ...
+
+
 def _gradient(dictionary: Dictionary, source: FitSource) -> None:
-    Trainer(dictionary, source.trainer).fit(source.batches())  # type: ignore[arg-type]  # registry checks SAE
+    Trainer(cast(SAE, dictionary), source.trainer).fit(source.batches())   # the registry checks it is an SAE
 
 
 def _build(dictionary: Dictionary, source: FitSource) -> None:
-    dictionary.build(source.rows(), progress=source.progress)  # type: ignore[attr-defined]  # registry checks
+    cast(Buildable, dictionary).build(source.rows(), progress=source.progress)
 
 
 PROCEDURES: dict[str, Callable[[Dictionary, FitSource], None]] = {"gradient": _gradient, "build": _build}

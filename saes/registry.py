@@ -75,8 +75,8 @@ def names(fit: str | None = None) -> list[str]:
 
 def by_saelens_architecture(saelens_name: str) -> str:
     """Our architecture name for a SAELens `cfg.json` "architecture" value (e.g. standard -> relu)."""
-    readers = {getattr(m.module_class, "saelens_architecture", None): name for name, m in _REGISTRY.items()}
-    readers.pop(None, None)
+    readers = {m.module_class.saelens_architecture: name for name, m in _REGISTRY.items()
+               if hasattr(m.module_class, "saelens_architecture")}
     if saelens_name in readers:
         return readers[saelens_name]
     raise ValueError(f"no dictionary method reads SAELens architecture {saelens_name!r}; "

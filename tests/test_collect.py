@@ -10,7 +10,8 @@ import pytest
 from workbench.store import Store
 
 COLLECT = ["-m", "workbench.cli", "--store", "{store}", "collect", "--model", "tiny", "--corpus", "wiki-sample",
-           "--hook-point", "blocks.1.hook_resid_post", "--tokens", "15000", "--batch-size", "1", "--context", "64", "--shard-rows", "300"]
+           "--hook-point", "blocks.1.hook_resid_post", "--tokens", "15000", "--batch-size", "1", "--context", "64",
+           "--shard-rows", "300"]
 
 
 def subprocess_env(data) -> dict[str, str]:

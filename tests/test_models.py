@@ -32,8 +32,8 @@ def test_smollm2_logit_parity(smollm2):
 
 def test_smollm2_greedy_answer(smollm2):
     tok = smollm2.tokenizer
-    text = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
-                                   tokenize=False, add_generation_prompt=True)
+    question = "What is the capital of France? Answer in one sentence."
+    text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
     out = smollm2.hf.generate(ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids.shape[1]:])

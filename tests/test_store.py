@@ -143,4 +143,5 @@ def test_threads_read_while_the_same_process_publishes(tmp_path):
     for t in threads:
         t.join()
     assert not errors and len(counts) == 60
-    assert set(counts) <= set(range(1, 7)) and store.query("SELECT count(*) AS n FROM activation_stats")["n"].item() == 6
+    assert set(counts) <= set(range(1, 7))
+    assert store.query("SELECT count(*) AS n FROM activation_stats")["n"].item() == 6

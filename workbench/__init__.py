@@ -79,7 +79,8 @@ class DictionaryView:
 
         stats = queries.feature_stats(self.store, self.dict_id, feature)
         if stats is None:
-            raise LookupError(f"feature {feature} of {self.dict_id} has no statistics (never fired, or no feature pass)")
+            raise LookupError(f"feature {feature} of {self.dict_id} has no statistics "
+                              "(never fired, or no feature pass)")
         edges = list(stats["hist_edges"])
         centers = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
         fig = go.Figure(go.Bar(x=centers, y=list(stats["hist_counts"]), width=edges[1] - edges[0]))

@@ -96,7 +96,10 @@ def _first_tensor(value) -> torch.Tensor:
 
 
 def _hf_forward(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor) -> torch.Tensor:
-    module, which = _hf_target(loaded.hf, hook_point)
+    target = _hf_target(loaded.hf, hook_point)
+    if target is None:
+        raise ValueError(f"hook point {hook_point!r} has no HF fast path for {loaded.name}")
+    module, which = target
     captured: dict[str, torch.Tensor] = {}
 
     def grab(tensor: torch.Tensor) -> None:

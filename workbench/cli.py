@@ -14,6 +14,7 @@ from workbench import jobs
 from workbench.config import add_arguments, build_config
 from workbench.store import Store
 
+
 def _run_pipeline(name: str, args: argparse.Namespace) -> None:
     jobs.run_config(name, build_config(jobs.config_class(name), args, args.config), Store(args.store))
 

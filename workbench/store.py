@@ -305,7 +305,8 @@ class Store:
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The store's schema version on an open connection (0 before the first migration)."""
     try:
-        return con.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+        row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+        return (row[0] if row else 0) or 0
     except duckdb.CatalogException:
         return 0
 

@@ -91,7 +91,7 @@ def qwen_hf_dir() -> Path:
         gguf = qwen_gguf()
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        model.hf_quantizer.remove_quantization_config(model)  # save_pretrained refuses a "gguf-quantized" model
+        model.hf_quantizer.remove_quantization_config(model)  # type: ignore[union-attr,operator]  # else save refuses
         tmp = target.with_suffix(".partial")
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

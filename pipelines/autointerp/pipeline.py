@@ -143,7 +143,7 @@ class Job:
     async def score(self, f: int, data: FeatureData, text: str, control: tuple[int, str] | None) -> None:
         """All scorers on the real explanation (and the control): the LLM scorers' requests concurrently,
         then the local scorers in turn (run alongside a local server they would compete for its cores)."""
-        jobs = [(name, name, text, {}) for name in self.scorers]
+        jobs: list[tuple[str, str, str, dict]] = [(name, name, text, {}) for name in self.scorers]
         if control is not None:
             jobs += [(f"{name}:shuffled", name, control[1], {"control": "shuffled", "explanation": control[1],
                                                              "source_feature": control[0]}) for name in self.scorers]

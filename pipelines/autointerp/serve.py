@@ -146,13 +146,14 @@ class LocalServer:
 
     def stop(self) -> None:
         """SIGTERM (uvicorn and llama.cpp shut down cleanly on it), then SIGKILL after 10 s."""
-        if self.alive():
-            self.proc.terminate()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
             try:
-                self.proc.wait(10)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                proc.kill()
+                proc.wait()
         self._log.close()
 
     def wait(self) -> int:

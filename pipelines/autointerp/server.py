@@ -104,8 +104,8 @@ class Generator:
         finish = "stop" if new and new[-1] == self.tokenizer.eos_token_id else "length"
         if finish == "stop":
             new = new[:-1]
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+        text = str(self.tokenizer.decode(new, skip_special_tokens=True))  # one sequence in, one string out
+        stops: list[str] = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
         cut = min((text.find(s) for s in stops if s in text), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"

@@ -35,7 +35,8 @@ def test_backend_choice_on_cpu() -> None:
     assert dispatch.select_kernel(torch.zeros(2, 3, dtype=torch.bfloat16), 4) is topk_encode_blocked
 
 
-@pytest.mark.parametrize("case", [Case(0, 8, 40, 3), Case(1, 9, 50, 50), Case(17, 10, 70, 1, strided=True)], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [Case(0, 8, 40, 3), Case(1, 9, 50, 50), Case(17, 10, 70, 1, strided=True)],
+                         ids=lambda c: c.id)
 def test_raw_matches_reference(case: Case) -> None:
     x, W_enc, b_enc, b_dec, thr = make_inputs(case)
     values, indices = dispatch.topk_encode_raw(x, W_enc, b_enc, b_dec, case.k, thr)

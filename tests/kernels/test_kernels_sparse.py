@@ -20,9 +20,11 @@ def dense_decode(values: Tensor, indices: Tensor, W_dec: Tensor, b_dec: Tensor) 
 
 def test_sparse_decode_matches_dense() -> None:
     g = torch.Generator().manual_seed(1)
-    values, W_dec, b_dec = torch.randn(17, 6, generator=g), torch.randn(90, 13, generator=g), torch.randn(13, generator=g)
+    values, W_dec = torch.randn(17, 6, generator=g), torch.randn(90, 13, generator=g)
+    b_dec = torch.randn(13, generator=g)
     indices = torch.stack([torch.randperm(90, generator=g)[:6] for _ in range(17)])
-    torch.testing.assert_close(sparse_decode(values, indices, W_dec, b_dec), dense_decode(values, indices, W_dec, b_dec))
+    torch.testing.assert_close(sparse_decode(values, indices, W_dec, b_dec),
+                               dense_decode(values, indices, W_dec, b_dec))
 
 
 def test_sparse_decode_empty_batch_and_leading_dims() -> None:
@@ -65,7 +67,8 @@ def grads(sae: TinySAE, x: Tensor, sparse: bool) -> dict[str, Tensor]:
     return out
 
 
-CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu,
+                                   pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])

@@ -30,7 +30,8 @@ def test_interpreter_matches_reference() -> None:
 
 
 def test_imports_without_gpu() -> None:
-    proc = _run(["-c", "import kernels.triton_topk, kernels.dispatch as d; print(d.topk_encode_triton is not None)"], interpret=False)
+    proc = _run(["-c", "import kernels.triton_topk, kernels.dispatch as d; print(d.topk_encode_triton is not None)"],
+                interpret=False)
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr
 
 

@@ -74,6 +74,7 @@ def _continue(loaded: LoadedModel, text: str, n_new: int) -> str:
     ids = prompt_ids(loaded, text)
     out = loaded.model.generate(torch.tensor([ids]), max_new_tokens=n_new, do_sample=False, stop_at_eos=False,
                                 verbose=False, use_past_kv_cache=True)
+    assert isinstance(out, Tensor)   # token ids in, token ids out
     return loaded.tokenizer.decode(out[0, len(ids):].tolist())
 
 
