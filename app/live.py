@@ -77,7 +77,7 @@ class LiveModels:
     def model(self) -> LoadedModel:
         with self._lock:
             if self._model is None:
-                self._model = load_model(self.model_name)
+                self._model = load_model(self.model_name, store=self.store)
             return self._model
 
     def dictionary(self, dict_id: str) -> Dictionary:

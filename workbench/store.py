@@ -55,6 +55,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE feature_examples ADD COLUMN window_tokens VARCHAR[];
     """,
+    # 3: model variants (workbench/variants.py): models the project changed, with their parent.
+    """
+    CREATE TABLE models(run_id VARCHAR, name VARCHAR, parent VARCHAR, how JSON, path VARCHAR,
+        created_at TIMESTAMP);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 LOCK_RETRY_SECONDS = 10.0

@@ -92,8 +92,8 @@ class Job:
         self.scorers = {name: SCORERS[name]() for name in cfg.scorers}
         self.failures: dict[int, str] = {}
         self.skipped: dict[int, str] = {}
-        subject = cache(lambda: load_model(row["model"]))
-        scorer_model = cache(lambda: load_model(cfg.scorer_model) if cfg.scorer_model else subject())
+        subject = cache(lambda: load_model(row["model"], store=store))
+        scorer_model = cache(lambda: load_model(cfg.scorer_model, store=store) if cfg.scorer_model else subject())
         sae = cache(lambda: load_dictionary(row))
         self.ctx = ScoreContext(client, subject, scorer_model, sae, options={
             "intervention_prompts": cfg.intervention_prompts, "intervention_tokens": cfg.intervention_tokens,

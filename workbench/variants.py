@@ -1,0 +1,78 @@
+"""Model variants: a model the project changed (LoRA merged, codebooks inserted, finetuned), saved as a
+local Hugging Face folder plus any extra modules it needs, registered in the store's `models` table
+with its parent and how it was made, and loadable by name through `workbench.models.load_model`.
+
+    save_variant(store, "smollm2-bbc-lora", parent="smollm2-135m-instruct",
+                 how={"method": "lora", "corpus": "bbc", "steps": 200}, hf_model=merged, tokenizer=tok)
+    load_model("smollm2-bbc-lora", store=store)
+
+Extra modules (e.g. a codebook the variant runs with) are tensors saved beside the weights
+(`extra_modules.safetensors`); the method that inserts them reads them back with `load_extras`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from workbench.paths import data_dir
+from workbench.store import Store
+
+VARIANT_FILE = "workbench_variant.json"
+EXTRAS_FILE = "extra_modules.safetensors"
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def variant_path(store: Store, name: str) -> Path | None:
+    """Folder of the registered variant `name`, or None (an absent store file is not created)."""
+    if not store.path.exists():
+        return None
+    df = store.query("SELECT path FROM models WHERE name = ?", [name])
+    return Path(df["path"].iloc[0]) if len(df) else None
+
+
+def save_variant(store: Store, name: str, parent: str, how: Mapping[str, Any], hf_model: Any, tokenizer: Any,
+                 extras: Mapping[str, Tensor] | None = None) -> Path:
+    """Save `hf_model` + `tokenizer` (+ `extras`) under data/artifacts/models/`name` and register it.
+
+    ValueError, before anything is written, for a name that is malformed, a built-in model's or
+    already registered, or a parent that is neither a known model nor a registered variant."""
+    from workbench.models import model_names
+
+    if not NAME.fullmatch(name):
+        raise ValueError(f"variant name {name!r} must be 1-64 lowercase letters, digits, '.', '_' or '-'")
+    if name in model_names() or variant_path(store, name) is not None:
+        raise ValueError(f"model {name!r} already exists: choose another variant name")
+    if parent not in model_names() and variant_path(store, parent) is None and not Path(parent).is_dir():
+        raise ValueError(f"unknown parent model {parent!r}: expected one of {model_names()}, a registered variant "
+                         "or a local Hugging Face folder")
+    folder = data_dir() / "artifacts" / "models" / name
+    partial = folder.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    hf_model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    if extras:
+        save_file({k: v.detach().cpu().contiguous() for k, v in extras.items()}, str(partial / EXTRAS_FILE))
+    (partial / VARIANT_FILE).write_text(json.dumps({"name": name, "parent": parent, "how": dict(how)}, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    run_id = f"variant-{name}"
+    row = {"name": name, "parent": parent, "how": json.dumps(dict(how)), "path": str(folder),
+           "created_at": pd.Timestamp.now(tz="UTC").tz_localize(None)}
+    with store.running(run_id, "variant", {"name": name, "parent": parent, "how": dict(how)}):
+        store.publish(run_id, {"models": pd.DataFrame([row])})
+    return folder
+
+
+def load_extras(folder: str | Path) -> dict[str, Tensor]:
+    """The extra modules saved with a variant ({} when it has none)."""
+    path = Path(folder) / EXTRAS_FILE
+    return load_file(str(path)) if path.exists() else {}
