@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pipelines.autointerp import InterpretConfig, results, run, testbed
 from pipelines.autointerp.serve import LocalServer, ServeConfig
+from workbench.llm import LLMConfig
 from workbench.store import Store
 
 LLM_SCORERS = ["detection", "fuzzing"]
@@ -45,8 +46,8 @@ def _llm_tokens(store: Store, base: str) -> tuple[float, float]:
 
 def _throughput_run(store: Store, url: str, features: list[int], in_flight: int) -> dict[str, float]:
     cfg = InterpretConfig(dict_id=testbed.DICT_ID, features=",".join(map(str, features)), scorers=LLM_SCORERS,
-                          llm_base_url=url, max_in_flight=in_flight, llm_cache=False, n_train=10, n_test=4,
-                          n_inactive=4, run_id=f"bench-inflight-{in_flight}", progress=False)
+                          llm=LLMConfig(base_url=url, model="", max_in_flight=in_flight, cache_path=""), n_train=10,
+                          n_test=4, n_inactive=4, run_id=f"bench-inflight-{in_flight}", progress=False)
     start = time.perf_counter()
     base = run(cfg, store)
     seconds = time.perf_counter() - start
@@ -88,8 +89,8 @@ def throughput(args: argparse.Namespace) -> str:
 
 def quality(args: argparse.Namespace) -> str:
     store = Store(args.store)
-    cfg = InterpretConfig(dict_id=args.dict_id, features=args.features, llm_base_url=args.base_url or "",
-                          max_in_flight=args.in_flight)
+    cfg = InterpretConfig(dict_id=args.dict_id, features=args.features,
+                          llm=LLMConfig(base_url=args.base_url or None, model="", max_in_flight=args.in_flight))
     base = run(cfg, store)
     table = results(store, base)
     print(table.to_string(index=False))

@@ -14,16 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.train import TrainSAEConfig, run
+from pipelines.train import TrainDictionaryConfig, run
+from workbench.config import build_config
 from workbench.store import Store
 
 # Per-architecture settings (sparsity coefficients from short sweeps on 180k tokens; see README).
 ARCHITECTURES = {
-    "topk": dict(sae={"k": 32}, batch_tokens=4096, lr=4e-4),
+    "topk": dict(sae={"k": 32}, batch_tokens=4096, trainer={"lr": 4e-4}),
     "relu": dict(sae={"l1_coefficient": 5.0, "normalize_activations": "expected_average_only_in"},
-                 batch_tokens=1024, lr=1e-3),
+                 batch_tokens=1024, trainer={"lr": 1e-3}),
     "jumprelu": dict(sae={"l0_coefficient": 1.0, "normalize_activations": "expected_average_only_in"},
-                     batch_tokens=1024, lr=1e-3),
+                     batch_tokens=1024, trainer={"lr": 1e-3}),
 }
 
 
@@ -37,9 +38,10 @@ def main() -> None:
     rows = []
     for budget in map(int, args.budgets.split(",")):
         for arch in args.architectures.split(","):
-            cfg = TrainSAEConfig(model="smollm2-135m-instruct", hook_point="blocks.12.hook_resid_post",
-                                 corpus="wiki+bbc", architecture=arch, expansion=8, tokens=budget,
-                                 **ARCHITECTURES[arch])
+            settings = ARCHITECTURES[arch]
+            cfg = build_config(TrainDictionaryConfig, values={
+                "model": "smollm2-135m-instruct", "hook_point": "blocks.12.hook_resid_post", "corpus": "wiki+bbc",
+                "architecture": arch, "expansion": 8, "tokens": budget, **settings})
             dict_id = run(cfg, store)
             metrics = json.loads(store.query("SELECT metrics FROM dictionaries WHERE dict_id = ?",
                                              [dict_id])["metrics"].item())

@@ -7,9 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
@@ -26,28 +27,38 @@ from workbench.sources import ActivationSource, activation_rows, hook_width, tok
 from workbench.store import Store
 
 
+def _trainer_defaults() -> TrainConfig:
+    return TrainConfig(lr=4e-4, warmup_steps=50, checkpoint_every=100, dead_after_tokens=None)
+
+
 @dataclass
-class TrainSAEConfig(ActivationSource):
-    """Train one dictionary on one hook point (the corpus's train split trains, its eval split evaluates)."""
+class TrainDictionaryConfig(ActivationSource):
+    """Fit one dictionary on one hook point (the corpus's train split fits, its eval split evaluates).
+
+    Two groups: `sae` holds the chosen method's own fields (`--sae.k 32`, TOML `[sae]`), `trainer`
+    the gradient trainer's (`--trainer.lr 1e-3`, TOML `[trainer]`; methods fitted otherwise ignore it).
+    `workbench train --architecture NAME --help` lists the `sae` fields of that method."""
+
+    PIPELINE_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "sae": tuple(f.name for f in dataclasses.fields(saes.DictionaryConfig)),
+        "trainer": ("total_steps", "total_tokens", "checkpoint_dir", "progress_bar", "seed"),
+    }
+    """Group fields the pipeline sets (from the hook point, `tokens`, `seed`, the output folder)."""
 
     architecture: str = "topk"
     """Dictionary method from the registry (`saes.registry.names()`)."""
     expansion: int = 8
     """d_sae = expansion * d_in."""
     sae: dict = field(default_factory=dict)
-    """Architecture-specific config fields, e.g. `k=32` (TOML: a [sae] table; CLI: key=value,...)."""
+    """The method's own config fields (`--sae.FIELD`, TOML `[sae]`)."""
+    trainer: TrainConfig = field(default_factory=_trainer_defaults)
+    """Optimizer, schedule, dead-latent and checkpoint settings of the gradient trainer."""
     tokens: int = 500_000
     """Training tokens."""
     batch_tokens: int = 4096
     """Activations per optimizer step."""
     buffer_tokens: int = 131_072
     """Mixing-buffer capacity in activation rows."""
-    lr: float = 4e-4
-    """Peak Adam learning rate."""
-    warmup_steps: int = 50
-    """Linear LR warm-up steps."""
-    sparsity_warmup_steps: int = 0
-    """Steps over which the sparsity penalty ramps up (ReLU/JumpReLU)."""
     eval_tokens: int = 32_768
     """Held-out tokens (eval split documents) for FVU / L0 / dead fraction / CE and KL."""
     ce_sequences: int = 32
@@ -69,18 +80,25 @@ class TrainSAEConfig(ActivationSource):
         if self.buffer_tokens < 2 * self.batch_tokens:
             raise ValueError("buffer_tokens must be at least 2 * batch_tokens")
 
+    @staticmethod
+    def group_classes(values: Mapping[str, Any]) -> dict[str, type]:
+        """The `sae` group's fields are those of the chosen method's config class."""
+        architecture = values.get("architecture", "topk")
+        known = architecture in saes.registry.names()
+        return {"sae": saes.registry.get(architecture).config_class} if known else {}
+
     def derived_id(self) -> str:
         body = {k: v for k, v in to_dict(self).items() if k != "dict_id"}
         return self.dict_id or config_id(f"{self.architecture}-{self.hook_point.replace('.', '_')}", body)
 
 
-def build_dictionary(cfg: TrainSAEConfig, loaded: LoadedModel) -> saes.Dictionary:
+def build_dictionary(cfg: TrainDictionaryConfig, loaded: LoadedModel) -> saes.Dictionary:
     d_in = hook_width(loaded, cfg.hook_point)
     return saes.create(cfg.architecture, d_in=d_in, d_sae=cfg.expansion * d_in, hook_point=cfg.hook_point,
                        model_name=cfg.model, seed=cfg.seed, **cfg.sae)
 
 
-def run(cfg: TrainSAEConfig, store: Store, progress: bool = True) -> str:
+def run(cfg: TrainDictionaryConfig, store: Store, progress: bool = True) -> str:
     """Train, evaluate, save and register; a finished run is a no-op, an interrupted one resumes."""
     dict_id = cfg.derived_id()
     run_id = f"train-{dict_id}"
@@ -101,7 +119,7 @@ def run(cfg: TrainSAEConfig, store: Store, progress: bool = True) -> str:
     return dict_id
 
 
-def _fit_source(cfg: TrainSAEConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool) -> FitSource:
+def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool) -> FitSource:
     def rows() -> Iterator[torch.Tensor]:
         return (r.acts for r in activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch,
                                                 progress=False))
@@ -109,15 +127,13 @@ def _fit_source(cfg: TrainSAEConfig, loaded: LoadedModel, ckpt_dir: Path, progre
     def batches() -> Iterator[torch.Tensor]:
         return MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(rows())
 
-    tcfg = TrainConfig(total_tokens=cfg.tokens, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                       sparsity_warmup_steps=cfg.sparsity_warmup_steps, seed=cfg.seed,
-                       checkpoint_dir=str(ckpt_dir), checkpoint_every=100, progress_bar=progress,
-                       dead_after_tokens=min(1_000_000, cfg.tokens // 4))
+    tcfg = dataclasses.replace(cfg.trainer, total_tokens=cfg.tokens, checkpoint_dir=str(ckpt_dir),
+                               progress_bar=progress, seed=cfg.seed)
     return FitSource(rows=rows, batches=batches, trainer=tcfg, progress=progress)
 
 
 @torch.no_grad()
-def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainSAEConfig, progress: bool = False) -> dict:
+def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainDictionaryConfig, progress: bool = False) -> dict:
     """Held-out metrics: reconstruction and sparsity on eval tokens, CE/KL on eval sequences."""
     x = torch.cat([r.acts for r in activation_rows(loaded, cfg.source(), "eval", cfg.eval_tokens, cfg.forward_batch,
                                                    progress=progress)])
@@ -134,7 +150,7 @@ def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainSAEConfig, pro
             "ce_loss_recovered": splice.ce_loss_recovered, "kl": splice.kl}
 
 
-def _evaluate_and_save(cfg: TrainSAEConfig, loaded: LoadedModel, sae: saes.Dictionary, out_dir: Path,
+def _evaluate_and_save(cfg: TrainDictionaryConfig, loaded: LoadedModel, sae: saes.Dictionary, out_dir: Path,
                        dict_id: str, minutes: float, progress: bool) -> dict:
     sae.eval()
     result = {**evaluate(sae, loaded, cfg, progress), "train_minutes": minutes, "train_tokens": cfg.tokens}

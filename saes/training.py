@@ -55,9 +55,10 @@ class TrainConfig:
     """Final LR as a fraction of lr for cosine decay (SAELens's default lr_end = lr / 10)."""
     sparsity_warmup_steps: int = 0
     """Steps over which the sparsity penalty's weight ramps linearly from 0 to its full value."""
-    dead_after_tokens: int = 1_000_000
+    dead_after_tokens: int | None = 1_000_000
     """A latent that has not fired for this many tokens is dead (feeds TopK's AuxK loss and the
-    logs). Gao et al. 2024 use 10M tokens at their scale."""
+    logs). Gao et al. 2024 use 10M tokens at their scale. None: a quarter of total_tokens, at most 1M
+    (so a short run can see latents die)."""
     dense_threshold: float = 0.1
     """In logs, a latent firing on more than this fraction of a log window's tokens is dense."""
     log_every: int = 50
@@ -77,8 +78,6 @@ class TrainConfig:
     """Show a tqdm bar with live loss, L0 and FVU."""
 
     def __post_init__(self) -> None:
-        if (self.total_steps is None) == (self.total_tokens is None):
-            raise ValueError("set exactly one of total_steps and total_tokens")
         for name in ("total_steps", "total_tokens", "log_every", "dead_after_tokens"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -94,8 +93,23 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be 'cosine' or 'constant', got {self.lr_decay!r}")
         if not 0 <= self.min_lr_fraction <= 1 or not 0 < self.dense_threshold <= 1:
             raise ValueError("min_lr_fraction must be in [0, 1] and dense_threshold in (0, 1]")
+
+    def check_run(self) -> None:
+        """What a run needs beyond valid settings (a pipeline fills these in: `Trainer` checks them)."""
+        if (self.total_steps is None) == (self.total_tokens is None):
+            raise ValueError("set exactly one of total_steps and total_tokens")
         if self.checkpoint_every and not self.checkpoint_dir:
             raise ValueError("checkpoint_every needs checkpoint_dir")
+        if self.dead_after_tokens is None and self.total_tokens is None:
+            raise ValueError("dead_after_tokens None (a quarter of the run) needs total_tokens")
+
+    @property
+    def dead_after(self) -> int:
+        """`dead_after_tokens`, resolved (see its doc)."""
+        if self.dead_after_tokens is not None:
+            return self.dead_after_tokens
+        assert self.total_tokens is not None   # check_run
+        return max(1, min(1_000_000, self.total_tokens // 4))
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they do not change the math.
@@ -165,6 +179,7 @@ class Trainer:
     """Trains `sae` in place. `step` is one optimizer step; `fit` drives a whole run."""
 
     def __init__(self, sae: SAE, cfg: TrainConfig, callbacks: Sequence[StepCallback] = ()) -> None:
+        cfg.check_run()
         self.sae, self.cfg, self.callbacks = sae, cfg, list(callbacks)
         owned = {name for cb in self.callbacks for name in cb.owned_parameters()}
         names = dict(sae.named_parameters())
@@ -181,7 +196,7 @@ class Trainer:
 
     def dead_mask(self) -> Tensor:
         """[d_sae] bool: latents that have not fired for `dead_after_tokens` tokens."""
-        return (self.state.tokens_since_fired >= self.cfg.dead_after_tokens).to(self.sae.W_dec.device)
+        return (self.state.tokens_since_fired >= self.cfg.dead_after).to(self.sae.W_dec.device)
 
     def step(self, x: Tensor) -> TrainOutput:
         """One optimizer step on `x` `[N, d_in]`, then the callbacks; returns the forward output."""

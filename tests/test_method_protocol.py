@@ -15,7 +15,7 @@ from workbench.store import Store
 
 TRAIN = ["train", "--architecture", "kmeans", "--model", "tiny", "--corpus", "wiki-sample", "--context", "64",
          "--hook-point", "blocks.1.hook_resid_post", "--tokens", "6000", "--expansion", "2",
-         "--sae", "iterations=4,sample_rows=2000", "--eval-tokens", "1000", "--ce-sequences", "4"]
+         "--sae.iterations", "4", "--sae.sample-rows", "2000", "--eval-tokens", "1000", "--ce-sequences", "4"]
 
 
 def test_a_non_sae_method_goes_through_every_stage(data_dir):
@@ -34,7 +34,7 @@ def test_a_non_sae_method_goes_through_every_stage(data_dir):
         server = start()
         try:
             assert cli.main([*at, "interpret", "--dict-id", dict_id, "--features", str(feature), "--prefill", "true",
-                             "--scorers", "embedding,intervention", "--llm-base-url", server.url, "--n-train", "6",
+                             "--scorers", "embedding,intervention", "--llm.base-url", server.url, "--n-train", "6",
                              "--n-test", "4", "--n-inactive", "4", "--intervention-prompts", "2",
                              "--intervention-tokens", "4", "--progress", "false"]) == 0
         finally:

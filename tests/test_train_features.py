@@ -12,7 +12,7 @@ from pipelines.check_examples import CheckExamplesConfig, recompute_examples
 from pipelines.check_examples import run as check_examples
 from pipelines.features import FeaturesConfig
 from pipelines.features import run as features_run
-from pipelines.train import TrainSAEConfig
+from pipelines.train import TrainDictionaryConfig
 from pipelines.train import run as train_run
 from workbench import queries
 from workbench.models import load_model
@@ -26,7 +26,7 @@ TRAIN = dict(model="tiny", corpus="wiki-sample", hook_point="blocks.1.hook_resid
 @pytest.fixture
 def trained(data_dir):
     store = Store(data_dir / "w.duckdb")
-    dict_id = train_run(TrainSAEConfig(**TRAIN), store, progress=False)
+    dict_id = train_run(TrainDictionaryConfig(**TRAIN), store, progress=False)
     return store, dict_id
 
 
@@ -44,7 +44,7 @@ def test_train_registers_dictionary_with_metrics(trained):
     assert m["ce_zero_ablation"] >= m["ce_clean"] - 1e-3 and m["kl"] >= 0
     sae = saes.load(row["path"], expected_d_in=64)
     assert sae.d_sae == 256 and sae.hook_point == TRAIN["hook_point"]
-    assert train_run(TrainSAEConfig(**TRAIN), store, progress=False) == dict_id   # finished: a no-op
+    assert train_run(TrainDictionaryConfig(**TRAIN), store, progress=False) == dict_id   # finished: a no-op
     assert len(store.query("SELECT * FROM dictionaries")) == 1
 
 
@@ -92,11 +92,11 @@ def test_train_rejects_bad_input_before_writing(data_dir):
     store = Store(data_dir / "w.duckdb")
     store.init()
     with pytest.raises(ValueError, match="unknown architecture"):
-        TrainSAEConfig(**{**TRAIN, "architecture": "sparsest"})
+        TrainDictionaryConfig(**{**TRAIN, "architecture": "sparsest"})
     with pytest.raises(ValueError, match="layout must be packed or chat"):
-        TrainSAEConfig(**{**TRAIN, "layout": "shuffled"})
+        TrainDictionaryConfig(**{**TRAIN, "layout": "shuffled"})
     with pytest.raises((ValueError, TypeError), match="bogus"):
-        train_run(TrainSAEConfig(**{**TRAIN, "sae": {"bogus": 1}}), store, progress=False)
+        train_run(TrainDictionaryConfig(**{**TRAIN, "sae": {"bogus": 1}}), store, progress=False)
     assert len(store.query("SELECT * FROM runs")) == 0
 
 
@@ -112,7 +112,7 @@ def test_nan_activations_fail_the_run_without_publishing(data_dir, monkeypatch):
     monkeypatch.setattr(train, "activation_rows", poisoned)
     store = Store(data_dir / "w.duckdb")
     with pytest.raises(ValueError, match="NaN|nan|finite"):
-        train_run(TrainSAEConfig(**TRAIN), store, progress=False)
+        train_run(TrainDictionaryConfig(**TRAIN), store, progress=False)
     assert store.query("SELECT status FROM runs")["status"].tolist() == ["failed"]
     assert len(store.query("SELECT * FROM dictionaries")) == 0
 

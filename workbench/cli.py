@@ -41,7 +41,29 @@ def _sql(args: argparse.Namespace) -> None:
     print(Store(args.store).query(args.query).to_string(index=False))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: list[str]) -> dict[str, str]:
+    """Values that decide which group flags exist (`--architecture X`: that method's `--sae.*`),
+    read from the command line or its `--config` TOML before the parser is built."""
+    import tomllib
+    from pathlib import Path
+
+    chosen: dict[str, str] = {}
+    for flag, key in (("--config", "config"), ("--architecture", "architecture")):
+        for i, word in enumerate(argv):
+            if word == flag and i + 1 < len(argv):
+                chosen[key] = argv[i + 1]
+            elif word.startswith(flag + "="):
+                chosen[key] = word.split("=", 1)[1]
+    config = chosen.pop("config", None)
+    if "architecture" not in chosen and config and Path(config).is_file():
+        try:
+            chosen.update({k: v for k, v in tomllib.loads(Path(config).read_text()).items() if k == "architecture"})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            pass   # reported with the file's name when the config is built
+    return chosen
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None, help="DuckDB file (default: data/workbench.duckdb)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
             groups[group] = sub.add_parser(group, help=f"{group} commands").add_subparsers(dest="action", required=True)
         p = (groups[group] if group else sub).add_parser(leaf, help=job.help)
         p.add_argument("--config", default=None, help="TOML file with config fields (flags override it)")
-        add_arguments(p, jobs.config_class(name))
+        add_arguments(p, jobs.config_class(name), _chosen(sys.argv[1:] if argv is None else argv))
         p.set_defaults(func=lambda a, n=name: _run_pipeline(n, a))
     p = sub.add_parser("fetch", help="download the pinned model and corpora into the cache")
     p.add_argument("--corpora", default="wiki,bbc,sharegpt,rotten-tomatoes,cities")
@@ -68,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

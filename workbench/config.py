@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -56,44 +56,93 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _parse_mapping(text: str) -> dict[str, Any]:
-    """`k=32,aux_coefficient=0.03` -> {"k": 32, "aux_coefficient": 0.03} (values read as TOML)."""
-    out: dict[str, Any] = {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = value.strip()
-    return out
+def group_class(cls: type, name: str, values: Mapping[str, Any]) -> type | None:
+    """The dataclass whose fields a group field holds: the field's own type when that is a dataclass
+    (`trainer: TrainConfig`), or, for a dict field, the class the config names for the values given
+    so far (`cls.group_classes(values)`: the `sae` group's class depends on `architecture`)."""
+    hint = typing.get_type_hints(cls)[name]
+    if dataclasses.is_dataclass(hint):
+        return hint  # type: ignore[return-value]
+    groups = getattr(cls, "group_classes", None)
+    return groups(values).get(name) if groups is not None else None
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--field-name` flag per dataclass field, with its docstring as help."""
-    docs = field_docs(cls)
-    hints = typing.get_type_hints(cls)
+def group_fields(cls: type, name: str, values: Mapping[str, Any]) -> list[dataclasses.Field]:
+    """The fields of group `name` a user may set (not those the pipeline sets: `cls.PIPELINE_FIELDS`)."""
+    group = group_class(cls, name, values)
+    owned = getattr(cls, "PIPELINE_FIELDS", {}).get(name, ())
+    return [] if group is None else [f for f in dataclasses.fields(group) if f.name not in owned]
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, annotation: Any, doc: str, default: Any) -> None:
+    kind = _base_type(annotation)
+    convert = {bool: _parse_bool, list: lambda s: [x for x in s.split(",") if x]}.get(kind, kind)
+    parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=convert, default=None,
+                        help=f"{doc} (default: {default})")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, values: Mapping[str, Any] | None = None) -> None:
+    """One `--field-name` flag per dataclass field, with its docstring as help; a group field gets one
+    `--group.field-name` flag per field of its group (for `values` given so far, e.g. the architecture)."""
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        kind = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else None
-        convert = {bool: _parse_bool, list: lambda s: [x for x in s.split(",") if x],
-                   dict: _parse_mapping}.get(kind, kind)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=convert, default=None,
-                            help=f"{docs.get(f.name, '')} (default: {default})")
+        group = group_class(cls, f.name, values or {})
+        if group is None:
+            _add_flag(parser, f.name, hints[f.name], docs.get(f.name, ""), _field_default(f))
+            continue
+        defaults = _field_default(f)
+        group_docs, group_hints = field_docs(group), typing.get_type_hints(group)
+        for g in group_fields(cls, f.name, values or {}):
+            default = getattr(defaults, g.name) if dataclasses.is_dataclass(defaults) else _field_default(g)
+            _add_flag(parser, f"{f.name}.{g.name}", group_hints[g.name], group_docs.get(g.name, ""), default)
 
 
-def build_config(cls: type[T], args: argparse.Namespace | None = None, toml_path: str | Path | None = None) -> T:
-    """Defaults <- TOML file <- CLI flags; the dataclass validates on construction."""
-    values: dict[str, Any] = {}
+def build_config(cls: type[T], args: argparse.Namespace | None = None, toml_path: str | Path | None = None,
+                 values: Mapping[str, Any] | None = None) -> T:
+    """Defaults <- TOML file (a [group] table per group) <- `values` (groups as dicts) <- CLI flags
+    (`--group.field`); the dataclass validates on construction."""
+    given: dict[str, Any] = {}
     if toml_path is not None:
-        values.update(tomllib.loads(Path(toml_path).read_text()))
-    if args is not None:
-        values.update({k: v for k, v in vars(args).items() if v is not None and k in _field_names(cls)})
+        given.update(tomllib.loads(Path(toml_path).read_text()))
+    given.update({k: dict(v) if isinstance(v, dict) else v for k, v in (values or {}).items()})
+    values = given
+    for key, value in vars(args or argparse.Namespace()).items():
+        top, _, sub = key.partition(".")
+        if value is None or top not in _field_names(cls):
+            continue
+        if sub:
+            values.setdefault(top, {})[sub] = value
+        else:
+            values[top] = value
     unknown = set(values) - _field_names(cls)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    for f in dataclasses.fields(cast(Any, cls)):
+        if f.name in values and group_class(cls, f.name, values) is not None:
+            values[f.name] = _build_group(cls, f, values)
     return cls(**values)
+
+
+def _build_group(cls: type, f: dataclasses.Field, values: Mapping[str, Any]) -> Any:
+    """A group's given fields checked by name; a dataclass group is built over its default."""
+    given = values[f.name]
+    if dataclasses.is_dataclass(given):
+        return given
+    if not isinstance(given, dict):
+        raise ValueError(f"{f.name} must be a table of fields ([{f.name}] in TOML, --{f.name}.FIELD on the "
+                         f"command line), got {given!r}")
+    allowed = {g.name for g in group_fields(cls, f.name, values)}
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {f.name} fields: {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    default = _field_default(f)
+    return dataclasses.replace(cast(Any, default), **given) if dataclasses.is_dataclass(default) else dict(given)
 
 
 def _field_names(cls: type) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, NamedTuple
 
+from workbench.config import build_config
 from workbench.store import Store
 
 
@@ -24,7 +25,7 @@ class Job(NamedTuple):
 JOBS: dict[str, Job] = {
     "collect": Job("pipelines.collect", "CollectConfig",
                    "stream activations at a hook point, record their statistics"),
-    "train": Job("pipelines.train", "TrainSAEConfig",
+    "train": Job("pipelines.train", "TrainDictionaryConfig",
                  "fit a sparse dictionary by its method's procedure, evaluate it on held-out text, register it"),
     "features": Job("pipelines.features", "FeaturesConfig",
                     "one pass over evaluation tokens: every feature's dashboard"),
@@ -50,6 +51,7 @@ def run_config(name: str, cfg: Any, store: Store, **options: Any) -> Any:
 
 
 def run_job(name: str, store: Store, progress: bool = True, **fields: Any) -> Any:
-    """Build pipeline `name`'s config from `fields` (validated on construction) and run it."""
+    """Build pipeline `name`'s config from `fields` (groups as dicts, e.g. trainer={"lr": 1e-3};
+    validated on construction) and run it."""
     options = {} if progress else {"progress": False}
-    return run_config(name, config_class(name)(**fields), store, **options)
+    return run_config(name, build_config(config_class(name), values=fields), store, **options)

@@ -48,7 +48,8 @@ class LLMConfig:
     base_url: str | None = None
     """Endpoint root, e.g. `http://127.0.0.1:8765/v1`. None: the pipeline starts the embedded local server."""
     model: str = "qwen2.5-coder-1.5b-instruct"
-    """Model name sent with each request (and part of the cache key)."""
+    """Model name sent with each request (and part of the cache key); a pipeline may leave it empty
+    to use the endpoint's first model (`/v1/models`)."""
     api_key_env: str = "WORKBENCH_LLM_API_KEY"
     """Name of the environment variable holding the API key; the key itself is never stored."""
     max_in_flight: int = 4
@@ -79,8 +80,6 @@ class LLMConfig:
             raise ValueError("need 0 <= backoff_base_s <= backoff_cap_s")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if not self.model:
-            raise ValueError("model must be named")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
 
@@ -226,6 +225,8 @@ class LLMClient:
         self.base_url = base_url or cfg.base_url
         if self.base_url is None:
             raise ValueError("no endpoint: set LLMConfig.base_url or start the local server first")
+        if not cfg.model:
+            raise ValueError("model must be named")
         cache_path = cfg.cache_path
         if cache_path is None:
             cache_path = str(cache_dir() / "llm_cache.sqlite")

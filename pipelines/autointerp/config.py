@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
 from pipelines.autointerp import prompts, scorers
-from pipelines.autointerp.serve import BACKENDS
+from pipelines.autointerp.serve import ServeConfig
 from workbench.config import config_id
 from workbench.llm import LLMConfig
 
-RUN_ID_IGNORES = ("features", "run_id", "progress", "export_dir", "max_in_flight", "llm_base_url", "llm_timeout_s",
-                  "llm_max_retries", "llm_cache", "llm_api_key_env", "serve_backend", "serve_model", "llm_model")
-"""Fields that do not change results (the resolved model name is hashed instead of `llm_model`)."""
+RUN_ID_IGNORES = ("features", "run_id", "progress", "export_dir", "llm", "server")
+"""Fields that do not change results; of the `llm` group, the resolved model name and the sampling
+settings are hashed instead."""
 
 
 def parse_features(spec: str) -> list[int]:
@@ -36,6 +37,9 @@ def parse_features(spec: str) -> list[int]:
 class InterpretConfig:
     """Explain and score features of one dictionary (Delphi-style auto-interpretation)."""
 
+    PIPELINE_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {"server": ("host", "port", "faults")}
+    """The embedded server binds a free loopback port and injects no faults."""
+
     dict_id: str = ""
     """Dictionary id in the store; its feature pass (`workbench features`) must have run."""
     features: str = "0:50"
@@ -44,24 +48,13 @@ class InterpretConfig:
     """Scorers to run, from the scorer registry: detection, fuzzing, embedding, surprisal, intervention."""
     controls: bool = True
     """Also score every scorer on explanations shuffled across features (the random-explanation control)."""
-    llm_base_url: str = ""
-    """OpenAI-compatible endpoint, e.g. `http://127.0.0.1:8080/v1`; empty starts the embedded local server."""
-    llm_model: str = ""
-    """Model name at the endpoint; empty asks the endpoint (`/v1/models`) for its first model."""
-    llm_api_key_env: str = "WORKBENCH_LLM_API_KEY"
-    """Environment variable that holds the endpoint's API key (the key is never stored)."""
-    max_in_flight: int = 4
-    """LLM requests in flight at once."""
-    llm_timeout_s: float = 120.0
-    """Seconds before an LLM request is retried."""
-    llm_max_retries: int = 4
-    """Retries per LLM request (timeouts, connection errors, 429, 5xx, malformed replies)."""
-    llm_cache: bool = True
-    """Reuse cached LLM replies (data/cache/llm_cache.sqlite) so reruns do not pay twice; false always asks."""
-    serve_backend: str = "auto"
-    """Embedded server backend when no endpoint is given: auto, llama-cpp (Qwen2.5-Coder-1.5B) or transformers."""
-    serve_model: str = "smollm2-135m-instruct"
-    """Model of the embedded transformers backend (registry name or HF folder)."""
+    llm: LLMConfig = field(default_factory=lambda: LLMConfig(model=""))
+    """The explainer/scorer endpoint: `--llm.base-url http://127.0.0.1:8080/v1` (empty starts the
+    embedded local server), `--llm.model` (empty: the endpoint's first model), `--llm.api-key-env`,
+    `--llm.max-in-flight`, `--llm.timeout-s`, `--llm.max-retries`, `--llm.cache-path` ('' asks anew)."""
+    server: ServeConfig = field(default_factory=ServeConfig)
+    """The embedded server started when no `llm.base_url` is given: `--server.backend`
+    (auto, llama-cpp with Qwen2.5-Coder-1.5B, transformers), `--server.model`, `--server.threads`."""
     prefill: bool = False
     """Prefill the explainer's reply with the `[EXPLANATION]:` marker. Only for endpoints that continue a
     final assistant message (vLLM's `continue_final_message`, the built-in transformers server):
@@ -100,32 +93,28 @@ class InterpretConfig:
         unknown = [s for s in self.scorers if s not in scorers.SCORERS]
         if unknown or not self.scorers:
             raise ValueError(f"unknown scorers {unknown or '(none given)'}; choose from {', '.join(scorers.SCORERS)}")
-        if self.serve_backend not in BACKENDS:
-            raise ValueError(f"serve_backend must be one of {BACKENDS}, got {self.serve_backend!r}")
-        for name in ("n_train", "n_test", "n_inactive", "max_in_flight", "intervention_prompts", "intervention_tokens"):
+        for name in ("n_train", "n_test", "n_inactive", "intervention_prompts", "intervention_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.n_top_train <= self.n_train:
             raise ValueError("n_top_train must be in 0..n_train")
         if self.intervention_kl <= 0:
             raise ValueError(f"intervention_kl must be > 0, got {self.intervention_kl}")
-        self.llm_config("placeholder")  # validates the LLM fields
 
     @property
     def feature_ids(self) -> list[int]:
         return parse_features(self.features)
 
-    def llm_config(self, model: str, base_url: str | None = None) -> LLMConfig:
-        return LLMConfig(base_url=base_url or self.llm_base_url or None, model=model,
-                         api_key_env=self.llm_api_key_env, max_in_flight=self.max_in_flight,
-                         timeout_s=self.llm_timeout_s, max_retries=self.llm_max_retries,
-                         cache_path=None if self.llm_cache else "")
+    def llm_config(self, model: str, base_url: str) -> LLMConfig:
+        """The client's config for the endpoint and model actually used."""
+        return replace(self.llm, base_url=base_url, model=model)
 
     def base_run_id(self, model: str) -> str:
         """Stable id over everything that changes results, the resolved explainer model included."""
         if self.run_id:
             return self.run_id
         keep = {k: v for k, v in asdict(self).items() if k not in RUN_ID_IGNORES}
-        keep.update(model=model, prompts=[prompts.EXPLAIN_VERSION, prompts.DETECTION_VERSION, prompts.FUZZING_VERSION,
-                                          prompts.SURPRISAL_VERSION, prompts.INTERVENTION_VERSION])
+        keep.update(model=model, temperature=self.llm.temperature, max_tokens=self.llm.max_tokens,
+                    prompts=[prompts.EXPLAIN_VERSION, prompts.DETECTION_VERSION, prompts.FUZZING_VERSION,
+                             prompts.SURPRISAL_VERSION, prompts.INTERVENTION_VERSION])
         return config_id(f"interpret-{self.dict_id}", keep)

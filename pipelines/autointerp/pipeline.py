@@ -1,7 +1,7 @@
 """`workbench interpret`: explain features, score the explanations (and shuffled controls), publish per feature.
 
 Two phases so that the control can use other features' explanations: first every pending feature
-is explained (requests in flight up to `max_in_flight`, each published as soon as it is done),
+is explained (requests in flight up to `llm.max_in_flight`, each published as soon as it is done),
 then each feature is scored by every scorer on its own explanation and on the explanation of the
 next explained feature (a cyclic shift: a derangement, so never its own). Failures are recorded
 per feature (`runs.status = 'failed'`, `runs.error`, and a scores row with `details.error`), and
@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import cache
 
 import httpx
@@ -28,7 +28,7 @@ from pipelines.autointerp.config import InterpretConfig
 from pipelines.autointerp.examples import FeatureData, feature_pass_docs, inactive_examples, split_examples
 from pipelines.autointerp.explainer import DelphiExplainer, ExplainError
 from pipelines.autointerp.scorers import SCORERS, ScoreContext, ScoreError, ScoreResult
-from pipelines.autointerp.serve import LocalServer, ServeConfig
+from pipelines.autointerp.serve import LocalServer
 from workbench import queries
 from workbench.llm import LLMClient, LLMError, run_sync
 from workbench.models import load_model
@@ -68,19 +68,19 @@ def endpoint_models(url: str, api_key: str | None, timeout: float = 10.0) -> lis
 @contextmanager
 def endpoint(cfg: InterpretConfig) -> Iterator[tuple[str, str]]:
     """(base URL, model name): the configured endpoint, checked, or the embedded server, started."""
-    if cfg.llm_base_url:
-        served = endpoint_models(cfg.llm_base_url, os.environ.get(cfg.llm_api_key_env))
-        if not (cfg.llm_model or served):
-            raise ValueError(f"LLM endpoint {cfg.llm_base_url} lists no model: set llm_model")
-        yield cfg.llm_base_url, cfg.llm_model or served[0]
+    if cfg.llm.base_url:
+        served = endpoint_models(cfg.llm.base_url, os.environ.get(cfg.llm.api_key_env))
+        if not (cfg.llm.model or served):
+            raise ValueError(f"LLM endpoint {cfg.llm.base_url} lists no model: set llm.model")
+        yield cfg.llm.base_url, cfg.llm.model or served[0]
         return
-    serve_cfg = ServeConfig(backend=cfg.serve_backend, model=cfg.serve_model, port=0)
+    serve_cfg = replace(cfg.server, port=0)
     if serve_cfg.resolved_backend() == "transformers":
-        print(f"note: explaining with {cfg.serve_model} on the built-in transformers server; it is slow and a small "
+        print(f"note: explaining with {serve_cfg.model} on the built-in transformers server; it is slow and a small "
               f"model explains poorly (install {llamacpp.LLAMA_CPP_REQUIREMENT} for the Qwen explainer, or set "
-              "llm_base_url)", file=sys.stderr)
+              "llm.base_url)", file=sys.stderr)
     with LocalServer(serve_cfg) as server:
-        yield server.url, cfg.llm_model or server.model
+        yield server.url, cfg.llm.model or server.model
 
 
 class Job:

@@ -7,7 +7,7 @@ from pathlib import Path
 from app.server import build_app
 from pipelines.features import FeaturesConfig
 from pipelines.features import run as features_run
-from pipelines.train import TrainSAEConfig
+from pipelines.train import TrainDictionaryConfig
 from pipelines.train import run as train_run
 from tests.app.app_helpers import free_port
 from workbench.store import Store
@@ -19,7 +19,7 @@ CELLS = "div[role=gridcell]"
 
 def test_browse_a_dictionary_the_pipelines_built(page, data_dir: Path) -> None:
     store = Store(data_dir / "workbench.duckdb")
-    dict_id = train_run(TrainSAEConfig(**TRAIN), store, progress=False)
+    dict_id = train_run(TrainDictionaryConfig(**TRAIN), store, progress=False)
     features_run(FeaturesConfig(dict_id=dict_id, tokens=2000, context=64, n_top=5, per_quantile=2), store,
                  progress=False)
     densest = int(store.query("SELECT feature FROM feature_stats ORDER BY freq DESC LIMIT 1")["feature"][0])

@@ -10,6 +10,7 @@ from interp_helpers import DICT_ID, set_faults, start
 
 from pipelines.autointerp import InterpretConfig, export_delphi, results, run, testbed
 from pipelines.autointerp.serve import free_port
+from workbench.config import build_config
 from workbench.store import Store
 
 LOCAL_SCORERS = ["embedding", "surprisal", "intervention"]  # the tiny model never answers yes/no
@@ -23,13 +24,13 @@ def ids(features: list[int]) -> str:
     return ",".join(map(str, features))
 
 
-def config(server, **fields) -> InterpretConfig:
+def config(server, llm: dict | None = None, **fields) -> InterpretConfig:
     """The untrained tiny model rarely says anything: the prefill (our server continues it) makes any
     continuation an answer, so these tests exercise the plumbing, not explanation quality."""
-    base = dict(dict_id=DICT_ID, prefill=True, features="0:4", scorers=LOCAL_SCORERS, llm_base_url=server.url,
-                n_train=6, n_test=4, n_inactive=4, intervention_prompts=2, intervention_tokens=4, llm_timeout_s=5,
-                llm_max_retries=3, progress=False)
-    return InterpretConfig(**{**base, **fields})
+    base = dict(dict_id=DICT_ID, prefill=True, features="0:4", scorers=LOCAL_SCORERS, n_train=6, n_test=4,
+                n_inactive=4, intervention_prompts=2, intervention_tokens=4, progress=False)
+    endpoint = {"base_url": server.url, "timeout_s": 5, "max_retries": 3, **(llm or {})}
+    return build_config(InterpretConfig, values={**base, **fields, "llm": endpoint})
 
 
 def snapshot(store: Store) -> dict[str, pd.DataFrame]:
@@ -79,7 +80,7 @@ def test_run_scores_real_and_shuffled_and_resumes(faulty, store, tmp_path):
 
 def test_faults_are_retried_or_repaired(faulty, store):
     set_faults(faulty, "500,429:0.5,malformed,empty,timeout:8")
-    base = run(config(faulty, features=ids(live_features(store, 2)), llm_timeout_s=2), store)
+    base = run(config(faulty, features=ids(live_features(store, 2)), llm={"timeout_s": 2}), store)
     assert store.run_status(base) == "finished", run_error(store, base)
     assert store.query("SELECT count(*) AS n FROM explanations")["n"].iloc[0] == 2
 
@@ -87,7 +88,8 @@ def test_faults_are_retried_or_repaired(faulty, store):
 def test_server_dying_mid_run_is_recorded_and_resumed(faulty, store):
     doomed = start(faults="ok,ok,die")
     try:
-        base = run(config(doomed, features=ids(live_features(store, 4)), llm_max_retries=1, max_in_flight=1), store)
+        base = run(config(doomed, features=ids(live_features(store, 4)), llm={"max_retries": 1, "max_in_flight": 1}),
+                   store)
     finally:
         doomed.stop()
     status = feature_status(store, base)
@@ -96,7 +98,7 @@ def test_server_dying_mid_run_is_recorded_and_resumed(faulty, store):
     assert "connection failed" in run_error(store, base)
     done = store.query("SELECT * FROM scores ORDER BY ALL")
 
-    again = config(faulty, features=ids(live_features(store, 4)), llm_max_retries=1, max_in_flight=1)
+    again = config(faulty, features=ids(live_features(store, 4)), llm={"max_retries": 1, "max_in_flight": 1})
     assert run(again, store) == base  # same model name: same run
     assert set(feature_status(store, base).values()) == {"finished"}
     after = store.query("SELECT * FROM scores ORDER BY ALL")
@@ -109,7 +111,7 @@ def test_bad_input_leaves_store_unchanged(faulty, store):
     cases = [
         (dict(dict_id="no-such-dict"), "unknown dictionary"),
         (dict(features="250:260"), "out of range"),
-        (dict(llm_base_url=f"http://127.0.0.1:{free_port()}/v1"), "does not answer"),
+        (dict(llm={"base_url": f"http://127.0.0.1:{free_port()}/v1"}), "does not answer"),
     ]
     for fields, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -126,10 +128,11 @@ def test_bad_input_leaves_store_unchanged(faulty, store):
 
 @pytest.mark.parametrize("fields", [dict(scorers=["detection", "astrology"]), dict(features="a:b"),
                                     dict(features="5:5"), dict(dict_id=""), dict(n_test=0),
-                                    dict(serve_backend="vllm"), dict(max_in_flight=0), dict(intervention_kl=0)])
+                                    dict(server={"backend": "vllm"}), dict(llm={"max_in_flight": 0}),
+                                    dict(llm={"colour": "red"}), dict(server={"port": 80}), dict(intervention_kl=0)])
 def test_config_validation(fields):
     with pytest.raises(ValueError):
-        InterpretConfig(**{"dict_id": DICT_ID, **fields})
+        build_config(InterpretConfig, values={"dict_id": DICT_ID, **fields})
 
 
 def test_hostile_stored_explanation_is_scored_as_data(faulty, store):

@@ -43,7 +43,7 @@ def test_sparsity_warmup_by_hand():
 ])
 def test_train_config_validation(fields, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**fields)
+        TrainConfig(**fields).check_run()
 
 
 class Recorder(StepCallback):

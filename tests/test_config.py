@@ -1,0 +1,74 @@
+"""Config groups: `--group.field` flags, `[group]` TOML tables, per-architecture `--sae.*` help, errors
+that name the group and field, and the resolved config stored with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipelines.autointerp.config import InterpretConfig
+from pipelines.train import TrainDictionaryConfig
+from workbench import cli
+from workbench.config import build_config, config_id
+
+
+def parsed(argv: list[str]):
+    return cli.build_parser(argv).parse_args(argv)
+
+
+def test_group_flags_build_nested_configs():
+    argv = ["train", "--architecture", "jumprelu", "--sae.l0-coefficient", "0.5", "--trainer.lr", "1e-3",
+            "--trainer.warmup-steps", "7", "--tokens", "1000"]
+    cfg = build_config(TrainDictionaryConfig, parsed(argv))
+    assert cfg.sae == {"l0_coefficient": 0.5} and cfg.tokens == 1000
+    assert (cfg.trainer.lr, cfg.trainer.warmup_steps) == (1e-3, 7)
+    assert cfg.trainer.checkpoint_every == 100 and cfg.trainer.dead_after_tokens is None   # the pipeline's defaults
+    stored = dataclasses.asdict(cfg)
+    assert stored["trainer"]["lr"] == 1e-3 and stored["sae"] == {"l0_coefficient": 0.5}
+
+
+def test_toml_sections_then_flags(tmp_path):
+    toml = tmp_path / "train.toml"
+    toml.write_text('architecture = "topk"\ntokens = 2000\n[sae]\nk = 16\n[trainer]\nlr = 2e-3\nlog_every = 5\n')
+    cfg = build_config(TrainDictionaryConfig, parsed(["train", "--config", str(toml), "--sae.k", "8"]), toml)
+    assert cfg.sae == {"k": 8} and cfg.trainer.lr == 2e-3 and cfg.trainer.log_every == 5 and cfg.tokens == 2000
+
+
+def test_help_lists_the_chosen_architectures_fields(capsys):
+    for architecture, own, other in (("topk", "--sae.k", "--sae.l1-coefficient"),
+                                     ("relu", "--sae.l1-coefficient", "--sae.k")):
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--architecture", architecture, "--help"])
+        out = capsys.readouterr().out
+        assert own in out and other not in out and "--trainer.lr" in out
+        assert "--sae.d-in" not in out and "--trainer.total-tokens" not in out   # set by the pipeline
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"sae": {"bogus": 1}}, r"unknown sae fields: bogus \(known: aux_coefficient"),
+    ({"architecture": "relu", "sae": {"k": 3}}, r"unknown sae fields: k \(known: l1_coefficient"),
+    ({"trainer": {"total_tokens": 5}}, "unknown trainer fields: total_tokens"),
+    ({"trainer": {"lr": -1.0}}, "lr must be positive"),
+    ({"trainer": 3}, "trainer must be a table"),
+])
+def test_group_errors_name_the_group_and_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        build_config(TrainDictionaryConfig, values=values)
+
+
+def test_interpret_groups_and_run_id():
+    cfg = build_config(InterpretConfig, parsed(["interpret", "--dict-id", "d", "--llm.base-url",
+                                                "http://127.0.0.1:9/v1", "--llm.timeout-s", "3",
+                                                "--server.backend", "transformers"]))
+    assert cfg.llm.base_url == "http://127.0.0.1:9/v1" and cfg.llm.timeout_s == 3 and cfg.llm.model == ""
+    assert cfg.server.backend == "transformers"
+    other_endpoint = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, base_url="http://127.0.0.1:8/v1"))
+    assert other_endpoint.base_run_id("m") == cfg.base_run_id("m")      # where the model runs: same results
+    hotter = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, temperature=0.7))
+    assert hotter.base_run_id("m") != cfg.base_run_id("m") != cfg.base_run_id("other-model")
+
+
+def test_config_id_is_stable_and_order_free():
+    assert config_id("x", {"a": 1, "b": [2]}) == config_id("x", {"b": [2], "a": 1})
+    assert config_id("x", {"a": 1}) != config_id("x", {"a": 2}) and len(config_id("x", {})) == len("x-") + 12
