@@ -1,4 +1,9 @@
-"""What every view shares: the app context and the guard that turns store trouble into a message."""
+"""What every view shares: the app context and the guard that turns store trouble into a message.
+
+Callbacks return their updates keyed by component (`{message: "", grid: table}`): Gradio updates
+exactly the components named, so no callback counts or orders its outputs, and a new view that
+opens a feature page adds its own components without touching anyone else's list.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +29,13 @@ class AppContext:
     semantic: SemanticIndex
 
 
-def guarded(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wrap a callback whose first output is an HTML message slot.
+def guarded(fallback: Callable[[str], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wrap a callback so that store trouble and bad input become a message, `fallback(message_html)`
+    (typically `{message: html}`: only the message slot changes, the other outputs are left as
+    they were).
 
     A held store lock becomes the "updating…" notice, and a request the user can fix (ValueError,
-    LookupError: unknown dictionary, bad input) an error box; the other outputs are left as they were.
-    Anything else is a bug and propagates.
+    LookupError: unknown dictionary, bad input) an error box. Anything else is a bug and propagates.
     """
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -40,14 +46,16 @@ def guarded(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]
                 message = html.notice(UPDATING)
             except (StoreError, ValueError, LookupError) as err:
                 message = html.error(str(err.args[0]) if err.args else str(err))
-            return message if n_outputs == 1 else (message, *[gr.skip()] * (n_outputs - 1))
+            return fallback(message)
         return inner
     return wrap
 
 
-@guarded(n_outputs=2)
-def live_dictionary_menu(ctx: AppContext) -> tuple:
-    """(message, menu) of the dictionaries trained on the live model, for the views that run it."""
-    ids = data.dictionary_ids(ctx.store, ctx.live.model_name)
-    note = "" if ids else html.notice(f"No dictionary in the store was trained on {ctx.live.model_name}.")
-    return note, gr.Dropdown(choices=ids, value=ids[0] if ids else None)
+def live_dictionary_menu(ctx: AppContext, message: gr.HTML, menu: gr.Dropdown) -> dict:
+    """Updates for a view that runs the live model: its menu of the dictionaries trained on it."""
+    @guarded(lambda m: {message: m})
+    def fill() -> dict:
+        ids = data.dictionary_ids(ctx.store, ctx.live.model_name)
+        note = "" if ids else html.notice(f"No dictionary in the store was trained on {ctx.live.model_name}.")
+        return {message: note, menu: gr.Dropdown(choices=ids, value=ids[0] if ids else None)}
+    return fill()

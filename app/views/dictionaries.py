@@ -34,13 +34,14 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         frontier = gr.Plot(label="FVU vs L0", elem_id="fvu-l0")
         dead = gr.Plot(label="Dead fraction", elem_id="dead-frac")
 
-    @guarded(n_outputs=4)
-    def show(chosen: str) -> tuple:
+    @guarded(lambda m: {message: m})
+    def show(chosen: str) -> dict:
         dicts = queries.list_dictionaries(ctx.store)
         if dicts.empty:
-            return html.notice("No dictionaries in the store yet: train one first."), None, None, None
+            empty = html.notice("No dictionaries in the store yet: train one first.")
+            return {message: empty, grid: None, frontier: None, dead: None}
         if chosen != ALL:
             dicts = dicts[dicts["method"] == chosen]
-        return "", table(dicts), charts.fvu_vs_l0(dicts), charts.dead_fraction(dicts)
+        return {message: "", grid: table(dicts), frontier: charts.fvu_vs_l0(dicts), dead: charts.dead_fraction(dicts)}
 
     gr.on([demo.load, refresh.click, method.change], show, inputs=method, outputs=[message, grid, frontier, dead])

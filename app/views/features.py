@@ -7,7 +7,7 @@ URL (`/?dict=ID&feature=N`, so pages can be bookmarked and reloaded).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gradio as gr
 
@@ -18,48 +18,60 @@ from app.views.common import AppContext, guarded
 TAB_ID = "features"
 
 
+class Page(NamedTuple):
+    """One feature page's content; on an error only `message` is set (the rest stay as they were)."""
+
+    message: str
+    header: Any = gr.skip()
+    histogram: Any = gr.skip()
+    examples: Any = gr.skip()
+
+
 @dataclass
 class FeatureNav:
-    """How other tabs reach the feature page: `open` with `outputs` as an event's outputs; the page's
-    dictionary menu, feature box and steer button as inputs and triggers."""
+    """The feature page's components, by name; other tabs open a page with `open` (outputs:
+    `outputs`) and use the dictionary menu, feature box and steer button as inputs and triggers."""
 
     ctx: AppContext
-    outputs: list[Any]
-    """message, header, histogram, examples, feature box, dictionary menu, tabs."""
+    message: gr.HTML
+    header: gr.HTML
+    histogram: gr.Plot
+    examples: gr.HTML
+    feature: gr.Number
+    dict_menu: gr.Dropdown
+    tabs: gr.Tabs
     steer_button: gr.Button
 
     @property
-    def feature(self) -> gr.Number:
-        return self.outputs[4]
+    def page_outputs(self) -> list[Any]:
+        return [self.message, self.header, self.histogram, self.examples]
 
     @property
-    def dict_menu(self) -> gr.Dropdown:
-        return self.outputs[5]
+    def outputs(self) -> list[Any]:
+        return [*self.page_outputs, self.feature, self.dict_menu, self.tabs]
 
-    @property
-    def message(self) -> gr.HTML:
-        return self.outputs[0]
+    def show(self, page: Page) -> dict:
+        return {self.message: page.message, self.header: page.header, self.histogram: page.histogram,
+                self.examples: page.examples}
 
-    @property
-    def tabs(self) -> gr.Tabs:
-        return self.outputs[6]
-
-    def open(self, dict_id: str, feature: int) -> tuple:
-        return (*render(self.ctx, dict_id, feature), int(feature), gr.update(value=dict_id),
-                gr.Tabs(selected=TAB_ID))
+    def open(self, dict_id: str, feature: int) -> dict:
+        """Render feature `feature` of `dict_id` and switch to this tab."""
+        return {**self.show(render(self.ctx, dict_id, feature)), self.feature: int(feature),
+                self.dict_menu: gr.update(value=dict_id), self.tabs: gr.Tabs(selected=TAB_ID)}
 
 
-@guarded(n_outputs=4)
-def render(ctx: AppContext, dict_id: str | None, feature: float | None) -> tuple:
-    """(message, header, histogram, examples) of one feature."""
+@guarded(Page)
+def render(ctx: AppContext, dict_id: str | None, feature: float | None) -> Page:
+    """The page of one feature."""
     if not dict_id or feature is None:
         raise ValueError("Choose a dictionary and a feature.")
     page = data.feature_page(ctx.store, dict_id, int(feature))
     if page.empty:
-        return (html.error(f"Feature {int(feature)} of {dict_id} has no statistics or examples in the store."), "",
-                gr.Plot(None, visible=False), "")
+        return Page(html.error(f"Feature {int(feature)} of {dict_id} has no statistics or examples in the store."),
+                    "", gr.Plot(None, visible=False), "")
     histogram = feature_page.histogram(page)
-    return "", feature_page.header(page), gr.Plot(histogram, visible=histogram is not None), feature_page.examples(page)
+    return Page("", feature_page.header(page), gr.Plot(histogram, visible=histogram is not None),
+                feature_page.examples(page))
 
 
 def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
@@ -83,46 +95,45 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
     with gr.Row():
         steer = gr.Button("Steer with this feature", elem_id="fb-steer", size="sm", scale=0)
     examples = gr.HTML(elem_id="fb-examples")
-    nav = FeatureNav(ctx, [message, header, histogram, examples, feature, dict_menu, tabs], steer)
+    nav = FeatureNav(ctx, message, header, histogram, examples, feature, dict_menu, tabs, steer)
 
-    @guarded(n_outputs=2)
-    def find(dict_id: str | None, text: str, by_meaning: bool) -> tuple:
+    @guarded(lambda m: {search_msg: m})
+    def find(dict_id: str | None, text: str, by_meaning: bool) -> dict:
         if not dict_id:
-            return html.notice("No dictionary chosen."), None
+            return {search_msg: html.notice("No dictionary chosen."), results: None}
         text = (text or "").strip()
         if by_meaning and text and not text.isdigit():
             found = ctx.semantic.search(dict_id, text)
         else:
             found = data.search_features(ctx.store, dict_id, text)
-        return ("" if len(found) else html.notice("No matching feature.")), found
+        return {search_msg: "" if len(found) else html.notice("No matching feature."), results: found}
 
-    def clicked(dict_id: str, evt: gr.SelectData) -> tuple:
+    def clicked(dict_id: str, evt: gr.SelectData) -> dict:
         feature_id = int(evt.row_value[0])
-        return (*render(ctx, dict_id, feature_id), feature_id)
+        return {**nav.show(render(ctx, dict_id, feature_id)), feature: feature_id}
 
-    def load(request: gr.Request) -> tuple:
-        return on_load(nav, dict(request.query_params))
+    def load(request: gr.Request) -> dict:
+        return on_load(nav, search_msg, results, dict(request.query_params))
 
     gr.on([search.click, query.submit, dict_menu.input], find, inputs=[dict_menu, query, semantic_box],
           outputs=[search_msg, results])
     # Within the tab only the page changes: fewer outputs, less for the browser to redo.
-    page_outputs = nav.outputs[:4]
-    results.select(clicked, inputs=dict_menu, outputs=[*page_outputs, feature])
-    gr.on([open_button.click, feature.submit], lambda d, f: render(ctx, d, f), inputs=[dict_menu, feature],
-          outputs=page_outputs)
+    results.select(clicked, inputs=dict_menu, outputs=[*nav.page_outputs, feature])
+    gr.on([open_button.click, feature.submit], lambda d, f: nav.show(render(ctx, d, f)), inputs=[dict_menu, feature],
+          outputs=nav.page_outputs)
     demo.load(load, outputs=[*nav.outputs, search_msg, results])
     return nav
 
 
-@guarded(n_outputs=9)
-def on_load(nav: FeatureNav, params: dict[str, str]) -> tuple:
+def on_load(nav: FeatureNav, search_msg: gr.HTML, results: gr.Dataframe, params: dict[str, str]) -> dict:
     """Fill the dictionary menu and the list; open the page the URL names, if any."""
-    ids = data.dictionary_ids(nav.ctx.store)
-    dict_id = params["dict"] if params.get("dict") in ids else (ids[0] if ids else None)
-    menu = gr.Dropdown(choices=ids, value=dict_id)
-    found = data.search_features(nav.ctx.store, dict_id, "") if dict_id else None
-    if dict_id and params.get("feature", "").isdigit():
-        feature = int(params["feature"])
-        return (*render(nav.ctx, dict_id, feature), feature, menu, gr.Tabs(selected=TAB_ID), "", found)
-    skip = gr.skip()
-    return ("", skip, skip, skip, skip, menu, skip, "", found)
+    @guarded(lambda m: {nav.message: m})
+    def fill() -> dict:
+        ids = data.dictionary_ids(nav.ctx.store)
+        dict_id = params["dict"] if params.get("dict") in ids else (ids[0] if ids else None)
+        found = data.search_features(nav.ctx.store, dict_id, "") if dict_id else None
+        listed = {nav.dict_menu: gr.Dropdown(choices=ids, value=dict_id), search_msg: "", results: found}
+        if dict_id and params.get("feature", "").isdigit():
+            return {**nav.open(dict_id, int(params["feature"])), **listed}
+        return {nav.message: "", **listed}
+    return fill()

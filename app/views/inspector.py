@@ -34,16 +34,16 @@ def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
     grid = gr.Dataframe(headers=["pos", "token", "rank", "feature", "act"], interactive=False, max_height=400,
                         elem_id="pi-features", label="Top features per token (click a row to open the feature)")
 
-    @guarded(n_outputs=3)
-    def inspect(dict_id: str | None, prompt: str) -> tuple:
+    @guarded(lambda m: {message: m})
+    def inspect(dict_id: str | None, prompt: str) -> dict:
         if not dict_id or not prompt.strip():
             raise ValueError("Choose a dictionary and type some text.")
         seen = ctx.live.top_features(prompt, dict_id)
-        return "", token_strip(seen), seen.features.round({"act": 4})
+        return {message: "", strip: token_strip(seen), grid: seen.features.round({"act": 4})}
 
-    def clicked(dict_id: str, evt: gr.SelectData) -> tuple:
+    def clicked(dict_id: str, evt: gr.SelectData) -> dict:
         return nav.open(dict_id, int(evt.row_value[3]))
 
     gr.on([run.click, text.submit], inspect, inputs=[dict_menu, text], outputs=[message, strip, grid])
     grid.select(clicked, inputs=dict_menu, outputs=nav.outputs)
-    demo.load(lambda: live_dictionary_menu(ctx), outputs=[message, dict_menu])
+    demo.load(lambda: live_dictionary_menu(ctx, message, dict_menu), outputs=[message, dict_menu])

@@ -48,22 +48,23 @@ def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
         baseline = gr.Textbox(label="Without intervention", lines=6, interactive=False, elem_id="st-baseline")
         steered = gr.Textbox(label="With intervention", lines=6, interactive=False, elem_id="st-steered")
 
-    @guarded(n_outputs=3)
-    def generate(dict_id: str | None, how: str, pairs: str, n: float, use_chat: bool, text: str) -> tuple:
+    @guarded(lambda m: {message: m})
+    def generate(dict_id: str | None, how: str, pairs: str, n: float, use_chat: bool, text: str) -> dict:
         if not dict_id or not text.strip():
             raise ValueError("Choose a dictionary and type a prompt.")
         out = ctx.live.generate(text, dict_id, how, parse_strengths(pairs), int(n), use_chat)
-        return "", out.baseline, out.intervened
+        return {message: "", baseline: out.baseline, steered: out.intervened}
 
-    @guarded(n_outputs=4)
-    def from_feature_page(dict_id: str | None, feature: float | None) -> tuple:
+    @guarded(lambda m: {nav.message: m})
+    def from_feature_page(dict_id: str | None, feature: float | None) -> dict:
         """Switch here with the open feature filled in (its dictionary must run on the live model);
         a refusal shows on the feature page, where the button is."""
         if dict_id not in data.dictionary_ids(ctx.store, ctx.live.model_name) or feature is None:
             raise ValueError(f"Open a feature of a dictionary trained on {ctx.live.model_name} to steer with it.")
-        return "", gr.update(value=dict_id), f"{int(feature)}:{DEFAULT_STRENGTH:g}", gr.Tabs(selected=TAB_ID)
+        return {nav.message: "", dict_menu: gr.update(value=dict_id),
+                features: f"{int(feature)}:{DEFAULT_STRENGTH:g}", nav.tabs: gr.Tabs(selected=TAB_ID)}
 
     run.click(generate, inputs=[dict_menu, mode, features, tokens, chat, prompt], outputs=[message, baseline, steered])
     nav.steer_button.click(from_feature_page, inputs=[nav.dict_menu, nav.feature],
                            outputs=[nav.message, dict_menu, features, nav.tabs])
-    demo.load(lambda: live_dictionary_menu(ctx), outputs=[message, dict_menu])
+    demo.load(lambda: live_dictionary_menu(ctx, message, dict_menu), outputs=[message, dict_menu])
