@@ -64,7 +64,7 @@ def _cached(tiny, root, budget: int, sequences=None, key=1, shard_rows: int = 50
 
 
 def _assert_same_rows(got: Rows, want: Rows) -> None:
-    assert torch.equal(got.acts, want.acts) and torch.equal(got.seq, want.seq) and torch.equal(got.pos, want.pos)
+    assert all(torch.equal(getattr(got, f), getattr(want, f)) for f in Rows.FIELDS)
 
 
 def test_rows_carry_their_sequence_and_position(tiny):
@@ -73,6 +73,7 @@ def test_rows_carry_their_sequence_and_position(tiny):
     assert len(rows) == 100                                     # 11 rows per sequence: position 0 dropped
     assert rows.seq.tolist() == [i // 11 for i in range(100)] and rows.pos.tolist() == [1 + i % 11 for i in range(100)]
     seqs = list(_sequences(60)())
+    assert torch.equal(rows.token[rows.seq == 5], seqs[5][1:])
     one = hook_activations(tiny, cfg.hook_point, seqs[5][None])[0]
     torch.testing.assert_close(rows.acts[rows.seq == 5], one[1:], rtol=1e-5, atol=1e-5)
 

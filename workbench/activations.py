@@ -149,7 +149,8 @@ def hook_activations(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor,
 @dataclass(frozen=True)
 class Rows:
     """Activation rows with where each came from in the stream: sequence index (in corpus order,
-    counting from the stream's first sequence) and token position within that sequence."""
+    counting from the stream's first sequence), token position within that sequence, and the token
+    id there (so a rule about which tokens count can be applied to cached rows)."""
 
     acts: torch.Tensor
     """[n, d] float32."""
@@ -157,14 +158,16 @@ class Rows:
     """[n] int64."""
     pos: torch.Tensor
     """[n] int64."""
+    token: torch.Tensor
+    """[n] int64 token ids."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("acts", "seq", "pos")
+    FIELDS: ClassVar[tuple[str, ...]] = ("acts", "seq", "pos", "token")
 
     def __len__(self) -> int:
         return len(self.acts)
 
     def __getitem__(self, rows: slice) -> Rows:
-        return Rows(self.acts[rows], self.seq[rows], self.pos[rows])
+        return Rows(self.acts[rows], self.seq[rows], self.pos[rows], self.token[rows])
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f: getattr(self, f).contiguous() for f in self.FIELDS}
@@ -195,13 +198,14 @@ def _pad(batch: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, list[int
     return out, lengths
 
 
-def _flatten(acts: torch.Tensor, lengths: list[int], drop_first: bool, first_seq: int) -> Rows:
+def _flatten(acts: torch.Tensor, tokens: torch.Tensor, lengths: list[int], drop_first: bool, first_seq: int) -> Rows:
     """[B, T, d] -> rows of the real (unpadded) positions, optionally without position 0."""
     start = 1 if drop_first else 0
     spans = [range(start, n) for n in lengths]
     return Rows(torch.cat([acts[i, s.start:s.stop] for i, s in enumerate(spans)]).float(),
                 torch.cat([torch.full((len(s),), first_seq + i, dtype=torch.long) for i, s in enumerate(spans)]),
-                torch.cat([torch.arange(s.start, s.stop) for s in spans]))
+                torch.cat([torch.arange(s.start, s.stop) for s in spans]),
+                torch.cat([tokens[i, s.start:s.stop] for i, s in enumerate(spans)]))
 
 
 def whole_batches(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: StreamConfig, first_seq: int = 0,
@@ -217,7 +221,7 @@ def whole_batches(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: S
     try:
         for tokens, lengths in _padded_batches(sequences, cfg.batch_size, pad_id):
             acts = merge_heads(hook_activations(loaded, cfg.hook_point, tokens, cfg.backend), cfg.hook_point)
-            rows = _flatten(acts, lengths, cfg.drop_first, first_seq)
+            rows = _flatten(acts, tokens, lengths, cfg.drop_first, first_seq)
             first_seq += len(lengths)
             done += len(rows)
             bar.update(len(rows))
@@ -246,10 +250,11 @@ def raw_activations(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg:
     return take((rows for rows, _ in whole_batches(loaded, sequences, cfg, progress=progress)), cfg.token_budget)
 
 
-CACHE_FORMAT = 2
-"""Version of the shard layout. 2: shards carry each row's (seq, pos) and the manifest counts whole
-sequences consumed. Version 1 counted a budget-truncated last batch as whole, so a resumed cache
-skipped rows (the feature-example misalignment bug); its caches are deleted and rebuilt."""
+CACHE_FORMAT = 3
+"""Version of the shard layout. 3: shards carry each row's (seq, pos, token id) and the manifest
+counts whole sequences consumed (2 had no token ids). Version 1 counted a budget-truncated last
+batch as whole, so a resumed cache skipped rows (the feature-example misalignment bug). Caches of
+an older version are deleted and rebuilt."""
 
 
 class ShardCache:
@@ -300,7 +305,7 @@ class ShardCache:
                 skip_rows -= shard["rows"]
                 continue
             tensors = load_file(self.dir / shard["file"])
-            yield Rows(tensors["acts"], tensors["seq"], tensors["pos"])[skip_rows:]
+            yield Rows(*(tensors[f] for f in Rows.FIELDS))[skip_rows:]
             skip_rows = 0
 
     def _flush(self, manifest: dict, pending: list[Rows], sequences: int) -> None:
