@@ -23,6 +23,7 @@ from workbench.hooks import clamp, steer
 from workbench.models import LoadedModel, load_model
 from workbench.registered import load_dictionary
 from workbench.store import Store
+from workbench.token_rule import TokenRule
 
 MAX_PROMPT_TOKENS = 256
 INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[None]]] = {"steer": steer, "clamp": clamp}
@@ -50,6 +51,9 @@ class Inspection(NamedTuple):
     """The prompt's tokens (BOS first)."""
     features: pd.DataFrame
     """pos, token, rank, feature, act: each token's strongest active features (none for some tokens)."""
+    counted: list[bool]
+    """Per token: does the dictionary's token rule count it (special tokens and massive-norm sinks
+    do not; the strip's colour scale ignores them)."""
 
 
 class Generation(NamedTuple):
@@ -109,13 +113,20 @@ class LiveModels:
         with self._lock, _torch_threads(self.threads):
             loaded, sae = self.model(), self.dictionary(dict_id)
             tokens = self.tokens(text)
-            acts = hook_activations(loaded, sae.hook_point, tokens)[0]  # [T, ...]
-            code = sae.encode(merge_heads(acts, sae.hook_point))
+            acts = merge_heads(hook_activations(loaded, sae.hook_point, tokens)[0], sae.hook_point)  # [T, d_in]
+            code = sae.encode(acts)
+            counted = self.token_rule(dict_id).ordinary(acts, tokens[0], loaded.tokenizer.all_special_ids)
             strs = cast(list[str], loaded.model.to_str_tokens(tokens[0]))   # one sequence in, one list out
         values, indices = code.values[:, :per_token], code.indices[:, :per_token]
         rows = [(pos, strs[pos], rank + 1, int(indices[pos, rank]), float(values[pos, rank]))
                 for pos in range(len(strs)) for rank in range(values.shape[1]) if values[pos, rank] > 0]
-        return Inspection(strs, pd.DataFrame(rows, columns=["pos", "token", "rank", "feature", "act"]))
+        return Inspection(strs, pd.DataFrame(rows, columns=["pos", "token", "rank", "feature", "act"]),
+                          counted.tolist())
+
+    def token_rule(self, dict_id: str) -> TokenRule:
+        """The rule the dictionary was fitted with (the default for dictionaries from before it)."""
+        row = queries.dictionary_row(self.store, dict_id)
+        return TokenRule(**queries.run_config(self.store, row["run_id"]).get("token_rule", {}))
 
     @torch.inference_mode()
     def generate(self, prompt: str, dict_id: str, mode: str, strengths: Mapping[int, float],

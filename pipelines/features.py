@@ -27,6 +27,7 @@ from workbench.models import LoadedModel
 from workbench.registered import load_registered
 from workbench.sources import SPLITS, ActivationSource, activation_rows, token_sequences
 from workbench.store import Store
+from workbench.token_rule import TokenRule
 
 
 @dataclass
@@ -85,15 +86,17 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
     _, loaded, sae = load_registered(store, cfg.dict_id)   # d_in must match the hook point
     source = ActivationSource(model=row["model"], hook_point=row["hook_point"], corpus=corpus, layout=layout,
                               context=cfg.context)
-    with store.running(run_id, "features", {**to_dict(cfg), "corpus": corpus}):
-        store.publish(run_id, build_tables(cfg, loaded, sae, source, run_id, progress))
+    rule = TokenRule(**train_cfg.get("token_rule", {}))   # the rule the dictionary was fitted with
+    with store.running(run_id, "features", {**to_dict(cfg), "corpus": corpus, "token_rule": to_dict(rule)}):
+        store.publish(run_id, build_tables(cfg, loaded, sae, source, rule, run_id, progress))
     return run_id
 
 
-def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSource, cfg: FeaturesConfig,
-                progress: bool) -> tuple[pa.Table, list[torch.Tensor], int]:
-    """Encode every evaluation token once; return nonzero entries (feature, seq, pos, act), the
-    sequences (the last one cut after the last encoded token) and the number of tokens encoded.
+def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSource, rule: TokenRule,
+                cfg: FeaturesConfig, progress: bool) -> tuple[pa.Table, list[torch.Tensor], int]:
+    """Encode every evaluation token the rule counts once; return nonzero entries (feature, seq, pos,
+    act), the sequences (the last one cut after the last token streamed) and the number of tokens
+    encoded. Tokens the rule leaves out are never examples and do not count in frequencies.
 
     Each row's (sequence, position) comes from the activation stream itself, so entries point at the
     token that produced them whether the rows were computed now or read from the cache."""
@@ -101,12 +104,17 @@ def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSou
     seqs: list[torch.Tensor] = []
     parts: list[pa.Table] = []
     n_rows, last_pos = 0, 0
+    special = loaded.tokenizer.all_special_ids
     stream = activation_rows(loaded, source, cfg.split, cfg.tokens, cfg.forward_batch, progress=False)
     for rows in tqdm(stream, disable=not progress, desc="feature pass"):
         if not len(rows):
             continue
         seqs += itertools.islice(sequences, int(rows.seq[-1]) + 1 - len(seqs))
-        n_rows, last_pos = n_rows + len(rows), int(rows.pos[-1])
+        last_pos = int(rows.pos[-1])
+        rows = rows[rule.rows_mask(rows, special)]
+        n_rows += len(rows)
+        if not len(rows):
+            continue
         with torch.no_grad():
             code = sae.encode(rows.acts)
         active = (code.values > 0).numpy()
@@ -121,8 +129,8 @@ def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSou
 
 
 def build_tables(cfg: FeaturesConfig, loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSource,
-                 run_id: str, progress: bool) -> dict[str, pd.DataFrame | pa.Table]:
-    entries, seqs, n_tokens = encode_pass(loaded, sae, source, cfg, progress)
+                 rule: TokenRule, run_id: str, progress: bool) -> dict[str, pd.DataFrame | pa.Table]:
+    entries, seqs, n_tokens = encode_pass(loaded, sae, source, rule, cfg, progress)
     con = duckdb.connect()
     con.register("entries", entries)
     stats = _feature_stats(con, cfg, n_tokens)

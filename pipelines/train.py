@@ -19,12 +19,13 @@ import saes
 from saes.fitting import FitSource, fit
 from saes.training import TrainConfig
 from workbench import metrics
-from workbench.activations import MixingBuffer
+from workbench.activations import MixingBuffer, Rows
 from workbench.config import config_id, to_dict
 from workbench.models import LoadedModel, load_model, parse_hook_point
 from workbench.paths import data_dir
 from workbench.sources import ActivationSource, activation_rows, hook_width, token_sequences
 from workbench.store import Store
+from workbench.token_rule import TokenRule
 
 
 def _trainer_defaults() -> TrainConfig:
@@ -53,6 +54,9 @@ class TrainDictionaryConfig(ActivationSource):
     """The method's own config fields (`--sae.FIELD`, TOML `[sae]`)."""
     trainer: TrainConfig = field(default_factory=_trainer_defaults)
     """Optimizer, schedule, dead-latent and checkpoint settings of the gradient trainer."""
+    token_rule: TokenRule = field(default_factory=TokenRule)
+    """Which tokens the dictionary is fitted and evaluated on (`workbench/token_rule.py`); the
+    feature pass applies the same rule."""
     tokens: int = 500_000
     """Training tokens."""
     batch_tokens: int = 4096
@@ -120,9 +124,11 @@ def run(cfg: TrainDictionaryConfig, store: Store, progress: bool = True) -> str:
 
 
 def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool) -> FitSource:
+    special = loaded.tokenizer.all_special_ids
+
     def rows() -> Iterator[torch.Tensor]:
-        return (r.acts for r in activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch,
-                                                progress=False))
+        stream = activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=False)
+        return (r.acts[cfg.token_rule.rows_mask(r, special)] for r in stream)
 
     def batches() -> Iterator[torch.Tensor]:
         return MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(rows())
@@ -134,10 +140,17 @@ def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path,
 
 @torch.no_grad()
 def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainDictionaryConfig, progress: bool = False) -> dict:
-    """Held-out metrics: reconstruction and sparsity on eval tokens, CE/KL on eval sequences."""
-    x = torch.cat([r.acts for r in activation_rows(loaded, cfg.source(), "eval", cfg.eval_tokens, cfg.forward_batch,
-                                                   progress=progress)])
-    x_hat, code = sae(x)
+    """Held-out metrics: reconstruction and sparsity on the eval tokens the token rule counts (with
+    FVU over all tokens beside it), CE/KL on eval sequences."""
+    rows = Rows.cat(list(activation_rows(loaded, cfg.source(), "eval", cfg.eval_tokens, cfg.forward_batch,
+                                         progress=progress)))
+    ordinary = cfg.token_rule.rows_mask(rows, loaded.tokenizer.all_special_ids)
+    if not ordinary.any():
+        raise ValueError(f"none of the {len(rows)} evaluation tokens passes the token rule {cfg.token_rule}")
+    x_all = rows.acts
+    x_hat_all, _ = sae(x_all)
+    x, x_hat = x_all[ordinary], x_hat_all[ordinary]
+    code = sae.encode(x)
     fires = metrics.fire_counts(code.indices, code.values, sae.d_sae)
     seqs = token_sequences(loaded, cfg.source(), "eval")()
     chosen = [s for _, s in zip(range(cfg.ce_sequences), seqs)]
@@ -146,6 +159,7 @@ def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainDictionaryConf
     return {"fvu": float(metrics.fvu(x, x_hat)), "explained_variance": float(metrics.explained_variance(x, x_hat)),
             "mse": float(metrics.mse(x, x_hat)), "l0": float(metrics.l0(code.values)),
             "dead_frac_eval": float(metrics.dead_fraction(fires)), "eval_tokens": len(x),
+            "fvu_all_tokens": float(metrics.fvu(x_all, x_hat_all)), "excluded_eval_tokens": len(x_all) - len(x),
             "ce_clean": splice.ce_clean, "ce_spliced": splice.ce_spliced, "ce_zero_ablation": splice.ce_zero_ablation,
             "ce_loss_recovered": splice.ce_loss_recovered, "kl": splice.kl}
 

@@ -166,7 +166,8 @@ class Rows:
     def __len__(self) -> int:
         return len(self.acts)
 
-    def __getitem__(self, rows: slice) -> Rows:
+    def __getitem__(self, rows: slice | torch.Tensor) -> Rows:
+        """The rows a slice or a bool mask selects."""
         return Rows(self.acts[rows], self.seq[rows], self.pos[rows], self.token[rows])
 
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ Runs the model up to the dictionary's hook point and encodes; clicking a row ope
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from app import html
 from app.live import Inspection
@@ -14,13 +15,20 @@ from app.views.features import FeatureNav
 
 
 def token_strip(seen: Inspection) -> str:
-    """The prompt's tokens highlighted by their strongest feature (hover: the top features)."""
+    """The prompt's tokens highlighted by their strongest feature (hover: the top features). The colour
+    scale is set by the tokens the dictionary's token rule counts; the others are shown unshaded."""
     by_pos = seen.features.groupby("pos").agg(act=("act", "max"), top=("feature", lambda f: ", ".join(map(str, f))))
-    scale = float(by_pos["act"].max()) if len(by_pos) else 0.0
-    spans = [html.token_span(token, float(by_pos["act"].get(pos, 0.0)), scale,
-                             title=f"features {by_pos['top'][pos]}" if pos in by_pos.index else "no active feature")
-             for pos, token in enumerate(seen.tokens)]
+    counted = by_pos[[seen.counted[pos] for pos in by_pos.index]]
+    scale = float(counted["act"].max()) if len(counted) else 0.0
+    spans = [html.token_span(token, float(by_pos["act"].get(pos, 0.0)) if seen.counted[pos] else 0.0, scale,
+                             title=_title(seen, by_pos, pos)) for pos, token in enumerate(seen.tokens)]
     return f'<div class="wb-tokens">{"".join(spans)}</div>'
+
+
+def _title(seen: Inspection, by_pos: pd.DataFrame, pos: int) -> str:
+    if not seen.counted[pos]:
+        return "not counted (special token or massive-norm sink)"
+    return f"features {by_pos['top'][pos]}" if pos in by_pos.index else "no active feature"
 
 
 def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:

@@ -123,6 +123,16 @@ def test_semantic_search_ranks_explanations_by_meaning(built: BuiltStore) -> Non
 def test_inspector_strip_keeps_tokens_without_active_features() -> None:
     rows = pd.DataFrame([(1, "a", 1, 5, 2.0), (1, "a", 2, 7, 1.0), (2, "<b>", 1, 3, 1.0)],
                         columns=["pos", "token", "rank", "feature", "act"])
-    strip = token_strip(Inspection(["<s>", "a", "<b>"], rows))
+    strip = token_strip(Inspection(["<s>", "a", "<b>"], rows, [True, True, True]))
     assert '<span title="no active feature">&lt;s&gt;</span>' in strip
     assert 'rgba(255,140,0,1.00)" title="features 5, 7">a<' in strip and "&lt;b&gt;" in strip
+
+
+def test_inspector_scale_ignores_tokens_the_rule_leaves_out() -> None:
+    """A sink token with activation 3,900 must not blank the ordinary words (scale 15 -> alpha 2/15)."""
+    rows = pd.DataFrame([(0, "<s>", 1, 1, 3900.0), (1, "river", 1, 5, 15.0), (2, "bank", 1, 5, 2.0)],
+                        columns=["pos", "token", "rank", "feature", "act"])
+    strip = token_strip(Inspection(["<s>", "river", "bank"], rows, [False, True, True]))
+    assert '<span title="not counted (special token or massive-norm sink)">&lt;s&gt;</span>' in strip
+    assert 'rgba(255,140,0,1.00)" title="features 5">river<' in strip
+    assert 'rgba(255,140,0,0.13)" title="features 5">bank<' in strip
