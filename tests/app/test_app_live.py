@@ -10,6 +10,7 @@ import pytest
 
 import saes
 from app.live import LiveModels
+from app.views.inspector import token_strip
 from workbench.store import Store
 
 HOOK = "blocks.12.hook_resid_post"
@@ -30,6 +31,9 @@ def test_smollm2_inspect_and_steer(smollm2, tmp_path: Path) -> None:
     rows = seen.features
     assert rows["pos"].nunique() == len(seen.tokens)  # TopK: every token has active features
     assert (rows["act"] > 0).all() and rows["feature"].between(0, 1023).all()
+    assert not seen.counted[0] and sum(seen.counted) >= len(seen.tokens) - 2   # BOS (and a sink) left out
+    strip = token_strip(seen)
+    assert strip.count("background:rgba") >= sum(seen.counted) - 1   # ordinary words are shaded, not blank
 
     out = live.generate("What is the capital of France? Answer in one sentence.", "smol-rand", "steer",
                         {3: 60.0}, max_new_tokens=10, chat=True)
