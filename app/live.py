@@ -126,7 +126,7 @@ class LiveModels:
     def token_rule(self, dict_id: str) -> TokenRule:
         """The rule the dictionary was fitted with (the default for dictionaries from before it)."""
         row = queries.dictionary_row(self.store, dict_id)
-        return TokenRule(**queries.run_config(self.store, row["run_id"]).get("token_rule", {}))
+        return TokenRule.stored(queries.run_config(self.store, row["run_id"]).get("token_rule"))
 
     @torch.inference_mode()
     def generate(self, prompt: str, dict_id: str, mode: str, strengths: Mapping[int, float],

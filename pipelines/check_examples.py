@@ -46,8 +46,8 @@ class CheckExamplesConfig:
 
 def run(cfg: CheckExamplesConfig, store: Store, progress: bool = True) -> float:
     """Print and return the fraction of examples that reproduce; RuntimeError if any does not."""
-    _, loaded, dictionary = load_registered(store, cfg.dict_id)
-    checked = recompute_examples(store, cfg, loaded, dictionary, progress)
+    row, loaded, dictionary = load_registered(store, cfg.dict_id)
+    checked = recompute_examples(store, cfg, loaded, dictionary, row["hook_point"], progress)
     if checked.empty:
         raise LookupError(f"dictionary {cfg.dict_id!r} has no stored feature examples (run `workbench features`)")
     ok = float(checked["ok"].mean())
@@ -60,8 +60,8 @@ def run(cfg: CheckExamplesConfig, store: Store, progress: bool = True) -> float:
 
 
 @torch.no_grad()
-def recompute_examples(store: Store, cfg: CheckExamplesConfig, loaded: LoadedModel,
-                       sae: saes.Dictionary, progress: bool = False) -> pd.DataFrame:
+def recompute_examples(store: Store, cfg: CheckExamplesConfig, loaded: LoadedModel, sae: saes.Dictionary,
+                       hook_point: str, progress: bool = False) -> pd.DataFrame:
     """Every stored example with its recomputed activation and whether the two agree."""
     examples = store.query("SELECT feature, kind, rank, doc_id, pos, act FROM feature_examples WHERE dict_id = ?",
                            [cfg.dict_id])
@@ -72,7 +72,7 @@ def recompute_examples(store: Store, cfg: CheckExamplesConfig, loaded: LoadedMod
     by_doc = examples.groupby("doc_id").groups
     for start in tqdm(range(0, len(docs), cfg.forward_batch), desc="recompute examples", disable=not progress):
         chunk = docs.iloc[start: start + cfg.forward_batch]
-        dense = _encode_documents(loaded, sae, [list(ids) for ids in chunk["ids"]])
+        dense = _encode_documents(loaded, sae, hook_point, [list(ids) for ids in chunk["ids"]])
         for b, doc_id in enumerate(chunk["doc_id"]):
             index = by_doc[doc_id]
             pos = torch.tensor(examples.loc[index, "pos"].to_numpy())
@@ -83,11 +83,11 @@ def recompute_examples(store: Store, cfg: CheckExamplesConfig, loaded: LoadedMod
     return examples.assign(recomputed=recomputed, ok=(recomputed - examples["act"]).abs() <= tolerance)
 
 
-def _encode_documents(loaded: LoadedModel, sae: saes.Dictionary, docs: list[list[int]]) -> torch.Tensor:
+def _encode_documents(loaded: LoadedModel, sae: saes.Dictionary, hook_point: str,
+                      docs: list[list[int]]) -> torch.Tensor:
     """[B, T_max, d_sae] feature activations of right-padded documents (padding never precedes a token)."""
     pad = loaded.tokenizer.pad_token_id or 0
     width = max(map(len, docs))
     ids = torch.tensor([d + [pad] * (width - len(d)) for d in docs])
-    acts = hook_activations(loaded, sae.hook_point, ids)
-    acts = merge_heads(acts, sae.hook_point).clone()  # the CPU top-k kernel rejects inference tensors
-    return sae.encode(acts).dense()
+    acts = merge_heads(hook_activations(loaded, hook_point, ids), hook_point)
+    return sae.encode(acts.clone()).dense()   # clone: the CPU top-k kernel rejects inference tensors

@@ -45,6 +45,13 @@ class DemoConfig:
     seed: int = 0
     """Seed of the feature choice."""
 
+    def __post_init__(self) -> None:
+        for name in ("train_tokens", "feature_tokens", "k", "expansion"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.interpret_features < 0:
+            raise ValueError(f"interpret_features must be >= 0, got {self.interpret_features}")
+
 
 def run(cfg: DemoConfig, store: Store) -> None:
     if cfg.interpret_features and importlib.util.find_spec("llama_cpp") is None:
@@ -60,10 +67,9 @@ def run(cfg: DemoConfig, store: Store) -> None:
     top = store.query("SELECT feature, freq, max_act, top_logits FROM feature_stats WHERE dict_id = ? "
                       "ORDER BY freq DESC LIMIT 5", [dict_id])
     print(top.to_string(index=False))
-    features = interpret(cfg, store, dict_id)
-    first = features[0] if features else int(top["feature"].iloc[0])
-    print(f"\nDone. Browse it: run `.venv/bin/workbench serve`, then open "
-          f"http://127.0.0.1:7860/?dict={dict_id}&feature={first}")
+    features = interpret(cfg, store, dict_id) or top["feature"].tolist()[:1]
+    page = f"&feature={features[0]}" if features else ""
+    print(f"\nDone. Browse it: run `.venv/bin/workbench serve`, then open http://127.0.0.1:7860/?dict={dict_id}{page}")
 
 
 def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> list[int]:
@@ -73,6 +79,9 @@ def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> list[int]:
     live = store.query("SELECT feature FROM feature_examples WHERE dict_id = ? GROUP BY feature "
                        "HAVING count(DISTINCT (doc_id, pos)) >= 8 ORDER BY feature", [dict_id])["feature"].tolist()
     features = sorted(random.Random(cfg.seed).sample(live, min(cfg.interpret_features, len(live))))
+    if not features:
+        print("no feature has 8 distinct activating examples: nothing to explain")
+        return []
     base = run_job("interpret", store, dict_id=dict_id, features=",".join(map(str, features)), scorers=cfg.scorers)
     print(queries.score_summary(store, base).to_string(index=False))
     return features

@@ -86,7 +86,7 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
     _, loaded, sae = load_registered(store, cfg.dict_id)   # d_in must match the hook point
     source = ActivationSource(model=row["model"], hook_point=row["hook_point"], corpus=corpus, layout=layout,
                               context=cfg.context)
-    rule = TokenRule(**train_cfg.get("token_rule", {}))   # the rule the dictionary was fitted with
+    rule = TokenRule.stored(train_cfg.get("token_rule"))   # the rule the dictionary was fitted with
     with store.running(run_id, "features", {**to_dict(cfg), "corpus": corpus, "token_rule": to_dict(rule)}):
         store.publish(run_id, build_tables(cfg, loaded, sae, source, rule, run_id, progress))
     return run_id
@@ -95,7 +95,7 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
 def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSource, rule: TokenRule,
                 cfg: FeaturesConfig, progress: bool) -> tuple[pa.Table, list[torch.Tensor], int]:
     """Encode every evaluation token the rule counts once; return nonzero entries (feature, seq, pos,
-    act), the sequences (the last one cut after the last token streamed) and the number of tokens
+    act), the sequences (the last one cut after the last token encoded) and the number of tokens
     encoded. Tokens the rule leaves out are never examples and do not count in frequencies.
 
     Each row's (sequence, position) comes from the activation stream itself, so entries point at the
@@ -104,17 +104,12 @@ def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSou
     seqs: list[torch.Tensor] = []
     parts: list[pa.Table] = []
     n_rows, last_pos = 0, 0
-    special = loaded.tokenizer.all_special_ids
-    stream = activation_rows(loaded, source, cfg.split, cfg.tokens, cfg.forward_batch, progress=False)
+    stream = activation_rows(loaded, source, cfg.split, cfg.tokens, cfg.forward_batch, progress=False, rule=rule)
     for rows in tqdm(stream, disable=not progress, desc="feature pass"):
         if not len(rows):
             continue
         seqs += itertools.islice(sequences, int(rows.seq[-1]) + 1 - len(seqs))
-        last_pos = int(rows.pos[-1])
-        rows = rows[rule.rows_mask(rows, special)]
-        n_rows += len(rows)
-        if not len(rows):
-            continue
+        n_rows, last_pos = n_rows + len(rows), int(rows.pos[-1])
         with torch.no_grad():
             code = sae.encode(rows.acts)
         active = (code.values > 0).numpy()
@@ -123,8 +118,9 @@ def encode_pass(loaded: LoadedModel, sae: saes.Dictionary, source: ActivationSou
                                "seq": rows.seq.numpy()[token_index].astype(np.int32),
                                "pos": rows.pos.numpy()[token_index].astype(np.int32),
                                "act": code.values.numpy()[active].astype(np.float32)}))
-    if seqs:
-        seqs[-1] = seqs[-1][: last_pos + 1]
+    if not parts:
+        raise ValueError(f"no token of the {cfg.split} split passes the token rule {rule}: nothing to encode")
+    seqs[-1] = seqs[-1][: last_pos + 1]
     return pa.concat_tables(parts), seqs, n_rows
 
 

@@ -27,6 +27,10 @@ from workbench.sources import ActivationSource, activation_rows, hook_width, tok
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
+TRAINER_ID_IGNORES = ("resume", "log_every", "checkpoint_every", "dense_threshold", "progress_bar")
+"""Trainer fields that do not change the fitted dictionary (left out of its id, so changing them
+resumes or skips the same run)."""
+
 
 def _trainer_defaults() -> TrainConfig:
     return TrainConfig(lr=4e-4, warmup_steps=50, checkpoint_every=100, dead_after_tokens=None)
@@ -87,12 +91,11 @@ class TrainDictionaryConfig(ActivationSource):
     @staticmethod
     def group_classes(values: Mapping[str, Any]) -> dict[str, type]:
         """The `sae` group's fields are those of the chosen method's config class."""
-        architecture = values.get("architecture", "topk")
-        known = architecture in saes.registry.names()
-        return {"sae": saes.registry.get(architecture).config_class} if known else {}
+        return {"sae": saes.registry.get(values.get("architecture", "topk")).config_class}
 
     def derived_id(self) -> str:
         body = {k: v for k, v in to_dict(self).items() if k != "dict_id"}
+        body["trainer"] = {k: v for k, v in body["trainer"].items() if k not in TRAINER_ID_IGNORES}
         return self.dict_id or config_id(f"{self.architecture}-{self.hook_point.replace('.', '_')}", body)
 
 
@@ -124,11 +127,10 @@ def run(cfg: TrainDictionaryConfig, store: Store, progress: bool = True) -> str:
 
 
 def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool) -> FitSource:
-    special = loaded.tokenizer.all_special_ids
-
     def rows() -> Iterator[torch.Tensor]:
-        stream = activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=False)
-        return (r.acts[cfg.token_rule.rows_mask(r, special)] for r in stream)
+        stream = activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=False,
+                                 rule=cfg.token_rule)
+        return (r.acts for r in stream)
 
     def batches() -> Iterator[torch.Tensor]:
         return MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(rows())
@@ -142,8 +144,11 @@ def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path,
 def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainDictionaryConfig, progress: bool = False) -> dict:
     """Held-out metrics: reconstruction and sparsity on the eval tokens the token rule counts (with
     FVU over all tokens beside it), CE/KL on eval sequences."""
-    rows = Rows.cat(list(activation_rows(loaded, cfg.source(), "eval", cfg.eval_tokens, cfg.forward_batch,
-                                         progress=progress)))
+    chunks = list(activation_rows(loaded, cfg.source(), "eval", cfg.eval_tokens, cfg.forward_batch,
+                                  progress=progress))
+    if not chunks:
+        raise ValueError(f"the eval split of {cfg.corpus} has no tokens to evaluate on")
+    rows = Rows.cat(chunks)
     ordinary = cfg.token_rule.rows_mask(rows, loaded.tokenizer.all_special_ids)
     if not ordinary.any():
         raise ValueError(f"none of the {len(rows)} evaluation tokens passes the token rule {cfg.token_rule}")

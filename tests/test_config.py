@@ -72,3 +72,24 @@ def test_interpret_groups_and_run_id():
 def test_config_id_is_stable_and_order_free():
     assert config_id("x", {"a": 1, "b": [2]}) == config_id("x", {"b": [2], "a": 1})
     assert config_id("x", {"a": 1}) != config_id("x", {"a": 2}) and len(config_id("x", {})) == len("x-") + 12
+
+
+def test_layers_merge_field_by_field_inside_a_group(tmp_path):
+    toml = tmp_path / "train.toml"
+    toml.write_text("[trainer]\nwarmup_steps = 7\nlr = 2e-3\n")
+    cfg = build_config(TrainDictionaryConfig, parsed(["train", "--trainer.lr", "5e-3"]), toml,
+                       values={"trainer": {"log_every": 3}})
+    assert (cfg.trainer.warmup_steps, cfg.trainer.log_every, cfg.trainer.lr) == (7, 3, 5e-3)
+
+
+def test_an_unknown_architecture_is_one_clear_line(capsys):
+    assert cli.main(["train", "--architecture", "nope", "--sae.k", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown architecture 'nope'" in err and "topk" in err
+
+
+def test_settings_that_do_not_change_the_dictionary_keep_its_id():
+    base = build_config(TrainDictionaryConfig, values={"tokens": 1000})
+    same = build_config(TrainDictionaryConfig, values={"tokens": 1000, "trainer": {"resume": False, "log_every": 7}})
+    other = build_config(TrainDictionaryConfig, values={"tokens": 1000, "trainer": {"lr": 1e-3}})
+    assert base.derived_id() == same.derived_id() != other.derived_id()

@@ -141,7 +141,7 @@ def test_feature_examples_reproduce_from_their_stored_tokens(trained):
                  store, progress=False)
     assert check_examples(CheckExamplesConfig(dict_id=dict_id), store, progress=False) == 1.0
     checked = recompute_examples(store, CheckExamplesConfig(dict_id=dict_id), load_model("tiny"),
-                                 saes.load(queries.dictionary_row(store, dict_id)["path"]))
+                                 saes.load(queries.dictionary_row(store, dict_id)["path"]), TRAIN["hook_point"])
     assert len(checked) > 500 and checked["ok"].all()
     with duckdb.connect(str(store.path)) as con:   # corrupt one example: the check must catch it
         con.execute("UPDATE feature_examples SET act = act + 1 WHERE kind = 'top' AND rank = 0 AND feature = "

@@ -15,8 +15,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -54,7 +54,8 @@ class StreamConfig:
 
 # -- one forward ---------------------------------------------------------------------------------
 
-PER_HEAD_HOOKS = ("attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_result")
+PER_HEAD_HOOKS = ("attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_result", "attn.hook_rot_q",
+                  "attn.hook_rot_k")
 """Hook points whose activations are `[..., n_heads, d_head]`; dictionaries read them with the heads
 merged into one `n_heads * d_head` vector per token (as SAELens does for hook_z)."""
 
@@ -149,8 +150,9 @@ def hook_activations(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor,
 @dataclass(frozen=True)
 class Rows:
     """Activation rows with where each came from in the stream: sequence index (in corpus order,
-    counting from the stream's first sequence), token position within that sequence, and the token
-    id there (so a rule about which tokens count can be applied to cached rows)."""
+    counting from the stream's first sequence), token position within that sequence, the token id
+    there and the median activation norm of the row's forward batch (so the token rule gives the
+    same answer on cached and fresh rows, whatever the chunking)."""
 
     acts: torch.Tensor
     """[n, d] float32."""
@@ -160,15 +162,17 @@ class Rows:
     """[n] int64."""
     token: torch.Tensor
     """[n] int64 token ids."""
+    batch_median_norm: torch.Tensor
+    """[n] float32: median activation norm over the rows of the forward batch the row came from."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("acts", "seq", "pos", "token")
+    FIELDS: ClassVar[tuple[str, ...]] = ("acts", "seq", "pos", "token", "batch_median_norm")
 
     def __len__(self) -> int:
         return len(self.acts)
 
     def __getitem__(self, rows: slice | torch.Tensor) -> Rows:
         """The rows a slice or a bool mask selects."""
-        return Rows(self.acts[rows], self.seq[rows], self.pos[rows], self.token[rows])
+        return Rows(*(getattr(self, f)[rows] for f in self.FIELDS))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f: getattr(self, f).contiguous() for f in self.FIELDS}
@@ -203,10 +207,13 @@ def _flatten(acts: torch.Tensor, tokens: torch.Tensor, lengths: list[int], drop_
     """[B, T, d] -> rows of the real (unpadded) positions, optionally without position 0."""
     start = 1 if drop_first else 0
     spans = [range(start, n) for n in lengths]
-    return Rows(torch.cat([acts[i, s.start:s.stop] for i, s in enumerate(spans)]).float(),
+    rows = torch.cat([acts[i, s.start:s.stop] for i, s in enumerate(spans)]).float()
+    median = rows.norm(dim=-1).median() if len(rows) else torch.tensor(0.0)
+    return Rows(rows,
                 torch.cat([torch.full((len(s),), first_seq + i, dtype=torch.long) for i, s in enumerate(spans)]),
                 torch.cat([torch.arange(s.start, s.stop) for s in spans]),
-                torch.cat([tokens[i, s.start:s.stop] for i, s in enumerate(spans)]))
+                torch.cat([tokens[i, s.start:s.stop] for i, s in enumerate(spans)]),
+                median.expand(len(rows)).clone())
 
 
 def whole_batches(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: StreamConfig, first_seq: int = 0,
@@ -252,14 +259,14 @@ def raw_activations(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg:
 
 
 CACHE_FORMAT = 3
-"""Version of the shard layout. 3: shards carry each row's (seq, pos, token id) and the manifest
-counts whole sequences consumed (2 had no token ids). Version 1 counted a budget-truncated last
+"""Version of the shard layout. 3: shards carry each row's (seq, pos, token id, batch median norm)
+and the manifest counts whole sequences consumed (2 had only seq and pos). Version 1 counted a budget-truncated last
 batch as whole, so a resumed cache skipped rows (the feature-example misalignment bug). Caches of
 an older version are deleted and rebuilt."""
 
 
 class ShardCache:
-    """Activation shards (safetensors: acts, seq, pos) plus a manifest; a killed collection resumes
+    """Activation shards (safetensors: the `Rows` fields) plus a manifest; a killed collection resumes
     after the last shard.
 
     Shards hold whole forward batches only, and the manifest counts the source sequences they
@@ -339,7 +346,8 @@ class ShardCache:
             if (budget is not None and served >= budget) or manifest["complete"]:
                 return
             wanted = None if budget is None else budget - served
-            yield from take(self._extend(manifest, fresh(manifest["sequences_done"], wanted), wanted), wanted)
+            with closing(self._extend(manifest, fresh(manifest["sequences_done"], wanted), wanted)) as written:
+                yield from take(written, wanted)   # closing: batches computed before a stop are written now
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -355,7 +363,7 @@ class ShardCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _extend(self, manifest: dict, batches: Iterator[tuple[Rows, int]], wanted: int | None) -> Iterator[Rows]:
+    def _extend(self, manifest: dict, batches: Iterator[tuple[Rows, int]], wanted: int | None) -> Generator[Rows]:
         """Write every whole batch (a shard per `shard_rows`), then yield its rows. Batches computed
         before the consumer stops (budget reached, exception, Ctrl-C) are written too."""
         pending: list[Rows] = []

@@ -90,7 +90,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argv).parse_args(argv)
+    try:
+        parser = build_parser(argv)   # an unknown --architecture is reported here, before its --sae.* flags
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

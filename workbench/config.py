@@ -107,19 +107,23 @@ def build_config(cls: type[T], args: argparse.Namespace | None = None, toml_path
                  values: Mapping[str, Any] | None = None) -> T:
     """Defaults <- TOML file (a [group] table per group) <- `values` (groups as dicts) <- CLI flags
     (`--group.field`); the dataclass validates on construction."""
-    given: dict[str, Any] = {}
-    if toml_path is not None:
-        given.update(tomllib.loads(Path(toml_path).read_text()))
-    given.update({k: dict(v) if isinstance(v, dict) else v for k, v in (values or {}).items()})
-    values = given
+    layers = [tomllib.loads(Path(toml_path).read_text()) if toml_path is not None else {}, dict(values or {})]
+    flags: dict[str, Any] = {}
     for key, value in vars(args or argparse.Namespace()).items():
         top, _, sub = key.partition(".")
         if value is None or top not in _field_names(cls):
             continue
         if sub:
-            values.setdefault(top, {})[sub] = value
+            flags.setdefault(top, {})[sub] = value
         else:
-            values[top] = value
+            flags[top] = value
+    values = {}
+    for layer in [*layers, flags]:   # later layers win, field by field inside a group
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = dict(value) if isinstance(value, dict) else value
     unknown = set(values) - _field_names(cls)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
@@ -135,8 +139,8 @@ def _build_group(cls: type, f: dataclasses.Field, values: Mapping[str, Any]) -> 
     if dataclasses.is_dataclass(given):
         return given
     if not isinstance(given, dict):
-        raise ValueError(f"{f.name} must be a table of fields ([{f.name}] in TOML, --{f.name}.FIELD on the "
-                         f"command line), got {given!r}")
+        raise ValueError(f"{f.name} must be a table of fields ([{f.name}] in TOML, "
+                         f"--{f.name.replace('_', '-')}.FIELD on the command line), got {given!r}")
     allowed = {g.name for g in group_fields(cls, f.name, values)}
     unknown = sorted(set(given) - allowed)
     if unknown:

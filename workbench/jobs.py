@@ -8,6 +8,7 @@ importing it.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, NamedTuple
 
 from workbench.config import build_config
@@ -53,5 +54,6 @@ def run_config(name: str, cfg: Any, store: Store, **options: Any) -> Any:
 def run_job(name: str, store: Store, progress: bool = True, **fields: Any) -> Any:
     """Build pipeline `name`'s config from `fields` (groups as dicts, e.g. trainer={"lr": 1e-3};
     validated on construction) and run it."""
-    options = {} if progress else {"progress": False}
+    run = importlib.import_module(JOBS[name].module).run
+    options = {} if progress or "progress" not in inspect.signature(run).parameters else {"progress": False}
     return run_config(name, build_config(config_class(name), values=fields), store, **options)

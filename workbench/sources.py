@@ -18,6 +18,7 @@ from workbench import corpora
 from workbench.activations import Rows, ShardCache, StreamConfig, cached_activations, hook_activations, merge_heads
 from workbench.models import LoadedModel
 from workbench.paths import cache_dir
+from workbench.token_rule import TokenRule
 
 SPLITS = ("train", "eval")
 
@@ -70,13 +71,17 @@ def shard_key(source: ActivationSource, split: str, batch_size: int) -> dict[str
 
 
 def activation_rows(loaded: LoadedModel, source: ActivationSource, split: str, tokens: int, batch_size: int = 8,
-                    cache: bool = True, shard_rows: int = 65_536, progress: bool = True) -> Iterator[Rows]:
+                    cache: bool = True, shard_rows: int = 65_536, progress: bool = True,
+                    rule: TokenRule | None = None) -> Iterator[Rows]:
     """Up to `tokens` activation rows of the source's `split`, each with its (sequence, position),
-    through (and filling) the shared shard cache unless `cache` is off."""
-    stream = StreamConfig(hook_point=source.hook_point, batch_size=batch_size, token_budget=tokens)
+    through (and filling) the shared shard cache unless `cache` is off. With a token `rule`, only the
+    rows it counts, and `tokens` of them."""
+    stream = StreamConfig(hook_point=source.hook_point, batch_size=batch_size,
+                          token_budget=tokens if rule is None else None)
     shards = ShardCache(cache_dir() / "activations", shard_key(source, split, batch_size), shard_rows)
-    return cached_activations(loaded, token_sequences(loaded, source, split), stream, shards if cache else None,
+    rows = cached_activations(loaded, token_sequences(loaded, source, split), stream, shards if cache else None,
                               progress)
+    return rows if rule is None else rule.apply(rows, loaded.tokenizer.all_special_ids, tokens)
 
 
 def hook_width(loaded: LoadedModel, hook_point: str) -> int:

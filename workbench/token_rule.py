@@ -7,18 +7,20 @@ variance; a feature spent on them sets the headline FVU and every colour scale. 
 (`<|im_start|>`, the `<|im_end|>` joining packed documents) carry no text either.
 
 The rule: a token is *ordinary* unless it is one of the tokenizer's special tokens, or its
-activation norm exceeds `max_norm_ratio` times the median norm of its batch. Headline metrics are
+activation norm exceeds `max_norm_ratio` times the median norm of its forward batch (stored with
+each cached row, so the answer does not depend on how a stream is chunked). Headline metrics are
 computed on ordinary tokens, with the all-token figure beside them. Strategies that study special
 tokens (FAST) turn the first part off.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from workbench.activations import Rows
+from workbench.activations import Rows, take
 
 
 @dataclass
@@ -35,15 +37,27 @@ class TokenRule:
         if not (self.max_norm_ratio == 0 or self.max_norm_ratio > 1):
             raise ValueError(f"max_norm_ratio must be 0 (off) or > 1, got {self.max_norm_ratio}")
 
-    def ordinary(self, acts: torch.Tensor, token_ids: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
-        """Bool mask `[n]` of the ordinary tokens among `n` activation rows and their token ids."""
+    @staticmethod
+    def stored(fields: dict | None) -> TokenRule:
+        """The rule a run stored; runs from before the rule counted every token but position 0."""
+        return TokenRule(**fields) if fields is not None else TokenRule(special_tokens=True, max_norm_ratio=0)
+
+    def ordinary(self, acts: torch.Tensor, token_ids: torch.Tensor, special_ids: list[int],
+                 median_norm: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool mask `[n]` of the ordinary tokens among `n` activation rows and their token ids;
+        `median_norm` (per row, or one value) is the median of the forward batch, else of `acts`."""
         keep = torch.ones(len(acts), dtype=torch.bool)
         if not self.special_tokens and special_ids:
             keep &= ~torch.isin(token_ids, torch.tensor(special_ids, dtype=token_ids.dtype))
         if self.max_norm_ratio and len(acts):
             norms = acts.float().norm(dim=-1)
-            keep &= ~(norms > self.max_norm_ratio * norms.median())   # NaN rows stay, for the NaN checks
+            median = norms.median() if median_norm is None else median_norm
+            keep &= ~(norms > self.max_norm_ratio * median)   # NaN rows stay, for the NaN checks
         return keep
 
     def rows_mask(self, rows: Rows, special_ids: list[int]) -> torch.Tensor:
-        return self.ordinary(rows.acts, rows.token, special_ids)
+        return self.ordinary(rows.acts, rows.token, special_ids, rows.batch_median_norm)
+
+    def apply(self, chunks: Iterable[Rows], special_ids: list[int], budget: int | None) -> Iterator[Rows]:
+        """The first `budget` ordinary rows of a stream (the budget counts the tokens that count)."""
+        return take((rows[self.rows_mask(rows, special_ids)] for rows in chunks), budget)

@@ -55,7 +55,7 @@ def save_variant(store: Store, name: str, parent: str, how: Mapping[str, Any], h
         raise ValueError(f"unknown parent model {parent!r}: expected one of {model_names()}, a registered variant "
                          "or a local Hugging Face folder")
     folder = data_dir() / "artifacts" / "models" / name
-    partial = folder.with_suffix(".partial")
+    partial = folder.with_name(name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     hf_model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
