@@ -155,7 +155,7 @@ def test_unknown_hook_point_and_wrong_width(model, sae):
             record(model, ["blocks.9.hook_resid_post"]):
         pass
     narrow = create("relu", d_in=16, d_sae=32, hook_point=HOOK)
-    with pytest.raises(ValueError, match="does not fit a dictionary with d_in=16"), splice(model, narrow):
+    with pytest.raises(ValueError, match=r"have width 64, but this dictionary has d_in=16"), splice(model, narrow):
         model(torch.tensor([[1, 2]]))
     assert n_hooks(model) == 0
 

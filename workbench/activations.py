@@ -258,11 +258,11 @@ def raw_activations(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg:
     return take((rows for rows, _ in whole_batches(loaded, sequences, cfg, progress=progress)), cfg.token_budget)
 
 
-CACHE_FORMAT = 3
-"""Version of the shard layout. 3: shards carry each row's (seq, pos, token id, batch median norm)
-and the manifest counts whole sequences consumed (2 had only seq and pos). Version 1 counted a budget-truncated last
-batch as whole, so a resumed cache skipped rows (the feature-example misalignment bug). Caches of
-an older version are deleted and rebuilt."""
+CACHE_FORMAT = 4
+"""Version of the shard layout; a cache of any other version is deleted and rebuilt. 4: shards carry
+each row's `Rows` fields and the manifest counts whole sequences consumed (2 and 3, short-lived,
+lacked some fields). Version 1 counted a budget-truncated last batch as whole, so a resumed cache
+skipped rows (the feature-example misalignment bug)."""
 
 
 class ShardCache:
