@@ -124,9 +124,12 @@ class LiveModels:
                           counted.tolist())
 
     def token_rule(self, dict_id: str) -> TokenRule:
-        """The rule the dictionary was fitted with (the default for dictionaries from before it)."""
+        """The rule the dictionary was fitted with; for display, dictionaries without one (fitted
+        before the rule, or registered by hand) get the default, so BOS and sinks never set the
+        inspector's colour scale."""
         row = queries.dictionary_row(self.store, dict_id)
-        return TokenRule.stored(queries.run_config(self.store, row["run_id"]).get("token_rule"))
+        stored = queries.run_config(self.store, row["run_id"]).get("token_rule")
+        return TokenRule(**stored) if stored is not None else TokenRule()
 
     @torch.inference_mode()
     def generate(self, prompt: str, dict_id: str, mode: str, strengths: Mapping[int, float],
