@@ -4,6 +4,7 @@ that name the group and field, and the resolved config stored with the run."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -93,3 +94,25 @@ def test_settings_that_do_not_change_the_dictionary_keep_its_id():
     same = build_config(TrainDictionaryConfig, values={"tokens": 1000, "trainer": {"resume": False, "log_every": 7}})
     other = build_config(TrainDictionaryConfig, values={"tokens": 1000, "trainer": {"lr": 1e-3}})
     assert base.derived_id() == same.derived_id() != other.derived_id()
+
+
+@pytest.mark.parametrize(("toml_text", "message"), [
+    ('tokens = "many"\n', r"tokens expects int, got str 'many'"),
+    ("[sae]\nk = \"32\"\n", r"sae\.k expects int, got str '32'"),
+    ("[trainer]\nlr = true\n", r"trainer\.lr expects float, got bool True"),
+    ("tokens = [1\n", "is not valid TOML"),
+])
+def test_bad_config_files_are_one_clear_line_naming_the_file(tmp_path, capsys, toml_text, message):
+    toml = tmp_path / "train.toml"
+    toml.write_text(toml_text)
+    assert cli.main(["--store", str(tmp_path / "w.duckdb"), "train", "--config", str(toml)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(toml) in err and re.search(message, err)
+    assert not (tmp_path / "w.duckdb").exists()            # nothing was written
+
+
+def test_a_binary_config_file_is_named(tmp_path, capsys):
+    blob = tmp_path / "train.toml"
+    blob.write_bytes(b"\xff\xfe\x00binary")
+    assert cli.main(["train", "--config", str(blob)]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err

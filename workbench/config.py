@@ -107,7 +107,7 @@ def build_config(cls: type[T], args: argparse.Namespace | None = None, toml_path
                  values: Mapping[str, Any] | None = None) -> T:
     """Defaults <- TOML file (a [group] table per group) <- `values` (groups as dicts) <- CLI flags
     (`--group.field`); the dataclass validates on construction."""
-    layers = [tomllib.loads(Path(toml_path).read_text()) if toml_path is not None else {}, dict(values or {})]
+    layers = [_read_toml(toml_path) if toml_path is not None else {}, dict(values or {})]
     flags: dict[str, Any] = {}
     for key, value in vars(args or argparse.Namespace()).items():
         top, _, sub = key.partition(".")
@@ -127,14 +127,53 @@ def build_config(cls: type[T], args: argparse.Namespace | None = None, toml_path
     unknown = set(values) - _field_names(cls)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    where = f"config {toml_path} or flags: " if toml_path is not None else ""
     for f in dataclasses.fields(cast(Any, cls)):
         if f.name in values and group_class(cls, f.name, values) is not None:
-            values[f.name] = _build_group(cls, f, values)
+            values[f.name] = _build_group(cls, f, values, where)
+    check_types(cls, {k: v for k, v in values.items() if group_class(cls, k, values) is None}, where)
     return cls(**values)
 
 
-def _build_group(cls: type, f: dataclasses.Field, values: Mapping[str, Any]) -> Any:
-    """A group's given fields checked by name; a dataclass group is built over its default."""
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"config {path} is not UTF-8 text (a TOML file is expected)") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"config {path} is not valid TOML: {err}") from None
+
+
+def check_types(cls: type, values: Mapping[str, Any], where: str = "", group: str = "") -> None:
+    """ValueError naming the field and the expected type for a value of the wrong type (checked
+    before the dataclass is built, so its range checks never meet a string where a number belongs)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        annotation = hints.get(name)
+        if annotation is None or (value is None and _optional(annotation)):
+            continue
+        kind = _base_type(annotation)
+        if not _fits(value, kind):
+            raise ValueError(f"{where}{group}{name} expects {getattr(kind, '__name__', kind)}, "
+                             f"got {type(value).__name__} {value!r}")
+
+
+def _optional(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in (bool, str, list, dict):
+        return isinstance(value, kind)
+    return True   # Any, dataclass groups (checked field by field) and other annotations
+
+
+def _build_group(cls: type, f: dataclasses.Field, values: Mapping[str, Any], where: str = "") -> Any:
+    """A group's given fields checked by name and type; a dataclass group is built over its default."""
     given = values[f.name]
     if dataclasses.is_dataclass(given):
         return given
@@ -145,6 +184,9 @@ def _build_group(cls: type, f: dataclasses.Field, values: Mapping[str, Any]) -> 
     unknown = sorted(set(given) - allowed)
     if unknown:
         raise ValueError(f"unknown {f.name} fields: {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+    group = group_class(cls, f.name, values)
+    assert group is not None   # the caller checked
+    check_types(group, given, where, f"{f.name}.")
     default = _field_default(f)
     return dataclasses.replace(cast(Any, default), **given) if dataclasses.is_dataclass(default) else dict(given)
 
