@@ -67,11 +67,11 @@ def test_bad_input_is_one_line_and_store_unchanged(data_dir, args, message):
 
 
 def test_collect_records_statistics(data_dir, tiny):
-    from pipelines.collect import CollectConfig, run
+    import workbench as wb
 
     store = Store(data_dir / "w.duckdb")
-    run_id = run(CollectConfig(model="tiny", corpus="wiki-sample", hook_point="blocks.0.hook_resid_post",
-                               tokens=500, cache=False), store, progress=False)
-    row = store.query("SELECT * FROM activation_stats WHERE run_id = ?", [run_id]).iloc[0]
+    stats = wb.collect(store, model="tiny", corpus="wiki-sample", hook_point="blocks.0.hook_resid_post",
+                       tokens=500, cache=False)   # the notebook API runs the pipeline by name
+    row = stats.iloc[0]
     assert row.n_tokens == 500 and len(row.dim_mean) == 64 and len(row.dim_var) == 64
     assert row.norm_mean > 0 and all(v >= 0 for v in row.dim_var)

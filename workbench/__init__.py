@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +35,10 @@ def _store(store: str | Path | Store | None) -> Store:
 
 def collect(store: str | Path | Store | None = None, **fields) -> pd.DataFrame:
     """Run `workbench collect` with config fields as keyword arguments; return the run's statistics."""
-    pipeline = importlib.import_module("pipelines.collect")
+    from workbench.jobs import run_job
+
     s = _store(store)
-    run_id = pipeline.run(pipeline.CollectConfig(**fields), s)
+    run_id = run_job("collect", s, **fields)
     return s.query("SELECT * FROM activation_stats WHERE run_id = ?", [run_id])
 
 
