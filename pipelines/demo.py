@@ -76,8 +76,7 @@ def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> list[int]:
     """Explain and score a seeded random choice of live features; print real vs shuffled means."""
     if not cfg.interpret_features:
         return []
-    live = store.query("SELECT feature FROM feature_examples WHERE dict_id = ? GROUP BY feature "
-                       "HAVING count(DISTINCT (doc_id, pos)) >= 8 ORDER BY feature", [dict_id])["feature"].tolist()
+    live = queries.live_features(store, dict_id, min_examples=8)
     features = sorted(random.Random(cfg.seed).sample(live, min(cfg.interpret_features, len(live))))
     if not features:
         print("no feature has 8 distinct activating examples: nothing to explain")

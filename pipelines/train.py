@@ -153,9 +153,9 @@ def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainDictionaryConf
     if not ordinary.any():
         raise ValueError(f"none of the {len(rows)} evaluation tokens passes the token rule {cfg.token_rule}")
     x_all = rows.acts
-    x_hat_all, _ = sae(x_all)
+    x_hat_all, code_all = sae(x_all)
     x, x_hat = x_all[ordinary], x_hat_all[ordinary]
-    code = sae.encode(x)
+    code = saes.SparseCode(code_all.indices[ordinary], code_all.values[ordinary], sae.d_sae)
     fires = metrics.fire_counts(code.indices, code.values, sae.d_sae)
     seqs = token_sequences(loaded, cfg.source(), "eval")()
     chosen = [s for _, s in zip(range(cfg.ce_sequences), seqs)]

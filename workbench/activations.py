@@ -298,13 +298,10 @@ class ShardCache:
         if found == CACHE_FORMAT:
             return
         with self._exclusive():
-            self._delete_shards(found)
-
-    def _delete_shards(self, found: int) -> None:
-        print(f"activation cache {self.dir} has format {found}, this version writes {CACHE_FORMAT}: rebuilding it")
-        for path in self.dir.glob("shard_*.safetensors"):
-            path.unlink()
-        self.manifest_path.unlink()
+            print(f"activation cache {self.dir} has format {found}, this version writes {CACHE_FORMAT}: rebuilding it")
+            for path in self.dir.glob("shard_*.safetensors"):
+                path.unlink()
+            self.manifest_path.unlink()
 
     def cached(self, skip_rows: int = 0) -> Iterator[Rows]:
         """Cached rows in order, after the first `skip_rows`."""

@@ -90,3 +90,10 @@ def score_summary(store: Source, base: str) -> pd.DataFrame:
         "avg(x.tokens_in + x.tokens_out) AS explain_tokens_per_feature, avg(x.seconds) AS explain_seconds "
         "FROM scores s JOIN explanations x USING (expl_id) "
         "WHERE starts_with(s.run_id, ?) AND s.score IS NOT NULL GROUP BY s.scorer ORDER BY s.scorer", [f"{base}/f"])
+
+
+def live_features(store: Source, dict_id: str, min_examples: int = 8) -> list[int]:
+    """Features with at least `min_examples` distinct activating examples, in id order."""
+    return store.query("SELECT feature FROM feature_examples WHERE dict_id = ? GROUP BY feature "
+                       "HAVING count(DISTINCT (doc_id, pos)) >= ? ORDER BY feature",
+                       [dict_id, int(min_examples)])["feature"].tolist()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench import queries
 from workbench.jobs import run_job
 from workbench.store import Store
 
@@ -38,6 +39,4 @@ def build(store: Store, folder: Path, tokens: int = 4000) -> str:
 
 def live_features(store: Store, n: int, min_examples: int = 8) -> list[int]:
     """The first n features with at least `min_examples` distinct activating examples."""
-    return store.query("SELECT feature FROM feature_examples WHERE dict_id = ? GROUP BY feature "
-                       "HAVING count(DISTINCT (doc_id, pos)) >= ? ORDER BY feature LIMIT ?",
-                       [DICT_ID, min_examples, n])["feature"].tolist()
+    return queries.live_features(store, DICT_ID, min_examples)[:n]
