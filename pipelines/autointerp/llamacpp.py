@@ -99,10 +99,9 @@ def qwen_hf_dir() -> Path:
     return target
 
 
-def server_command(host: str, port: int, n_threads: int, n_ctx: int = 8192) -> list[str]:
-    """The llama-cpp-python server command for the Qwen explainer."""
+def gguf_for_server() -> Path:
+    """The Qwen GGUF for the local server (`server.py --gguf`); LlamaCppError when llama.cpp is missing."""
     if not llama_cpp_installed():
         raise LlamaCppError(f"llama-cpp-python is not installed: pip install '{LLAMA_CPP_REQUIREMENT}' "
                             "(builds from source, 5-11 min), or use the transformers backend or an endpoint URL")
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(qwen_gguf()), "--model_alias", QWEN_ALIAS,
-            "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads)]
+    return qwen_gguf()

@@ -1,9 +1,9 @@
 """`workbench llm serve`: start the embedded OpenAI-compatible server on loopback, stop it cleanly.
 
-Two backends behind one config:
-- `llama-cpp`: llama-cpp-python's server with the Qwen2.5-Coder-1.5B explainer (llamacpp.py);
-- `transformers`: our own server (server.py) over a registry model; no extra install, slow
-  (SmolLM2-135M is fine for tests and plumbing, useless as an explainer).
+Both backends run our own server (server.py):
+- `llama-cpp`: the Qwen2.5-Coder-1.5B explainer GGUF (llamacpp.py) through llama.cpp;
+- `transformers`: a registry model; no extra install, slow (SmolLM2-135M is fine for tests and
+  plumbing, useless as an explainer).
 `auto` picks llama-cpp when it is installed. Pipelines use `LocalServer` to start one on demand.
 """
 
@@ -16,12 +16,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import httpx
 
 from pipelines.autointerp import llamacpp
+from workbench.llm import LLMConfig
 
 BACKENDS = ("auto", "llama-cpp", "transformers")
 
@@ -41,7 +44,7 @@ class ServeConfig:
     port: int = 8765
     """TCP port; 0 picks a free one."""
     faults: str = ""
-    """Transformers backend only, for tests: fault schedule such as `500,429:1,timeout:5,die` (see server.py)."""
+    """For tests: fault schedule such as `500,429:1,timeout:5,die` (see server.py)."""
     startup_timeout_s: float = 300.0
     """Seconds to wait for the server to answer `/v1/models`."""
     parallel: int = 1
@@ -59,8 +62,6 @@ class ServeConfig:
             raise ValueError(f"host must be a loopback address (127.0.0.0/8, ::1, localhost), got {self.host!r}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
-        if self.faults and self.resolved_backend() != "transformers":
-            raise ValueError("faults are only supported by the transformers backend")
         if self.startup_timeout_s <= 0:
             raise ValueError("startup_timeout_s must be > 0")
         if self.threads < 0 or self.parallel < 1:
@@ -97,11 +98,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _command(cfg: ServeConfig, port: int) -> list[str]:
-    if cfg.resolved_backend() == "llama-cpp":
-        return llamacpp.server_command(cfg.host, port, n_threads=cfg.resolved_threads())
-    return [sys.executable, "-m", "pipelines.autointerp.server", "--model", cfg.model, "--host", cfg.host,
-            "--port", str(port), "--faults", cfg.faults, "--threads", str(cfg.resolved_threads()),
-            "--parallel", str(cfg.parallel)]
+    engine = ["--gguf", str(llamacpp.gguf_for_server())] if cfg.resolved_backend() == "llama-cpp" else []
+    return [sys.executable, "-m", "pipelines.autointerp.server", "--model", cfg.model, "--alias", cfg.alias(),
+            "--host", cfg.host, "--port", str(port), "--faults", cfg.faults, "--threads", str(cfg.resolved_threads()),
+            "--parallel", str(cfg.parallel), *engine]
 
 
 class LocalServer:
@@ -169,3 +169,39 @@ def run(cfg: ServeConfig, store: object | None = None) -> str:
         except KeyboardInterrupt:
             pass
     return server.url
+
+
+class EndpointSettings(Protocol):
+    """A pipeline config that names an LLM endpoint, or the embedded server to start instead."""
+
+    llm: LLMConfig
+    server: ServeConfig
+
+
+def endpoint_models(url: str, api_key: str | None, timeout: float = 10.0) -> list[str]:
+    """Model ids the endpoint serves; ValueError when it does not answer."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        reply = httpx.get(f"{url.rstrip('/')}/models", headers=headers, timeout=timeout)
+        reply.raise_for_status()
+        return [m["id"] for m in reply.json().get("data", [])]
+    except (httpx.HTTPError, ValueError, AttributeError) as err:
+        raise ValueError(f"LLM endpoint {url} does not answer /models: {err}") from err
+
+
+@contextmanager
+def endpoint(cfg: EndpointSettings) -> Iterator[tuple[str, str]]:
+    """(base URL, model name): the configured endpoint, checked, or the embedded server, started."""
+    if cfg.llm.base_url:
+        served = endpoint_models(cfg.llm.base_url, os.environ.get(cfg.llm.api_key_env))
+        if not (cfg.llm.model or served):
+            raise ValueError(f"LLM endpoint {cfg.llm.base_url} lists no model: set llm.model")
+        yield cfg.llm.base_url, cfg.llm.model or served[0]
+        return
+    serve_cfg = replace(cfg.server, port=0)
+    if serve_cfg.resolved_backend() == "transformers":
+        print(f"note: explaining with {serve_cfg.model} on the built-in transformers server; it is slow and a small "
+              f"model explains poorly (install {llamacpp.LLAMA_CPP_REQUIREMENT} for the Qwen explainer, or set "
+              "llm.base_url)", file=sys.stderr)
+    with LocalServer(serve_cfg) as server:
+        yield server.url, cfg.llm.model or server.model

@@ -1,10 +1,12 @@
-"""A small OpenAI-compatible chat server over a transformers model: the zero-install local endpoint.
+"""A small OpenAI-compatible chat server: the local endpoint, over a transformers model (zero install)
+or a GGUF through llama.cpp (`--gguf`, the Qwen explainer; see LlamaCppGenerator for why not
+llama-cpp-python's own server).
 
 Serves `GET /v1/models` and `POST /v1/chat/completions` (non-streaming; greedy or temperature
 sampling; `usage` token counts; `logprobs`/`top_logprobs`; `stop`). A trailing assistant message
 is continued rather than answered (a prefill), as vLLM's `continue_final_message` does.
-At most `--parallel` generations run at once (default 1, like llama.cpp's server, which serves
-concurrent requests one after another); each uses `--threads` torch threads.
+At most `--parallel` generations run at once (default 1; llama.cpp always serves one at a time);
+each uses `--threads` threads.
 
 `--faults` injects failures for tests, one per chat request in order, then normal service:
 `500`, `429:SECONDS` (with Retry-After), `timeout:SECONDS` (stall, then answer), `malformed`
@@ -73,8 +75,24 @@ def model_folder(name: str) -> Path:
     raise ValueError(f"unknown model {name!r}: expected one of {sorted(folders)} or a Hugging Face folder")
 
 
+def _cut_at_stops(text: str, stop: str | list[str] | None) -> tuple[str, bool]:
+    """The text up to the first stop string, and whether one was found."""
+    stops: list[str] = [stop] if isinstance(stop, str) else (stop or [])
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _top_logprobs(logits: torch.Tensor, token_id: int, k: int, decode) -> dict[str, Any]:
+    """One `logprobs.content` entry: the chosen token's log-probability and the k most likely tokens."""
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    values, indices = lp.topk(k)
+    return {"token": decode(token_id), "logprob": float(lp[token_id]), "bytes": None,
+            "top_logprobs": [{"token": decode(int(i)), "logprob": float(v), "bytes": None}
+                             for v, i in zip(values, indices)]}
+
+
 class Generator:
-    """Chat-template rendering and serialised generation with token accounting."""
+    """Chat-template rendering and serialised generation with token accounting (transformers)."""
 
     def __init__(self, folder: Path, parallel: int = 1):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,30 +122,87 @@ class Generator:
         finish = "stop" if new and new[-1] == self.tokenizer.eos_token_id else "length"
         if finish == "stop":
             new = new[:-1]
-        text = str(self.tokenizer.decode(new, skip_special_tokens=True))  # one sequence in, one string out
-        stops: list[str] = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
-        cut = min((text.find(s) for s in stops if s in text), default=-1)
-        if cut >= 0:
-            text, finish = text[:cut], "stop"
-        logprobs = self._logprobs(new, out.logits, req.top_logprobs or 1) if req.logprobs else None
-        return {"text": text, "finish": finish, "tokens_in": len(ids), "tokens_out": len(new), "logprobs": logprobs}
+        text, stopped = _cut_at_stops(str(self.tokenizer.decode(new, skip_special_tokens=True)), req.stop)
+        logprobs = None
+        if req.logprobs:
+            decode = lambda t: self.tokenizer.decode([t])  # noqa: E731
+            logprobs = {"content": [_top_logprobs(step[0], t, req.top_logprobs or 1, decode)
+                                    for t, step in zip(new, out.logits)]}
+        return {"text": text, "finish": "stop" if stopped else finish, "tokens_in": len(ids), "tokens_out": len(new),
+                "logprobs": logprobs}
 
-    def _logprobs(self, new: list[int], logits: tuple[torch.Tensor, ...], k: int) -> dict[str, Any]:
-        content = []
-        for token_id, step in zip(new, logits):
-            lp = torch.log_softmax(step[0].float(), dim=-1)
-            values, indices = lp.topk(k)
-            content.append({"token": self.tokenizer.decode([token_id]), "logprob": float(lp[token_id]), "bytes": None,
-                            "top_logprobs": [{"token": self.tokenizer.decode([int(i)]), "logprob": float(v),
-                                              "bytes": None} for v, i in zip(values, indices)]})
-        return {"content": content}
+
+class LlamaCppGenerator:
+    """The same interface over llama.cpp (llama-cpp-python's `Llama`, not its server).
+
+    Why not llama-cpp-python's own server: it creates the model with `logits_all=True` (required
+    there for `logprobs`), so every call computes the output layer at every prompt position and a
+    log-softmax over all of them: ~0.2 s more per one-token yes/no call and an n_ctx x vocabulary
+    float buffer (5 GB for Qwen at n_ctx 8192), measured here. Yes/no answers need only the last
+    position's logits, which llama.cpp keeps anyway. `Llama.generate` reuses the longest prompt
+    prefix shared with the previous call (the KV cache), so calls that share a prefix pay only
+    for the rest."""
+
+    def __init__(self, gguf: Path, threads: int, n_ctx: int = 8192):
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         logits_all=False, verbose=False)
+        model = self.llm._model  # token texts for the chat template, as Llama itself renders them
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        template = self.llm.metadata["tokenizer.chat_template"]
+        text = lambda t: model.token_get_text(t) if t != -1 else ""  # noqa: E731
+        self.formatters = {prompt: Jinja2ChatFormatter(template, text(eos), text(bos), add_generation_prompt=prompt)
+                           for prompt in (True, False)}
+        self.lock = threading.Lock()
+
+    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        """A trailing assistant message is continued: the rest is rendered with the generation prompt
+        and that message's text appended."""
+        prefill = messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else None
+        turns = messages[:-1] if prefill is not None else messages
+        rendered = self.formatters[True](messages=turns).prompt  # type: ignore[arg-type]  # OpenAI-style dicts
+        return self.llm.tokenize((rendered + (prefill or "")).encode(), add_bos=False, special=True)
+
+    def _decode(self, token_id: int) -> str:
+        return self.llm.detokenize([token_id]).decode(errors="replace")
+
+    def generate(self, req: ChatRequest) -> dict[str, Any]:
+        import numpy as np
+        from llama_cpp import llama_vocab_is_eog
+
+        ids = self.prompt_ids(req.messages)
+        max_new = req.max_completion_tokens or req.max_tokens or 256
+        new: list[int] = []
+        steps: list[dict[str, Any]] = []
+        finish = "length"
+        with self.lock:
+            if req.seed is not None:
+                self.llm.set_seed(req.seed)
+            tokens = self.llm.generate(ids, temp=req.temperature, top_k=0 if req.temperature else 1, top_p=1.0,
+                                       min_p=0.0, repeat_penalty=1.0)
+            for token in tokens:
+                if llama_vocab_is_eog(self.llm._model.vocab, token):
+                    finish = "stop"
+                    break
+                if req.logprobs:  # the logits the token was sampled from (the last position's, still in place)
+                    logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+                    steps.append(_top_logprobs(torch.from_numpy(logits.copy()), token, req.top_logprobs or 1,
+                                               self._decode))
+                new.append(token)
+                if len(new) >= max_new:
+                    break
+        text, stopped = _cut_at_stops(self.llm.detokenize(new).decode(errors="replace"), req.stop)
+        return {"text": text, "finish": "stop" if stopped else finish, "tokens_in": len(ids), "tokens_out": len(new),
+                "logprobs": {"content": steps} if req.logprobs else None}
 
 
 class FaultUpdate(BaseModel):
     faults: str
 
 
-def create_app(generator: Generator, alias: str, faults: deque[tuple[str, float]] | None = None):
+def create_app(generator: Generator | LlamaCppGenerator, alias: str, faults: deque[tuple[str, float]] | None = None):
     """The FastAPI app; `faults` (None: fault injection off) is consumed one entry per chat request."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
@@ -187,12 +262,14 @@ def completion_body(alias: str, text: str, result: dict[str, Any]) -> dict[str, 
 
 
 def serve(model: str, host: str, port: int, alias: str | None = None, faults: str = "", threads: int = 1,
-          parallel: int = 1) -> None:
-    """Load the model and serve until interrupted (SIGINT/SIGTERM end uvicorn cleanly)."""
+          parallel: int = 1, gguf: str = "") -> None:
+    """Load the model (a GGUF through llama.cpp when `gguf` is given) and serve until interrupted
+    (SIGINT/SIGTERM end uvicorn cleanly)."""
     import uvicorn
 
     torch.set_num_threads(threads)
-    app = create_app(Generator(model_folder(model), parallel), alias or model, parse_faults(faults) if faults else None)
+    engine = LlamaCppGenerator(Path(gguf), threads) if gguf else Generator(model_folder(model), parallel)
+    app = create_app(engine, alias or model, parse_faults(faults) if faults else None)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -205,8 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", default="")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--gguf", default="", help="serve this GGUF through llama.cpp instead of --model")
     args = parser.parse_args(argv)
-    serve(args.model, args.host, args.port, args.alias, args.faults, args.threads, args.parallel)
+    serve(args.model, args.host, args.port, args.alias, args.faults, args.threads, args.parallel, args.gguf)
 
 
 if __name__ == "__main__":

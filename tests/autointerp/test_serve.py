@@ -15,8 +15,7 @@ from pipelines.autointerp.serve import ServeConfig, free_port
 
 
 @pytest.mark.parametrize("fields", [dict(host="0.0.0.0"), dict(host="10.0.0.1"), dict(host="example.org"),
-                                    dict(backend="vllm"), dict(port=70000),
-                                    dict(backend="llama-cpp", faults="500")])
+                                    dict(backend="vllm"), dict(port=70000), dict(threads=-1)])
 def test_config_refuses(fields):
     with pytest.raises(ValueError):
         ServeConfig(**fields)
@@ -30,7 +29,7 @@ def test_loopback_hosts_are_accepted():
 @pytest.mark.skipif(llamacpp.llama_cpp_installed(), reason="llama-cpp-python is installed here")
 def test_llama_cpp_backend_says_how_to_install():
     with pytest.raises(llamacpp.LlamaCppError, match=r"pip install 'llama-cpp-python\[server\]==0.3.36'"):
-        llamacpp.server_command("127.0.0.1", 8080, n_threads=1)
+        llamacpp.gguf_for_server()
 
 
 def test_serve_answers_and_stops_on_ctrl_c(data_dir):
