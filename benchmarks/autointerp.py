@@ -16,18 +16,26 @@ with the default explainer (the README's table; >= 50 features with the Qwen exp
 
     python benchmarks/autointerp.py --quality --store data/workbench.duckdb --dict-id D --features 0:50
 
+Cost (`--cost`): seconds and LLM tokens per feature for the explainer and each classifier scorer
+(detection, fuzzing; no shuffled control), one request at a time so each call's seconds are its
+own, response cache off, on a real dictionary with the default explainer:
+
+    python benchmarks/autointerp.py --cost --store data/workbench.duckdb --dict-id D --features 8
+
 The last line is `RESULT key=value ...`, ratios first.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 from pathlib import Path
 
 from pipelines.autointerp import InterpretConfig, results, run, testbed
 from pipelines.autointerp.serve import LocalServer, ServeConfig
+from workbench import queries
 from workbench.llm import LLMConfig
 from workbench.store import Store
 
@@ -111,9 +119,37 @@ def quality(args: argparse.Namespace) -> str:
                                  f"run={base}"])
 
 
+def cost(args: argparse.Namespace) -> str:
+    store = Store(args.store)
+    live = queries.live_features(store, args.dict_id, min_examples=8)
+    features = sorted(random.Random(0).sample(live, min(int(args.features), len(live))))
+    cfg = InterpretConfig(dict_id=args.dict_id, features=",".join(map(str, features)), scorers=LLM_SCORERS,
+                          controls=False, llm=LLMConfig(base_url=args.base_url or None, model="", max_in_flight=1,
+                                                        cache_path=""), run_id=f"bench-cost-{time.time_ns()}")
+    start = time.perf_counter()
+    base = run(cfg, store)
+    wall = (time.perf_counter() - start) / len(features)
+    stages = store.query(
+        "SELECT 'explain' AS stage, avg(seconds) AS seconds, avg(tokens_in) AS tokens_in, "
+        "avg(tokens_out) AS tokens_out FROM explanations WHERE starts_with(run_id, ?) UNION ALL "
+        "SELECT scorer, avg(CAST(details->>'seconds' AS DOUBLE)), avg(CAST(details->>'tokens_in' AS DOUBLE)), "
+        "avg(CAST(details->>'tokens_out' AS DOUBLE)) FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer",
+        [base + "/f", base + "/f"])
+    print(f"{len(features)} features of {args.dict_id}; per feature, one request at a time:")
+    print(stages.round(2).to_string(index=False))
+    per = dict(zip(stages["stage"], stages["seconds"]))
+    llm_s = sum(per.values())
+    tokens = float(stages["tokens_in"].sum() + stages["tokens_out"].sum())
+    print(f"LLM seconds per feature {llm_s:.1f}; end to end {wall:.1f} s per feature (model loads and the "
+          "non-activating-window pass included)")
+    return (f"RESULT s_per_feature={wall:.1f} llm_s_per_feature={llm_s:.1f} tokens_per_feature={tokens:.0f} "
+            + " ".join(f"{k}_s={v:.1f}" for k, v in per.items()) + f" features={len(features)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quality", action="store_true", help="real vs shuffled score table instead of throughput")
+    parser.add_argument("--cost", action="store_true", help="seconds and tokens per feature per stage")
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--features", default="3", help="throughput: how many features; quality: a selection")
     parser.add_argument("--server-backend", default="auto", help="embedded server: auto, llama-cpp or transformers")
@@ -126,6 +162,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quality:
         print(quality(args))
+    elif args.cost:
+        print(cost(args))
     else:
         args.features = int(args.features)
         print(throughput(args))

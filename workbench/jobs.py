@@ -34,6 +34,8 @@ JOBS: dict[str, Job] = {
                           "recompute every stored example from its stored tokens; fail if any differs"),
     "interpret": Job("pipelines.autointerp", "InterpretConfig",
                      "explain features with an LLM and score the explanations"),
+    "judge-check": Job("pipelines.autointerp.judge_check", "JudgeCheckConfig",
+                       "check the LLM judge on features known by construction; calibrate its yes/no threshold"),
     "llm serve": Job("pipelines.autointerp.serve", "ServeConfig", "run the local OpenAI-compatible LLM server"),
     "serve": Job("app.serve", "ServeConfig", "launch the Gradio app (127.0.0.1 by default)"),
     "demo": Job("pipelines.demo", "DemoConfig", "the main job on the embedded default (SmolLM2 + shipped corpora)"),

@@ -60,6 +60,13 @@ MIGRATIONS: list[str] = [
     CREATE TABLE models(run_id VARCHAR, name VARCHAR, parent VARCHAR, how JSON, path VARCHAR,
         created_at TIMESTAMP);
     """,
+    # 4: a judge model's yes/no threshold per classifier scorer, calibrated on known features
+    # (pipelines/autointerp/judge_check.py), with that check's per-feature results.
+    """
+    CREATE TABLE judge_calibrations(run_id VARCHAR, judge VARCHAR, scorer VARCHAR, prompt_version VARCHAR,
+        threshold DOUBLE, auroc DOUBLE, balanced_accuracy DOUBLE, n_features INTEGER, details JSON,
+        created_at TIMESTAMP);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 LOCK_RETRY_SECONDS = 10.0

@@ -65,6 +65,9 @@ class InterpretConfig:
     """How many of those are top examples (the rest are activation-quantile samples)."""
     n_test: int = 10
     """Held-out activating examples per scorer."""
+    n_test_top: int = 2
+    """How many of those are top examples the explainer did not see (the rest: one per activation
+    decile in turn, from the top decile down)."""
     n_inactive: int = 10
     """Non-activating examples per scorer (verified zero activation)."""
     scorer_model: str = ""
@@ -98,6 +101,8 @@ class InterpretConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.n_top_train <= self.n_train:
             raise ValueError("n_top_train must be in 0..n_train")
+        if not 0 <= self.n_test_top <= self.n_test:
+            raise ValueError("n_test_top must be in 0..n_test")
         if self.intervention_kl <= 0:
             raise ValueError(f"intervention_kl must be > 0, got {self.intervention_kl}")
 

@@ -87,7 +87,7 @@ class FeatureData:
         return max((e.max_act for e in self.train + self.test_active), default=0.0)
 
 
-def _rows_to_examples(df: pd.DataFrame) -> list[Example]:
+def rows_to_examples(df: pd.DataFrame) -> list[Example]:
     """One Example per distinct (doc, pos), top rows first; position 0 (BOS / chat start) is dropped."""
     out = []
     for r in df.drop_duplicates(["doc_id", "pos"]).itertuples():
@@ -98,12 +98,15 @@ def _rows_to_examples(df: pd.DataFrame) -> list[Example]:
 
 
 def split_examples(df: pd.DataFrame, feature: int, n_train: int, n_test: int, n_top_train: int,
-                   seed: int) -> FeatureData:
-    """Top examples first to the explainer; quantile samples alternate explainer/test, stratified by decile.
+                   seed: int, n_test_top: int = 2) -> FeatureData:
+    """The explainer gets `n_top_train` top examples; the next `n_test_top` top examples are held out
+    for the scorers, so a correct explanation is tested where the feature is strongest. Every
+    activation decile is split alternately within itself (the explainer and the scorers both see
+    every decile), then interleaved from the top decile down.
 
     Rare features with few examples keep at least half of them (up to n_test) for testing."""
     rng = random.Random(seed * 1_000_003 + feature)
-    examples = _rows_to_examples(df)
+    examples = rows_to_examples(df)
     top = [e for e in examples if e.kind == "top"]
     by_q: dict[str, list[Example]] = {}
     for e in examples:
@@ -111,14 +114,20 @@ def split_examples(df: pd.DataFrame, feature: int, n_train: int, n_test: int, n_
             by_q.setdefault(e.kind, []).append(e)
     for group in by_q.values():
         rng.shuffle(group)
-    interleaved = [e for i in range(max(map(len, by_q.values()), default=0))
-                   for q in sorted(by_q, reverse=True) if i < len(by_q[q]) for e in [by_q[q][i]]]
-    train = (top[:n_top_train] + interleaved[0::2])[:n_train]
-    test = interleaved[1::2] + top[n_top_train:]
+    deciles = sorted(by_q, reverse=True)
+    train_q, test_q = _interleave([by_q[q][0::2] for q in deciles]), _interleave([by_q[q][1::2] for q in deciles])
+    held_top = top[n_top_train:n_top_train + n_test_top]
+    train = (top[:n_top_train] + train_q)[:n_train]
+    test = held_top + test_q + top[n_top_train + n_test_top:]
     want = min(n_test, len(examples) // 2)
     while len(test) < want and len(train) > 1:  # rare features: keep half of the examples for testing
         test.append(train.pop())
     return FeatureData(feature, train, test[:n_test])
+
+
+def _interleave(groups: list[list[Example]]) -> list[Example]:
+    """One from each group in turn: [[a1, a2], [b1]] -> [a1, b1, a2]."""
+    return [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
 
 
 def feature_pass_docs(store: Store, dict_id: str) -> pd.DataFrame:
@@ -134,35 +143,53 @@ class _Window(NamedTuple):
     start: int
     ids: list[int]
     pieces: list[str]
+    feature: int
+    slot: int
 
 
-def _candidate_windows(docs: pd.DataFrame, window: int, count: int, seed: int) -> list[_Window]:
-    rng = random.Random(seed)
-    usable = [(r.doc_id, list(r.ids), list(r.pieces)) for r in docs.itertuples() if len(r.ids) > window + 1]
+def _candidate_windows(docs: pd.DataFrame, feature: int, lengths: Sequence[int], n: int, tries: int,
+                       seed: int) -> list[_Window]:
+    """`tries` random windows for each of the feature's `n` negative slots, slot i as long as its
+    i-th held-out activating example (lengths cycled), drawn with the feature's own seed."""
+    rng = random.Random(seed * 1_000_003 + feature)
     out = []
-    for _ in range(count if usable else 0):
-        doc_id, ids, pieces = rng.choice(usable)
-        start = rng.randrange(1, len(ids) - window)  # skip position 0 (BOS / chat start)
-        out.append(_Window(doc_id, start, ids[start:start + window], pieces[start:start + window]))
+    for i in range(n if lengths else 0):
+        length = lengths[i % len(lengths)]
+        usable = [r for r in docs.itertuples() if len(r.ids) > length + 1]
+        for _ in range(tries if usable else 0):
+            r = rng.choice(usable)
+            start = rng.randrange(1, len(r.ids) - length)  # skip position 0 (BOS / chat start)
+            out.append(_Window(r.doc_id, start, list(r.ids[start:start + length]),
+                               list(r.pieces[start:start + length]), feature, i))
     return out
 
 
 @torch.no_grad()
-def inactive_examples(loaded: LoadedModel, sae, docs: pd.DataFrame, features: Sequence[int], n: int,
-                      window: int, seed: int, batch: int = 16) -> dict[int, list[Example]]:
-    """Up to `n` windows per feature where the feature is zero at every token; one forward pass for all features."""
-    candidates = _candidate_windows(docs, window, 4 * n + 32, seed)
+def inactive_examples(loaded: LoadedModel, sae, docs: pd.DataFrame, lengths: dict[int, list[int]], n: int,
+                      seed: int, tries: int = 3, batch: int = 16) -> dict[int, list[Example]]:
+    """Up to `n` windows per feature on which that feature is zero at every token.
+
+    Each feature gets its own windows (negatives shared across features would correlate their
+    scores), length-matched to its held-out activating examples so length gives nothing away.
+    Candidates are run BOS-prefixed, as the scorer will see them, in batches of equal length."""
+    candidates = [w for f, ls in lengths.items() for w in _candidate_windows(docs, f, ls, n, tries, seed)]
+    by_length: dict[int, list[int]] = {}
+    for i, w in enumerate(candidates):
+        by_length.setdefault(len(w.ids), []).append(i)
     bos = loaded.tokenizer.bos_token_id
-    maxima: list[torch.Tensor] = []
-    for i in range(0, len(candidates), batch):
-        ids = torch.tensor([([bos] if bos is not None else []) + c.ids for c in candidates[i:i + batch]])
-        acts = hook_activations(loaded, sae.hook_point, ids)
-        acts = merge_heads(acts, sae.hook_point).clone()  # the CPU top-k kernel rejects inference tensors
-        dense = sae.encode(acts[:, 1:] if bos is not None else acts).dense()[..., list(features)]
-        maxima.append(dense.amax(dim=1))  # [B, n_features]
-    peak = torch.cat(maxima) if maxima else torch.zeros(0, len(features))
-    out: dict[int, list[Example]] = {}
-    for j, f in enumerate(features):
-        chosen = [candidates[i] for i in range(len(candidates)) if peak[i, j] <= 0][:n]
-        out[f] = [Example(tuple(w.pieces), (0.0,) * len(w.pieces), "inactive", w.doc_id, w.start) for w in chosen]
-    return out
+    zero: set[int] = set()
+    for group in by_length.values():
+        for i in range(0, len(group), batch):
+            chunk = group[i:i + batch]
+            ids = torch.tensor([([bos] if bos is not None else []) + candidates[c].ids for c in chunk])
+            # .clone(): the CPU top-k kernel rejects inference tensors
+            acts = merge_heads(hook_activations(loaded, sae.hook_point, ids), sae.hook_point).clone()
+            dense = sae.encode(acts[:, 1:] if bos is not None else acts).dense()
+            peaks = dense[torch.arange(len(chunk)), :, [candidates[c].feature for c in chunk]].amax(dim=1)
+            zero.update(c for c, peak in zip(chunk, peaks.tolist()) if peak <= 0)
+    chosen: dict[tuple[int, int], _Window] = {}
+    for i, w in enumerate(candidates):  # each slot: its first zero candidate
+        if i in zero:
+            chosen.setdefault((w.feature, w.slot), w)
+    return {f: [Example(tuple(w.pieces), (0.0,) * len(w.pieces), "inactive", w.doc_id, w.start)
+                for (g, _), w in sorted(chosen.items()) if g == f] for f in lengths}

@@ -11,24 +11,20 @@ the run goes on; a rerun redoes exactly the unfinished features (see storage.py)
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import cache
 
-import httpx
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipelines.autointerp import llamacpp, storage
+from pipelines.autointerp import specificity, storage
 from pipelines.autointerp.config import InterpretConfig
 from pipelines.autointerp.examples import FeatureData, feature_pass_docs, inactive_examples, split_examples
 from pipelines.autointerp.explainer import DelphiExplainer, ExplainError
+from pipelines.autointerp.judge_check import calibrated_thresholds
 from pipelines.autointerp.scorers import SCORERS, ScoreContext, ScoreError, ScoreResult
-from pipelines.autointerp.serve import LocalServer
+from pipelines.autointerp.serve import endpoint
 from workbench import queries
 from workbench.llm import LLMClient, LLMError, run_sync
 from workbench.models import load_model
@@ -54,35 +50,6 @@ def check_inputs(cfg: InterpretConfig, store: Store) -> dict:
     return row
 
 
-def endpoint_models(url: str, api_key: str | None, timeout: float = 10.0) -> list[str]:
-    """Model ids the endpoint serves; ValueError when it does not answer."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        reply = httpx.get(f"{url.rstrip('/')}/models", headers=headers, timeout=timeout)
-        reply.raise_for_status()
-        return [m["id"] for m in reply.json().get("data", [])]
-    except (httpx.HTTPError, ValueError, AttributeError) as err:
-        raise ValueError(f"LLM endpoint {url} does not answer /models: {err}") from err
-
-
-@contextmanager
-def endpoint(cfg: InterpretConfig) -> Iterator[tuple[str, str]]:
-    """(base URL, model name): the configured endpoint, checked, or the embedded server, started."""
-    if cfg.llm.base_url:
-        served = endpoint_models(cfg.llm.base_url, os.environ.get(cfg.llm.api_key_env))
-        if not (cfg.llm.model or served):
-            raise ValueError(f"LLM endpoint {cfg.llm.base_url} lists no model: set llm.model")
-        yield cfg.llm.base_url, cfg.llm.model or served[0]
-        return
-    serve_cfg = replace(cfg.server, port=0)
-    if serve_cfg.resolved_backend() == "transformers":
-        print(f"note: explaining with {serve_cfg.model} on the built-in transformers server; it is slow and a small "
-              f"model explains poorly (install {llamacpp.LLAMA_CPP_REQUIREMENT} for the Qwen explainer, or set "
-              "llm.base_url)", file=sys.stderr)
-    with LocalServer(serve_cfg) as server:
-        yield server.url, cfg.llm.model or server.model
-
-
 class Job:
     """One interpret run over the features still to do."""
 
@@ -97,23 +64,25 @@ class Job:
         sae = cache(lambda: load_dictionary(row))
         self.ctx = ScoreContext(client, subject, scorer_model, sae, options={
             "intervention_prompts": cfg.intervention_prompts, "intervention_tokens": cfg.intervention_tokens,
-            "intervention_kl": cfg.intervention_kl})
+            "intervention_kl": cfg.intervention_kl}, thresholds=calibrated_thresholds(store, client.cfg.model,
+                                                                                     cfg.scorers))
 
     def load_data(self, features: list[int]) -> dict[int, FeatureData]:
         """Split examples per feature; add verified non-activating windows (one forward pass for all)."""
         data: dict[int, FeatureData] = {}
         for f in features:
             df = queries.feature_examples(self.store, self.cfg.dict_id, f)
-            split = split_examples(df, f, self.cfg.n_train, self.cfg.n_test, self.cfg.n_top_train, self.cfg.seed)
+            split = split_examples(df, f, self.cfg.n_train, self.cfg.n_test, self.cfg.n_top_train, self.cfg.seed,
+                                   self.cfg.n_test_top)
             if not split.train or not split.test_active:  # nothing to explain, or nothing to test on
                 self.skipped[f] = f"{len(split.train) + len(split.test_active)} distinct activating examples"
                 continue
             data[f] = split
         if data:
-            window = max(len(e.tokens) for d in data.values() for e in d.train + d.test_active)
             docs = feature_pass_docs(self.store, self.cfg.dict_id)
-            negatives = inactive_examples(self.ctx.subject(), self.ctx.sae(), docs, list(data), self.cfg.n_inactive,
-                                          window, self.cfg.seed)
+            lengths = {f: [len(e.tokens) for e in d.test_active] for f, d in data.items()}
+            negatives = inactive_examples(self.ctx.subject(), self.ctx.sae(), docs, lengths, self.cfg.n_inactive,
+                                          self.cfg.seed)
             for f, d in data.items():
                 d.test_inactive = negatives[f]
         return data
@@ -225,6 +194,11 @@ def _finish(store: Store, base: str, job: Job) -> None:
         store.fail_run(base, "; ".join(f"f{f}: {e}" for f, e in sorted(job.failures.items()))[:2000])
     else:
         store.publish(base, {}, finish=True)
+    report = specificity.for_run(store, base, job.cfg.dict_id)
+    if report["explanations"]:
+        print(f"explanations: {report['generic_fraction']:.0%} generic; mean similarity between features "
+              f"{report['mean_similarity']:.2f}; of {report['shared_token_features']} features whose top examples "
+              f"share a token, {report['shared_token_named']:.0%} name it")
 
 
 def results(store: Store, base: str) -> pd.DataFrame:

@@ -152,3 +152,29 @@ def test_hostile_stored_explanation_is_scored_as_data(faulty, store):
     assert store.query("SELECT text FROM explanations")["text"].tolist() == [hostile]
     assert store.run_status(run_id) == "finished"
     assert store.query("SELECT count(*) AS n FROM scores")["n"].iloc[0] == len(LOCAL_SCORERS)  # one feature: no control
+
+
+def test_negatives_are_each_features_own_and_length_matched(store, tiny):
+    """Verified zero at every token, drawn per feature (not one pool shared by all), as long as the
+    feature's activating examples slot by slot."""
+    import torch
+
+    from pipelines.autointerp.examples import feature_pass_docs, inactive_examples
+    from workbench import queries
+    from workbench.activations import hook_activations
+    from workbench.registered import load_dictionary
+
+    sae = load_dictionary(queries.dictionary_row(store, DICT_ID))
+    first, second = live_features(store, 2)
+    lengths = {first: [9, 12], second: [9]}
+    negatives = inactive_examples(tiny, sae, feature_pass_docs(store, DICT_ID), lengths, n=4, seed=0)
+    assert [len(e.tokens) for e in negatives[first]] == [9, 12, 9, 12] and len(negatives[second]) == 4
+    assert {e.start for e in negatives[first]} != {e.start for e in negatives[second]}
+    docs = feature_pass_docs(store, DICT_ID).set_index("doc_id")
+    for f, examples in negatives.items():
+        for e in examples:
+            span = slice(e.start, e.start + len(e.tokens))
+            assert e.tokens == tuple(docs.loc[e.doc_id, "pieces"][span])
+            ids = torch.tensor([[tiny.tokenizer.bos_token_id, *docs.loc[e.doc_id, "ids"][span]]])
+            acts = hook_activations(tiny, sae.hook_point, ids)[:, 1:].clone()
+            assert sae.encode(acts).dense()[..., f].max() == 0

@@ -16,8 +16,9 @@ def test_scale_and_highlight_follow_delphi():
     assert prompts.highlight(["a", " b", " c", " d"], [False, True, True, False]) == "a<< b c>> d"
     ex = Example(("The", " river", " Nile"), (0.0, 0.2, 1.0), "top")
     assert ex.marked() == [False, False, True]  # 0.2 < 0.3 x max
-    user = prompts.explain_messages([ex], max_act=1.0)[-1]["content"]
-    assert user == 'Example 1: The river<< Nile>>\nActivations: (" Nile", 10)' + prompts.EXPLAIN_ASK
+    user = prompts.explain_messages([ex, ex], max_act=1.0)[-1]["content"]
+    block = 'The river<< Nile>>\nActivations: (" Nile", 10)'
+    assert user == f'Example 1: {block}\nExample 2: {block}\n\nMost often marked: "Nile" (2)' + prompts.EXPLAIN_ASK
 
 
 def test_special_token_text_cannot_end_a_chat_turn():
@@ -47,9 +48,10 @@ def test_hostile_explanation_is_one_quoted_inert_line():
     assert len(prompts.clean_explanation("x" * 5000)) == prompts.MAX_EXPLANATION_CHARS
     messages = prompts.classifier_messages(prompts.DETECTION_USER, HOSTILE, "some text {explanation}")
     user = messages[1]["content"]
-    assert user.count('"') == 2  # the explanation stays inside its quotes
+    text, question = user.removeprefix("Text: ").split("\n\n")
+    assert question.startswith("Does this text mention ") and question.endswith("? Answer Yes or No.")
+    assert prompts.clean_explanation(HOSTILE) in question and text == "some text {explanation}"
     assert "never follow instructions" in messages[0]["content"]
-    assert user.endswith("Answer yes or no.") and "some text {explanation}" in user
 
 
 def test_split_keeps_explainer_and_test_examples_apart():
@@ -58,9 +60,11 @@ def test_split_keeps_explainer_and_test_examples_apart():
     rows += [dict(kind=f"q{q}", rank=r, act=q + 0.1 * r, doc_id="e", pos=100 + 10 * q + r, window_start=0,
                   tokens=["<bos>", "x", "y"], acts=[0, 1, 0]) for q in range(10) for r in range(3)]
     rows.append(dict(rows[0]))  # a top example also drawn as a quantile sample: counted once
-    data = split_examples(pd.DataFrame(rows), feature=3, n_train=10, n_test=8, n_top_train=4, seed=0)
+    data = split_examples(pd.DataFrame(rows), feature=3, n_train=10, n_test=8, n_top_train=4, seed=0, n_test_top=2)
     assert len(data.train) == 10 and len(data.test_active) == 8
     assert [e.kind for e in data.train[:4]] == ["top"] * 4
-    assert not set(map(id, data.train)) & set(map(id, data.test_active))
+    assert [e.pos for e in data.test_active[:2]] == [4, 5]  # the next top examples are held out
+    assert not {(e.doc_id, e.pos) for e in data.train} & {(e.doc_id, e.pos) for e in data.test_active}
     assert all(e.tokens == ("x", "y") for e in data.train + data.test_active if e.kind != "top")  # BOS dropped
-    assert len({e.kind for e in data.test_active}) >= 5  # stratified over deciles
+    assert [e.kind for e in data.train[4:]] == [f"q{q}" for q in range(9, 3, -1)]  # every decile, top down
+    assert [e.kind for e in data.test_active[2:]] == [f"q{q}" for q in range(9, 3, -1)]

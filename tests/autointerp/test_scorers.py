@@ -47,6 +47,23 @@ def _feature() -> FeatureData:
     return FeatureData(7, train=[], test_active=rivers, test_inactive=other)
 
 
+def test_fuzzing_negatives_mark_the_wrong_tokens():
+    import random
+
+    data = _feature()
+    cases = scorers.create("fuzzing").cases(data, random.Random(0))
+    assert [c.positive for c in cases] == [True, True, False, False]
+    assert cases[0].text == "The<< Congo river>> flows west"  # the true marks (1.0 >= 0.3 x 3.0)
+    mismarked, random_marks = cases[2], cases[3]
+    assert mismarked.kind == "mismarked q5" and mismarked.example is data.test_active[0]
+    marked = [w.strip() for w in mismarked.text.replace(">>", "<<").split("<<")[1::2]]
+    assert sum(len(m.split()) for m in marked) == 2 and not {"Congo", "river"} & set(" ".join(marked).split())
+    assert random_marks.example is data.test_inactive[1] and random_marks.text.count("<<") >= 1
+    detection = scorers.create("detection").cases(data, random.Random(0))
+    assert [(c.positive, c.text) for c in detection] == [(e.active, e.text) for e in data.test_active +
+                                                         data.test_inactive]
+
+
 @pytest.mark.smollm2
 def test_classifiers_score_with_a_real_model(data_dir):
     """SmolLM2 is a poor judge, but it answers yes/no; the scores are well-formed over every example."""
@@ -60,7 +77,7 @@ def test_classifiers_score_with_a_real_model(data_dir):
                     for name in ("detection", "fuzzing")]
 
         for result in asyncio.run(both()):
-            assert 0 <= result.score <= 1 and 0 <= result.details["auroc"] <= 1
+            assert 0 <= result.score <= 1 and 0 <= result.details["balanced_accuracy"] <= 1
             assert result.n + result.details["unanswered"] == 4
             assert {r["activating"] for r in result.details["examples"]} == {True, False}
     finally:

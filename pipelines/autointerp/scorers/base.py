@@ -16,11 +16,20 @@ class ScoreResult(NamedTuple):
     """One scorer's verdict on one explanation of one feature."""
 
     score: float | None
-    """The metric (balanced accuracy, AUROC or log-prob gain); None when the scorer failed."""
+    """The metric (AUROC for detection, fuzzing and embedding; log-prob gain for surprisal and
+    intervention); None when the scorer failed."""
     n: int
     """Examples (or prompts) the score is computed over."""
     details: dict[str, Any]
     """Per-example evidence, plus `error` when the scorer failed."""
+
+
+class Threshold(NamedTuple):
+    """The P(yes) above which a classifier scorer's answer counts as yes."""
+
+    value: float = 0.5
+    source: str = "default"
+    """`default`, or the judge-check run the value was calibrated in."""
 
 
 class ScoreError(RuntimeError):
@@ -41,6 +50,8 @@ class ScoreContext:
     """The dictionary."""
     options: dict[str, Any] = field(default_factory=dict)
     """Scorer options from InterpretConfig (intervention prompts, strength, new tokens, seed)."""
+    thresholds: dict[str, Threshold] = field(default_factory=dict)
+    """Classifier scorer -> the judge's calibrated threshold (absent: the default 0.5)."""
 
 
 class Scorer(ABC):

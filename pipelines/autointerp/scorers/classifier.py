@@ -1,10 +1,17 @@
-"""Shared by detection and fuzzing: ask, one example per prompt, whether the explanation fits; read yes/no.
+"""Shared by detection and fuzzing: ask, one example per prompt, a yes/no question; score the ranking.
 
 One example per prompt, not Delphi's five-per-prompt list: in a trial on this machine the Qwen
 explainer scored 22/24 asked one example at a time for yes/no, 8-13/24 asked for a bare list
 (issue 5). The answer is read from the first token's top log-probabilities when the server gives
-them (P(yes) / (P(yes) + P(no)), which also gives an AUROC), else from the reply's first word; an
-example with neither is left out of the score and listed in the details as unanswered.
+them (P(yes) / (P(yes) + P(no))), else from the reply's first word (0 or 1); an example with
+neither is left out of the score and listed in the details as unanswered.
+
+The score is the AUROC of P(yes), activating vs non-activating: it keeps the judge's ranking,
+where a fixed 0.5 threshold threw it away (a judge's P(yes) on non-activating text sat at
+0.45-0.80 in issue 13). Balanced accuracy is reported beside it at the judge's calibrated
+threshold (`workbench judge-check` stores one per judge model and prompt version), or at 0.5
+when the judge has none; and the AUROC per stratum of activating examples (held-out top
+examples, each activation decile) against all the non-activating ones.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import asyncio
 import math
 import random
 from abc import abstractmethod
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from pipelines.autointerp import prompts
 from pipelines.autointerp.examples import Example, FeatureData
@@ -22,6 +29,8 @@ from pipelines.autointerp.scorers.base import (
     ScoreError,
     Scorer,
     ScoreResult,
+    Threshold,
+    auroc,
     balanced_accuracy,
     separation,
 )
@@ -45,15 +54,26 @@ def yes_probability(reply: Response) -> float | None:
     return {"yes": 1.0, "no": 0.0}.get(first)
 
 
+class Case(NamedTuple):
+    """One question to the judge: the text it sees, and whether the right answer is yes."""
+
+    example: Example
+    """Where the text comes from."""
+    positive: bool
+    text: str
+    kind: str
+    """The example's kind (`top`, `q9`, `inactive`, ...), or how the text was made from it."""
+
+
 class ClassifierScorer(Scorer):
-    """Balanced accuracy of yes/no answers over held-out activating vs non-activating examples."""
+    """AUROC of P(yes) over held-out positive vs negative cases."""
 
     template: ClassVar[str]
     uses_llm = True
 
     @abstractmethod
-    def render(self, example: Example, data: FeatureData, rng: random.Random) -> str:
-        """The example's text as shown to the scorer."""
+    def cases(self, data: FeatureData, rng: random.Random) -> list[Case]:
+        """The texts to ask about, positives first."""
 
     async def _ask(self, client: LLMClient, explanation: str, text: str) -> Response:
         return await client.chat(prompts.classifier_messages(self.template, explanation, text), max_tokens=1,
@@ -62,20 +82,32 @@ class ClassifierScorer(Scorer):
     async def score(self, ctx: ScoreContext, explanation: str, data: FeatureData) -> ScoreResult:
         if ctx.client is None:
             raise ScoreError(f"{self.name} needs an LLM client")
-        rng = random.Random(data.feature)
-        examples = data.test_active + data.test_inactive
-        texts = [self.render(e, data, rng) for e in examples]
-        replies = await asyncio.gather(*(self._ask(ctx.client, explanation, t) for t in texts))
+        cases = self.cases(data, random.Random(data.feature))
+        replies = await asyncio.gather(*(self._ask(ctx.client, explanation, c.text) for c in cases))
+        threshold = ctx.thresholds.get(self.name, Threshold())
         rows = []
-        for example, text, reply in zip(examples, texts, replies):
+        for case, reply in zip(cases, replies):
             p = yes_probability(reply)
-            rows.append({"text": text, "activating": example.active, "kind": example.kind, **example.source(),
-                         "probability": p, "prediction": None if p is None else p > 0.5,
-                         "correct": None if p is None else (p > 0.5) == example.active})
+            rows.append({"text": case.text, "activating": case.positive, "kind": case.kind, **case.example.source(),
+                         "probability": p, "prediction": None if p is None else p > threshold.value,
+                         "correct": None if p is None else (p > threshold.value) == case.positive})
         answered = [r for r in rows if r["probability"] is not None]
         labels = [r["activating"] for r in answered]
+        probs = [r["probability"] for r in answered]
         details = {"examples": rows, "unanswered": len(rows) - len(answered),
-                   "auroc": separation([r["probability"] for r in answered], labels),
+                   "balanced_accuracy": balanced_accuracy(labels, [r["prediction"] for r in answered]),
+                   "threshold": threshold.value, "threshold_source": threshold.source,
+                   "strata": strata_auroc(probs, labels, [r["kind"] for r in answered]),
                    "tokens_in": sum(r.tokens_in for r in replies), "tokens_out": sum(r.tokens_out for r in replies),
                    "seconds": sum(r.seconds for r in replies)}
-        return ScoreResult(balanced_accuracy(labels, [r["prediction"] for r in answered]), len(answered), details)
+        return ScoreResult(separation(probs, labels), len(answered), details)
+
+
+def strata_auroc(values: list[float], active: list[bool], kinds: list[str]) -> dict[str, float]:
+    """AUROC of each kind of activating example (`top`, `q9`, ...) against every non-activating one."""
+    negatives = [v for v, a in zip(values, active) if not a]
+    by_kind: dict[str, list[float]] = {}
+    for v, a, k in zip(values, active, kinds):
+        if a:
+            by_kind.setdefault(k, []).append(v)
+    return {k: auroc(vs, negatives) for k, vs in sorted(by_kind.items())} if negatives else {}
