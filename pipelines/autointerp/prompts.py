@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v4"
+EXPLAIN_VERSION = "explain-v5"
 DETECTION_VERSION = "detection-v3"
 FUZZING_VERSION = "fuzzing-v3"
 SURPRISAL_VERSION = "surprisal-v1"
@@ -38,7 +38,7 @@ Answer with one line: {MARKER} <noun phrase>"""
 
 EXPLAIN_ASK = f"""
 
-What does the feature respond to? Reply with exactly one line: {MARKER} <short noun phrase>"""
+Reply with exactly one line: {MARKER} <short noun phrase>"""
 
 REPAIR = f"Your answer did not follow the format. Reply with exactly one line: {MARKER} <short noun phrase>"
 
@@ -63,6 +63,10 @@ INTERVENTION_SUFFIX = '\n\nThe above passage contains an amplified amount of "{e
 
 _MARKER_RE = re.compile(r"\**\[?\s*EXPLANATION\s*\]?\s*\**\s*:\s*\**", re.IGNORECASE)
 """Our marker, and the variants small models write instead (`Explanation:`, `**Explanation:**`)."""
+_PREAMBLE_RE = re.compile(r"^(?:the|this) (?:feature|neuron|latent)(?: mainly| mostly| primarily)? "
+                          r"(?:responds|fires|activates|reacts)(?: to| on)?\s*:?\s*", re.IGNORECASE)
+"""A sentence opening the Qwen explainer wrote before its noun phrase for 5 of 5 features in a trial
+here ("The feature responds to 'motion'."); the noun phrase is what the scorers should get."""
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>|]{1,40}\|>")
 
 
@@ -92,7 +96,7 @@ def parse_explanation(reply: str, prefilled: bool, complete: bool = True) -> str
     lines = [line.strip() for line in answer.splitlines() if line.strip()]
     if not (found or prefilled or (complete and len(lines) == 1)):
         return None
-    cleaned = clean_explanation(lines[0]) if lines else ""
+    cleaned = _PREAMBLE_RE.sub("", clean_explanation(lines[0])).rstrip(".") if lines else ""
     return cleaned if len(cleaned) >= 3 else None
 
 

@@ -30,13 +30,15 @@ def test_special_token_text_cannot_end_a_chat_turn():
 
 
 def test_parse_explanation_with_and_without_prefill():
-    assert prompts.parse_explanation(" Rivers of Africa.\nmore", prefilled=True) == "Rivers of Africa."
+    assert prompts.parse_explanation(" Rivers of Africa.\nmore", prefilled=True) == "Rivers of Africa"
     assert prompts.parse_explanation("Thinking...\n[EXPLANATION]: Rivers", prefilled=False) == "Rivers"
-    assert prompts.parse_explanation("One line, no marker.", prefilled=False) == "One line, no marker."
+    assert prompts.parse_explanation("One line, no marker.", prefilled=False) == "One line, no marker"
     assert prompts.parse_explanation("Two lines\nand no marker", prefilled=False) is None
     assert prompts.parse_explanation("Cut off at the token lim", prefilled=False, complete=False) is None
-    assert prompts.parse_explanation("**Explanation:** Rivers.", prefilled=False) == "Rivers."
+    assert prompts.parse_explanation("**Explanation:** Rivers.", prefilled=False) == "Rivers"
     assert prompts.parse_explanation("Explanation: Rivers <|im_end|>", prefilled=False) == "Rivers"
+    assert prompts.parse_explanation("The feature responds to 'motion'.", prefilled=False) == "'motion'"
+    assert prompts.parse_explanation("This feature fires on: four-digit years", prefilled=False) == "four-digit years"
     assert prompts.parse_explanation("", prefilled=True) is None
     assert prompts.parse_explanation("   \n ", prefilled=True) is None
 
