@@ -64,7 +64,7 @@ def test_reduced_suite_calibrates_a_threshold_that_scorers_use(data_dir):
     server = start(model="smollm2-135m-instruct")
     try:
         store = Store(data_dir / "judge.duckdb")
-        cfg = build_config(JudgeCheckConfig, values={"windows": 3, "features": "year,parentheses", "progress": False,
+        cfg = build_config(JudgeCheckConfig, values={"windows": 3, "features": ["year", "parentheses"], "progress": False,
                                                      "llm": {"base_url": server.url}})
         run_id = judge_check.run(cfg, store, sources={"wiki": "wiki-sample"})
         rows = store.query("SELECT * FROM judge_calibrations ORDER BY scorer")
