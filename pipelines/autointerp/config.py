@@ -57,8 +57,8 @@ class InterpretConfig:
     (auto, llama-cpp with Qwen2.5-Coder-1.5B, transformers), `--server.model`, `--server.threads`."""
     prefill: bool = False
     """Prefill the explainer's reply with the `[EXPLANATION]:` marker. Only for endpoints that continue a
-    final assistant message (vLLM's `continue_final_message`, the built-in transformers server):
-    llama-cpp-python's chat endpoint closes it and starts a new turn instead."""
+    final assistant message (vLLM's `continue_final_message`, the embedded server with either backend);
+    llama-cpp-python's own server closes it and starts a new turn instead."""
     n_train: int = 20
     """Activating examples shown to the explainer."""
     n_top_train: int = 4

@@ -101,10 +101,13 @@ def split_examples(df: pd.DataFrame, feature: int, n_train: int, n_test: int, n_
                    seed: int, n_test_top: int = 2) -> FeatureData:
     """The explainer gets `n_top_train` top examples; the next `n_test_top` top examples are held out
     for the scorers, so a correct explanation is tested where the feature is strongest. Every
-    activation decile is split alternately within itself (the explainer and the scorers both see
-    every decile), then interleaved from the top decile down.
+    activation decile is split alternately within itself, then each side takes one per decile in
+    turn from the top decile down (with n_test 10 and n_test_top 2: deciles 9 to 2). A test window
+    that overlaps an explainer window (top examples a token apart share most of their text) is
+    dropped, so the scorers never see text the explainer saw.
 
-    Rare features with few examples keep at least half of them (up to n_test) for testing."""
+    Rare features with few examples keep at least half of them (up to n_test) for testing; those
+    moved over may overlap the explainer's."""
     rng = random.Random(seed * 1_000_003 + feature)
     examples = rows_to_examples(df)
     top = [e for e in examples if e.kind == "top"]
@@ -114,15 +117,22 @@ def split_examples(df: pd.DataFrame, feature: int, n_train: int, n_test: int, n_
             by_q.setdefault(e.kind, []).append(e)
     for group in by_q.values():
         rng.shuffle(group)
-    deciles = sorted(by_q, reverse=True)
+    deciles = sorted(by_q, key=lambda q: int(q[1:]), reverse=True)
     train_q, test_q = _interleave([by_q[q][0::2] for q in deciles]), _interleave([by_q[q][1::2] for q in deciles])
     held_top = top[n_top_train:n_top_train + n_test_top]
     train = (top[:n_top_train] + train_q)[:n_train]
-    test = held_top + test_q + top[n_top_train + n_test_top:]
+    test = [e for e in held_top + test_q + top[n_top_train + n_test_top:] if not _overlaps(e, train)]
     want = min(n_test, len(examples) // 2)
     while len(test) < want and len(train) > 1:  # rare features: keep half of the examples for testing
         test.append(train.pop())
     return FeatureData(feature, train, test[:n_test])
+
+
+def _overlaps(example: Example, others: list[Example]) -> bool:
+    """Whether the example's window shares a token position with any of `others` in its document."""
+    end = example.start + len(example.tokens)
+    return any(o.doc_id == example.doc_id and o.start < end and example.start < o.start + len(o.tokens)
+               for o in others)
 
 
 def _interleave(groups: list[list[Example]]) -> list[Example]:
@@ -152,12 +162,13 @@ def _candidate_windows(docs: pd.DataFrame, feature: int, lengths: Sequence[int],
     """`tries` random windows for each of the feature's `n` negative slots, slot i as long as its
     i-th held-out activating example (lengths cycled), drawn with the feature's own seed."""
     rng = random.Random(seed * 1_000_003 + feature)
+    rows = list(docs.itertuples())
+    usable = {length: [r for r in rows if len(r.ids) > length + 1] for length in set(lengths)}
     out = []
     for i in range(n if lengths else 0):
         length = lengths[i % len(lengths)]
-        usable = [r for r in docs.itertuples() if len(r.ids) > length + 1]
-        for _ in range(tries if usable else 0):
-            r = rng.choice(usable)
+        for _ in range(tries if usable[length] else 0):
+            r = rng.choice(usable[length])
             start = rng.randrange(1, len(r.ids) - length)  # skip position 0 (BOS / chat start)
             out.append(_Window(r.doc_id, start, list(r.ids[start:start + length]),
                                list(r.pieces[start:start + length]), feature, i))

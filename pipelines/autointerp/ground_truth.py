@@ -77,6 +77,10 @@ class KnownFeature:
     hard_negative: Callable[[str], bool] | None = None
     """Window text that fits the near miss but not the feature (half the negatives, where given)."""
 
+    def __post_init__(self) -> None:
+        if (self.acts is None) == (not self.topic):
+            raise ValueError(f"known feature {self.name!r} needs exactly one of `acts` and `topic`")
+
     @property
     def explanations(self) -> dict[str, str]:
         return {"correct": self.correct, "near_miss": self.near_miss, "unrelated": self.unrelated}
@@ -84,8 +88,7 @@ class KnownFeature:
     def activations(self, label: str, words: list[str]) -> list[float]:
         if self.topic:
             return [float(label == self.topic)] * len(words)
-        assert self.acts is not None, f"{self.name}: a known feature needs `acts` or `topic`"
-        return self.acts(words)
+        return self.acts(words)  # type: ignore[misc]  # not None: checked on construction
 
 
 FEATURES: tuple[KnownFeature, ...] = (

@@ -12,19 +12,23 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from pipelines.autointerp import ground_truth
-from pipelines.autointerp.scorers import SCORERS, ScoreContext
+from pipelines.autointerp.examples import FeatureData
+from pipelines.autointerp.scorers import SCORERS, ScoreContext, ScoreError
 from pipelines.autointerp.scorers.base import Threshold, balanced_accuracy
 from pipelines.autointerp.serve import ServeConfig, endpoint
 from workbench.config import config_id
-from workbench.llm import LLMClient, LLMConfig, run_sync
+from workbench.llm import LLMClient, LLMConfig, LLMError, run_sync
 from workbench.store import Store
 
 CLASSIFIERS = ("detection", "fuzzing")
+MIN_WINDOWS = 20
+"""Windows per known feature a check needs before `interpret` uses its threshold."""
 
 
 @dataclass
@@ -71,28 +75,39 @@ def best_threshold(probs: list[float], labels: list[bool]) -> tuple[float, float
     return -neg_cut, best
 
 
-async def _score_all(client: LLMClient, cases: dict, scorers: list[str], bar: tqdm) -> list[dict]:
+async def _score_all(client: LLMClient, cases: dict[str, tuple[ground_truth.KnownFeature, FeatureData]],
+                     scorers: list[str], bar: tqdm) -> list[dict]:
+    """One row per (feature, explanation kind, scorer); a scorer that fails leaves its row empty."""
     ctx = ScoreContext(client, subject=None, scorer_model=None, sae=None)  # type: ignore[arg-type]
     rows = []
-    for name, (feature, data) in cases.items():
-        for kind, explanation in feature.explanations.items():
-            for scorer in scorers:
-                result = await SCORERS[scorer]().score(ctx, explanation, data)
-                answered = [e for e in result.details["examples"] if e["probability"] is not None]
-                rows.append({"feature": name, "explanation": kind, "scorer": scorer, "text": explanation,
-                             "auroc": result.score, "probabilities": [e["probability"] for e in answered],
-                             "labels": [e["activating"] for e in answered]})
-                bar.update(1)
-                if not bar.disable:
-                    bar.write(f"{name:<14} {kind:<10} {scorer:<10} AUROC {result.score:.3f}")
-    await client.aclose()
+    try:
+        for name, (feature, data) in cases.items():
+            for kind, explanation in feature.explanations.items():
+                for scorer in scorers:
+                    row: dict[str, Any] = {"feature": name, "explanation": kind, "scorer": scorer,
+                                           "text": explanation, "auroc": None, "probabilities": [], "labels": [],
+                                           "error": None}
+                    try:
+                        result = await SCORERS[scorer]().score(ctx, explanation, data)
+                    except (ScoreError, LLMError) as err:
+                        row["error"] = f"{type(err).__name__}: {err}"
+                    else:
+                        answered = [e for e in result.details["examples"] if e["probability"] is not None]
+                        row.update(auroc=result.score, probabilities=[e["probability"] for e in answered],
+                                   labels=[e["activating"] for e in answered])
+                    rows.append(row)
+                    bar.update(1)
+                    if not bar.disable:
+                        bar.write(f"{name:<14} {kind:<10} {scorer:<10} AUROC {row['auroc'] or row['error']}")
+    finally:
+        await client.aclose()
     return rows
 
 
 def calibrate(rows: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """scorer -> (threshold, pooled balanced accuracy) over the correct explanations' windows."""
     out = {}
-    for scorer, group in rows[rows["explanation"] == "correct"].groupby("scorer"):
+    for scorer, group in rows[(rows["explanation"] == "correct") & rows["error"].isna()].groupby("scorer"):
         probs = [p for ps in group["probabilities"] for p in ps]
         labels = [y for ys in group["labels"] for y in ys]
         out[str(scorer)] = best_threshold(probs, labels)
@@ -103,7 +118,8 @@ def add_balanced_accuracy(rows: pd.DataFrame, thresholds: dict[str, tuple[float,
     """Each row's balanced accuracy at its scorer's calibrated threshold."""
     rows = rows.copy()
     rows["balanced_accuracy"] = [
-        balanced_accuracy(r.labels, [p > thresholds[r.scorer][0] for p in r.probabilities]) for r in rows.itertuples()]
+        balanced_accuracy(r.labels, [p > thresholds[r.scorer][0] for p in r.probabilities]) if r.error is None else None
+        for r in rows.itertuples()]
     return rows
 
 
@@ -132,7 +148,8 @@ def run(cfg: JudgeCheckConfig, store: Store, sources: dict[str, str] | None = No
     print(f"judge {model}: {len(cases)} known features, {cfg.windows} + {cfg.windows} windows each")
     print(summary_table(rows).round(3).to_string())
     for scorer, (value, accuracy) in thresholds.items():
-        print(f"{scorer}: calibrated threshold P(yes) > {value:.3f} (pooled balanced accuracy {accuracy:.3f})")
+        print(f"{scorer}: calibrated threshold P(yes) > {value:.3f} (pooled balanced accuracy {accuracy:.3f}, "
+              "in-sample: fitted on these windows)")
     return run_id
 
 
@@ -142,17 +159,20 @@ def calibration_frame(rows: pd.DataFrame, thresholds: dict[str, tuple[float, flo
     out = []
     for scorer, (value, accuracy) in thresholds.items():
         mine = rows[rows["scorer"] == scorer]
-        correct = mine[mine["explanation"] == "correct"]
+        correct = mine[(mine["explanation"] == "correct") & mine["error"].isna()]
         out.append({"judge": judge, "scorer": scorer, "prompt_version": SCORERS[scorer].prompt_version,
-                    "threshold": value, "auroc": statistics.mean(correct["auroc"]),
+                    "threshold": value, "auroc": statistics.mean(correct["auroc"].dropna()),
                     "balanced_accuracy": accuracy, "n_features": len(correct),
                     "details": mine.drop(columns=["probabilities", "labels"]).to_json(orient="records"),
                     "created_at": now})
     return pd.DataFrame(out)
 
 
-def calibrated_thresholds(store: Store, judge: str, scorers: list[str]) -> dict[str, Threshold]:
-    """The newest finished calibration per scorer for this judge model and the scorer's prompt version."""
+def calibrated_thresholds(store: Store, judge: str, scorers: list[str], min_windows: int = MIN_WINDOWS,
+                          min_features: int = len(ground_truth.FEATURES)) -> dict[str, Threshold]:
+    """The newest finished calibration per scorer for this judge model and the scorer's prompt version,
+    among checks with at least `min_features` known features and `min_windows` windows each (a
+    quick reduced check never becomes the threshold `interpret` uses)."""
     out = {}
     for scorer in scorers:
         if scorer not in CLASSIFIERS:
@@ -160,7 +180,9 @@ def calibrated_thresholds(store: Store, judge: str, scorers: list[str]) -> dict[
         found = store.query(
             "SELECT c.threshold, c.run_id FROM judge_calibrations c JOIN runs r USING (run_id) "
             "WHERE r.status = 'finished' AND c.judge = ? AND c.scorer = ? AND c.prompt_version = ? "
-            "ORDER BY c.created_at DESC LIMIT 1", [judge, scorer, SCORERS[scorer].prompt_version])
+            "AND c.n_features >= ? AND CAST(r.config->>'windows' AS INTEGER) >= ? "
+            "ORDER BY c.created_at DESC LIMIT 1",
+            [judge, scorer, SCORERS[scorer].prompt_version, min_features, min_windows])
         if len(found):
             out[scorer] = Threshold(float(found["threshold"].iloc[0]), str(found["run_id"].iloc[0]))
     return out

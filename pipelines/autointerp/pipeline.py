@@ -141,6 +141,12 @@ class Job:
                         tokens=usage.tokens_in + usage.tokens_out)
 
     async def run(self, todo: list[int]) -> None:
+        try:
+            await self._explain_then_score(todo)
+        finally:
+            await self.client.aclose()
+
+    async def _explain_then_score(self, todo: list[int]) -> None:
         data = self.load_data(todo)
         have = set(storage.stored_explanations(self.store, self.base)["feature"].astype(int))
         pending = [(f, d) for f, d in data.items() if f not in have]
@@ -163,7 +169,6 @@ class Job:
                 await self.score(f, d, texts[f], control)
             self._tick(bar, start)
         bar.close()
-        await self.client.aclose()
 
 
 def run(cfg: InterpretConfig, store: Store) -> str:
@@ -194,11 +199,7 @@ def _finish(store: Store, base: str, job: Job) -> None:
         store.fail_run(base, "; ".join(f"f{f}: {e}" for f, e in sorted(job.failures.items()))[:2000])
     else:
         store.publish(base, {}, finish=True)
-    report = specificity.for_run(store, base, job.cfg.dict_id)
-    if report["explanations"]:
-        print(f"explanations: {report['generic_fraction']:.0%} generic; mean similarity between features "
-              f"{report['mean_similarity']:.2f}; of {report['shared_token_features']} features whose top examples "
-              f"share a token, {report['shared_token_named']:.0%} name it")
+    print(specificity.summary(specificity.for_run(store, base, job.cfg.dict_id)))
 
 
 def results(store: Store, base: str) -> pd.DataFrame:

@@ -153,8 +153,7 @@ class LlamaCppGenerator:
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         template = self.llm.metadata["tokenizer.chat_template"]
         text = lambda t: model.token_get_text(t) if t != -1 else ""  # noqa: E731
-        self.formatters = {prompt: Jinja2ChatFormatter(template, text(eos), text(bos), add_generation_prompt=prompt)
-                           for prompt in (True, False)}
+        self.formatter = Jinja2ChatFormatter(template, text(eos), text(bos), add_generation_prompt=True)
         self.lock = threading.Lock()
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
@@ -162,7 +161,7 @@ class LlamaCppGenerator:
         and that message's text appended."""
         prefill = messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else None
         turns = messages[:-1] if prefill is not None else messages
-        rendered = self.formatters[True](messages=turns).prompt  # type: ignore[arg-type]  # OpenAI-style dicts
+        rendered = self.formatter(messages=turns).prompt  # type: ignore[arg-type]  # OpenAI-style dicts
         return self.llm.tokenize((rendered + (prefill or "")).encode(), add_bos=False, special=True)
 
     def _decode(self, token_id: int) -> str:
@@ -183,13 +182,14 @@ class LlamaCppGenerator:
             tokens = self.llm.generate(ids, temp=req.temperature, top_k=0 if req.temperature else 1, top_p=1.0,
                                        min_p=0.0, repeat_penalty=1.0)
             for token in tokens:
-                if llama_vocab_is_eog(self.llm._model.vocab, token):
-                    finish = "stop"
-                    break
-                if req.logprobs:  # the logits the token was sampled from (the last position's, still in place)
+                if req.logprobs:  # the logits the token was sampled from (the last position's, still in place);
+                    # kept for an end-of-turn token too, whose alternatives may still hold the yes/no answer
                     logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
                     steps.append(_top_logprobs(torch.from_numpy(logits.copy()), token, req.top_logprobs or 1,
                                                self._decode))
+                if llama_vocab_is_eog(self.llm._model.vocab, token):
+                    finish = "stop"
+                    break
                 new.append(token)
                 if len(new) >= max_new:
                     break

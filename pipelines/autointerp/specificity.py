@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -88,3 +89,14 @@ def for_run(store: Store, base: str, dict_id: str) -> dict[str, float]:
     top = {int(f): [e for e in rows_to_examples(queries.feature_examples(store, dict_id, int(f))) if e.kind == "top"]
            for f in explained["feature"]}
     return report(explained, top)
+
+
+def summary(report: dict[str, float]) -> str:
+    """One line for the end of a run; parts without data are left out."""
+    parts = [f"explanations: {report['generic_fraction']:.0%} of {report['explanations']} generic"]
+    if not math.isnan(report["mean_similarity"]):
+        parts.append(f"mean similarity between features {report['mean_similarity']:.2f}")
+    if report["shared_token_features"]:
+        parts.append(f"{report['shared_token_named']:.0%} of the {report['shared_token_features']} features whose "
+                     "top examples share a token name it")
+    return "; ".join(parts)

@@ -51,7 +51,8 @@ def test_best_threshold_is_hand_computed():
     assert best_threshold(probs, labels) == pytest.approx((0.7, 5 / 6))
 
 
-@pytest.mark.parametrize("fields", [dict(windows=1), dict(features="year,astrology"), dict(scorers="embedding")])
+@pytest.mark.parametrize("fields", [dict(windows=1), dict(features="year,astrology"),
+                                    dict(scorers="embedding")])
 def test_bad_config_is_refused(fields):
     with pytest.raises(ValueError):
         JudgeCheckConfig(**fields)
@@ -64,8 +65,8 @@ def test_reduced_suite_calibrates_a_threshold_that_scorers_use(data_dir):
     server = start(model="smollm2-135m-instruct")
     try:
         store = Store(data_dir / "judge.duckdb")
-        cfg = build_config(JudgeCheckConfig, values={"windows": 3, "features": ["year", "parentheses"], "progress": False,
-                                                     "llm": {"base_url": server.url}})
+        values = {"windows": 3, "features": ["year", "parentheses"], "progress": False, "llm": {"base_url": server.url}}
+        cfg = build_config(JudgeCheckConfig, values=values)
         run_id = judge_check.run(cfg, store, sources={"wiki": "wiki-sample"})
         rows = store.query("SELECT * FROM judge_calibrations ORDER BY scorer")
         assert rows["scorer"].tolist() == ["detection", "fuzzing"] and store.run_status(run_id) == "finished"
@@ -73,7 +74,9 @@ def test_reduced_suite_calibrates_a_threshold_that_scorers_use(data_dir):
         details = json.loads(rows["details"].iloc[0])
         assert {(d["feature"], d["explanation"]) for d in details} == {
             (f, k) for f in ("year", "parentheses") for k in ground_truth.KINDS}
-        thresholds = calibrated_thresholds(store, server.model, ["detection", "fuzzing", "embedding"])
+        assert calibrated_thresholds(store, server.model, ["detection"]) == {}  # a reduced check is not used
+        thresholds = calibrated_thresholds(store, server.model, ["detection", "fuzzing", "embedding"], min_windows=3,
+                                           min_features=2)
         assert set(thresholds) == {"detection", "fuzzing"}
         assert thresholds["detection"] == (rows["threshold"].iloc[0], run_id)
 

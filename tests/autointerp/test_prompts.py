@@ -57,16 +57,22 @@ def test_hostile_explanation_is_one_quoted_inert_line():
 
 
 def test_split_keeps_explainer_and_test_examples_apart():
-    rows = [dict(kind="top", rank=i, act=10 - i, doc_id="d", pos=i, window_start=5, tokens=["a", "b"], acts=[0, 1])
-            for i in range(6)]
-    rows += [dict(kind=f"q{q}", rank=r, act=q + 0.1 * r, doc_id="e", pos=100 + 10 * q + r, window_start=0,
-                  tokens=["<bos>", "x", "y"], acts=[0, 1, 0]) for q in range(10) for r in range(3)]
+    """Windows of 2 tokens (3 with BOS at window start 0), each at its own place, except one top
+    example whose window overlaps an explainer's: it must not reach the scorers."""
+    rows = [dict(kind="top", rank=i, act=10 - i, doc_id="d", pos=10 * i + 1, window_start=10 * i, tokens=["a", "b"],
+                 acts=[0, 1]) for i in range(6)]
+    rows.insert(5, dict(kind="top", rank=9, act=5.5, doc_id="d", pos=32, window_start=31, tokens=["b", "c"],
+                        acts=[0, 1]))  # overlaps the explainer's 4th top example (window 30-31)
+    rows += [dict(kind=f"q{q}", rank=r, act=q + 0.1 * r, doc_id="e", pos=1000 + 30 * q + 10 * r + 1,
+                  window_start=1000 + 30 * q + 10 * r, tokens=["x", "y"], acts=[0, 1])
+             for q in range(10) for r in range(3)]
     rows.append(dict(rows[0]))  # a top example also drawn as a quantile sample: counted once
     data = split_examples(pd.DataFrame(rows), feature=3, n_train=10, n_test=8, n_top_train=4, seed=0, n_test_top=2)
     assert len(data.train) == 10 and len(data.test_active) == 8
     assert [e.kind for e in data.train[:4]] == ["top"] * 4
-    assert [e.pos for e in data.test_active[:2]] == [4, 5]  # the next top examples are held out
+    assert [e.pos for e in data.test_active[:1]] == [41] and 32 not in [e.pos for e in data.test_active]
     assert not {(e.doc_id, e.pos) for e in data.train} & {(e.doc_id, e.pos) for e in data.test_active}
-    assert all(e.tokens == ("x", "y") for e in data.train + data.test_active if e.kind != "top")  # BOS dropped
-    assert [e.kind for e in data.train[4:]] == [f"q{q}" for q in range(9, 3, -1)]  # every decile, top down
-    assert [e.kind for e in data.test_active[2:]] == [f"q{q}" for q in range(9, 3, -1)]
+    assert [e.kind for e in data.train[4:]] == [f"q{q}" for q in range(9, 3, -1)]  # one per decile, top down
+    assert [e.kind for e in data.test_active[1:]] == [f"q{q}" for q in range(9, 2, -1)]
+    first = split_examples(pd.DataFrame(rows[:1]), feature=3, n_train=10, n_test=8, n_top_train=4, seed=0)
+    assert first.train[0].tokens == ("b",)  # position 0 of a document (BOS / chat start) is dropped
