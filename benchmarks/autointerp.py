@@ -11,10 +11,11 @@ tokens are the work.
     python benchmarks/autointerp.py [--in-flight 4] [--features 3] [--server-backend auto]
                                     [--server-model smollm2-135m-instruct] [--server-parallel 1]
 
-Quality (`--quality`): mean score per scorer, real vs shuffled explanations, on a real dictionary
-with the default explainer (the README's table; >= 50 features with the Qwen explainer):
+Quality (`--quality`): per scorer, real vs shuffled explanations with the paired per-feature gap
+and its 95% t interval, AUROC per stratum of activating examples, and the explanations'
+specificity, on a real dictionary with the default explainer (`--run-id` reports on a finished run):
 
-    python benchmarks/autointerp.py --quality --store data/workbench.duckdb --dict-id D --features 0:50
+    python benchmarks/autointerp.py --quality --store data/workbench.duckdb --dict-id D --features 0:100
 
 Cost (`--cost`): seconds and LLM tokens per feature for the explainer and each classifier scorer
 (detection, fuzzing; no shuffled control), one request at a time so each call's seconds are its
@@ -33,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.autointerp import InterpretConfig, results, run, testbed
+from pipelines.autointerp import InterpretConfig, report, run, specificity, testbed
 from pipelines.autointerp.serve import LocalServer, ServeConfig
 from workbench import queries
 from workbench.llm import LLMConfig
@@ -97,26 +98,30 @@ def throughput(args: argparse.Namespace) -> str:
 
 def quality(args: argparse.Namespace) -> str:
     store = Store(args.store)
-    cfg = InterpretConfig(dict_id=args.dict_id, features=args.features,
-                          llm=LLMConfig(base_url=args.base_url or None, model="", max_in_flight=args.in_flight))
-    base = run(cfg, store)
-    table = results(store, base)
-    print(table.to_string(index=False))
-    means = dict(zip(table["scorer"], table["mean_score"], strict=True))
-    ratios = [f"{s}_real_minus_shuffled={means[s] - means[s + ':shuffled']:.3f}"
-              for s in cfg.scorers if s in means and s + ":shuffled" in means]
-    n = int(table["features"].max()) if len(table) else 0
+    if args.run_id:
+        base = args.run_id
+    else:
+        cfg = InterpretConfig(dict_id=args.dict_id, features=args.features, scorers=args.scorers.split(","),
+                              llm=LLMConfig(base_url=args.base_url or None, model="", max_in_flight=args.in_flight))
+        base = run(cfg, store)
+    gaps = report.gaps(store, base)
+    print("| scorer | features | real | shuffled | real - shuffled (paired mean) | 95% CI |\n|---|---|---|---|---|---|")
+    for g in gaps:
+        print(f"| {g.scorer} | {g.features} | {g.real:.3f} | {g.shuffled:.3f} | {g.mean:+.3f} | "
+              f"[{g.low:+.3f}, {g.high:+.3f}] |")
+    for g in gaps:
+        table = report.strata(store, base, g.scorer) if g.scorer in LLM_SCORERS else None
+        if table is not None and len(table):
+            print(f"\n{g.scorer} AUROC per stratum of activating examples (vs all negatives):")
+            print(table.round(3).to_string())
+    dict_id = store.query("SELECT dict_id FROM explanations WHERE starts_with(run_id, ?) LIMIT 1",
+                          [base + "/f"])["dict_id"].iloc[0]
+    print(specificity.summary(specificity.for_run(store, base, dict_id)))
     tokens_in, tokens_out = _llm_tokens(store, base)
-    session = store.query(
-        "SELECT epoch(b.finished_at - b.started_at) AS s, count(f.run_id) AS n FROM runs b LEFT JOIN runs f "
-        "ON starts_with(f.run_id, b.run_id || '/f') AND f.status = 'finished' AND f.finished_at >= b.started_at "
-        "WHERE b.run_id = ? GROUP BY b.run_id, b.started_at, b.finished_at", [base]).iloc[0]
-    per_feature = session["s"] / max(int(session["n"]), 1)
-    print(f"per feature: {per_feature:.0f} s wall over the {int(session['n'])} features finished in the run's last "
-          f"session; {tokens_in / max(n, 1):.0f} prompt + {tokens_out / max(n, 1):.0f} generated LLM tokens")
-    scores = [f"{s}={means[s]:.3f}" for s in sorted(means)]
-    return "RESULT " + " ".join([*ratios, *scores, f"features={n}", f"s_per_feature={per_feature:.0f}",
-                                 f"run={base}"])
+    n = max(g.features for g in gaps) if gaps else 0
+    print(f"LLM tokens per feature: {tokens_in / max(n, 1):.0f} prompt + {tokens_out / max(n, 1):.0f} generated")
+    figures = [f"{g.scorer}_real_minus_shuffled={g.mean:.3f} {g.scorer}_ci_low={g.low:.3f}" for g in gaps]
+    return "RESULT " + " ".join([*figures, f"features={n}", f"run={base}"])
 
 
 def cost(args: argparse.Namespace) -> str:
@@ -159,6 +164,8 @@ def main() -> None:
     parser.add_argument("--base-url", default="", help="use this endpoint instead of starting our server")
     parser.add_argument("--store", default=None)
     parser.add_argument("--dict-id", default="")
+    parser.add_argument("--scorers", default="detection,fuzzing", help="quality: scorers to run")
+    parser.add_argument("--run-id", default="", help="quality: report on this finished interpret run instead")
     args = parser.parse_args()
     if args.quality:
         print(quality(args))
