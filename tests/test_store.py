@@ -85,6 +85,51 @@ def test_read_only_query_cannot_write(tmp_path):
         store.query("DELETE FROM runs")
 
 
+WRITES = ["DELETE FROM runs", "INSERT INTO runs (run_id) VALUES ('x')", "UPDATE runs SET status = 'x'",
+          "DROP TABLE runs", "CREATE TABLE t(a INT)", "ALTER TABLE runs ADD COLUMN b INT", "CREATE MACRO m(a) AS a",
+          "COPY runs TO '{dir}/out.csv'", "EXPORT DATABASE '{dir}/export'", "ATTACH '{dir}/new.duckdb' AS n",
+          "DETACH s", "SET enable_external_access = true", "USE memory", "LOAD httpfs", "INSTALL httpfs",
+          "CHECKPOINT", "VACUUM", "BEGIN TRANSACTION", "CALL pragma_version()", "PRAGMA version",
+          "SELECT 1; DELETE FROM runs",
+          # the escape from the issue: leave the read-only store, attach the same file read-write
+          "DETACH s; ATTACH '{store}' AS w; DELETE FROM w.runs"]
+
+
+@pytest.mark.parametrize("statement", WRITES)
+def test_user_sql_cannot_write_the_store_or_any_file(tmp_path, statement):
+    store = Store(tmp_path / "s.duckdb")
+    store.begin_run("r1", "train", {})
+    before = sorted(tmp_path.iterdir()), _dump(store)
+    with pytest.raises(StoreError):
+        store.user_query(statement.format(dir=tmp_path, store=store.path))
+    assert (sorted(tmp_path.iterdir()), _dump(store)) == before
+
+
+def test_the_sandboxed_connection_refuses_writes_without_the_statement_check(tmp_path):
+    """Defence in depth: even a statement the allow-list would have stopped fails on the connection."""
+    store = Store(tmp_path / "s.duckdb")
+    store.begin_run("r1", "train", {})
+    with store._connect(read_only=True, sandboxed=True) as con:
+        for statement in (f"COPY runs TO '{tmp_path}/o.csv'", f"ATTACH '{tmp_path}/n.duckdb' AS n", "DELETE FROM runs",
+                          "SET enable_external_access = true"):
+            with pytest.raises(duckdb.Error):
+                con.execute(statement)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.duckdb"] and len(store.query("FROM runs")) == 1
+
+
+def test_user_sql_reads_and_cannot_reach_other_files(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    store.begin_run("r1", "train", {})
+    (tmp_path / "secret.csv").write_text("a\n1\n")
+    for read in ("SELECT run_id FROM runs", "WITH r AS (SELECT * FROM runs) SELECT run_id FROM r", "FROM runs",
+                 "DESCRIBE runs", "SHOW TABLES", "SUMMARIZE runs", "EXPLAIN SELECT * FROM runs"):
+        assert len(store.user_query(read)) >= 1
+    with pytest.raises(StoreError, match="query failed"):
+        store.user_query(f"SELECT * FROM read_csv('{tmp_path / 'secret.csv'}')")
+    with pytest.raises(StoreError, match="no store"):
+        Store(tmp_path / "absent.duckdb").user_query("SELECT 1")
+
+
 def test_older_store_is_migrated_on_first_use(tmp_path):
     from workbench.store import MIGRATIONS
 

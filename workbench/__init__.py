@@ -47,8 +47,8 @@ def runs(store: str | Path | Store | None = None) -> pd.DataFrame:
 
 
 def sql(query: str, params: list | None = None, store: str | Path | Store | None = None) -> pd.DataFrame:
-    """A read-only query against the store."""
-    return _store(store).query(query, params)
+    """A read-only query against the store (see Store.user_query: one read statement, sandboxed)."""
+    return _store(store).user_query(query, params)
 
 
 class DictionaryView:

@@ -38,7 +38,7 @@ def _runs(args: argparse.Namespace) -> None:
 
 
 def _sql(args: argparse.Namespace) -> None:
-    print(Store(args.store).query(args.query).to_string(index=False))
+    print(Store(args.store).user_query(args.query).to_string(index=False))
 
 
 def _chosen(argv: list[str]) -> dict[str, str]:

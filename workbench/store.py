@@ -69,6 +69,10 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+"""What `Store.user_query` runs: SELECT, WITH, FROM-first, DESCRIBE, SHOW, SUMMARIZE (all parse as
+SELECT) and EXPLAIN."""
+SANDBOX: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False, "lock_configuration": True}
 LOCK_RETRY_SECONDS = 10.0
 
 
@@ -168,22 +172,22 @@ class Store:
 
     # -- connections -------------------------------------------------------------------------
     @contextmanager
-    def _connect(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(self, read_only: bool, sandboxed: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the file (retrying while another process holds a conflicting lock), close it on exit."""
         lock = _ATTACHMENTS.lock(self.path)
         if not lock.acquire(timeout=self.lock_timeout):
             raise StoreLockedError(f"store {self.path} is busy in this process")
         try:
             with ExitStack() as stack:
-                yield self._enter(stack, read_only)
+                yield self._enter(stack, read_only, sandboxed)
         finally:
             lock.release()
 
-    def _enter(self, stack: ExitStack, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _enter(self, stack: ExitStack, read_only: bool, sandboxed: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
-                return stack.enter_context(self._file(read_only))
+                return stack.enter_context(self._file(read_only, sandboxed))
             except duckdb.Error as err:
                 if not _is_lock_conflict(err):
                     raise StoreError(f"cannot open store {self.path}: {err}") from err
@@ -192,8 +196,11 @@ class Store:
                 time.sleep(0.05)
 
     @contextmanager
-    def _file(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        if read_only:
+    def _file(self, read_only: bool, sandboxed: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        if sandboxed:
+            with closing(duckdb.connect(str(self.path), read_only=True, config=SANDBOX)) as con:
+                yield con
+        elif read_only:
             with _ATTACHMENTS.attach(self.path) as con:
                 yield con
         else:
@@ -216,6 +223,19 @@ class Store:
             con.execute(MIGRATIONS[version - 1])
             con.execute("INSERT INTO schema_version VALUES (?)", [version])
             con.execute("COMMIT")
+
+    def user_query(self, sql: str, params: list | tuple | dict | None = None) -> pd.DataFrame:
+        """SQL a user typed (`workbench sql`, `wb.sql`): one read statement, checked before it runs,
+        on a connection that can write neither the store nor any other file (read-only, external
+        access off, configuration locked), so no DETACH/ATTACH, COPY or EXPORT can get round it."""
+        check_read_statement(sql)
+        if not self.path.exists():
+            raise StoreError(f"no store at {self.path}")
+        with self._connect(read_only=True, sandboxed=True) as con:
+            try:
+                return con.execute(sql, params or []).df()
+            except duckdb.Error as err:
+                raise StoreError(f"query failed: {err}") from err
 
     def query(self, sql: str, params: list | tuple | dict | None = None) -> pd.DataFrame:
         """Run a read-only query and return a DataFrame (an absent store reads as empty)."""
@@ -312,6 +332,20 @@ class Store:
             con.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM staged_rows")
         finally:
             con.unregister("staged_rows")
+
+
+def check_read_statement(sql: str) -> None:
+    """StoreError unless `sql` is exactly one statement of a READ_STATEMENTS type."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise StoreError(f"query does not parse: {err}") from err
+    if len(statements) != 1:
+        raise StoreError(f"one statement at a time, got {len(statements)}")
+    kind = statements[0].type
+    if kind not in READ_STATEMENTS:
+        raise StoreError(f"only read queries (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) are allowed, "
+                         f"got {kind.name}")
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
