@@ -49,6 +49,34 @@ def test_kill_9_then_rerun_completes_with_one_copy(data_dir):
     assert len(Store(store).query("SELECT * FROM activation_stats")) == 1
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_marks_the_run_interrupted_and_a_rerun_resumes(data_dir, signum):
+    store = data_dir / "w.duckdb"
+    proc = subprocess.Popen(_cmd(store), env=subprocess_env(data_dir), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _manifest_rows(data_dir) == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "collect finished before it could be interrupted; raise --tokens"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted: ")
+    assert Store(store).query("SELECT status FROM runs")["status"].tolist() == ["interrupted"]
+    subprocess.run(_cmd(store), env=subprocess_env(data_dir), check=True, capture_output=True)
+    assert Store(store).query("SELECT status FROM runs")["status"].tolist() == ["finished"]
+    assert Store(store).query("SELECT n_tokens FROM activation_stats")["n_tokens"].tolist() == [15000]
+
+
+def test_interrupting_a_run_marks_its_unfinished_sub_runs(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    with pytest.raises(KeyboardInterrupt), store.running("base", "interpret", {}):
+        for sub in ("base/f1", "base/f2", "other/f3"):
+            store.begin_run(sub, "interpret-feature", {})
+        store.publish("base/f1", {})
+        raise KeyboardInterrupt
+    statuses = dict(store.query("SELECT run_id, status FROM runs").values.tolist())
+    assert statuses == {"base": "interrupted", "base/f1": "finished", "base/f2": "interrupted", "other/f3": "running"}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "nope"], "unknown model 'nope'"),
     (["--model", "tiny", "--hook-point", "blocks.1.hook_nope"], "unknown hook point"),

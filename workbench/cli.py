@@ -7,6 +7,7 @@ the core library keeps no import-time dependency on them.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
@@ -97,12 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         func(args)
+    except KeyboardInterrupt:
+        print("interrupted: the run is marked `interrupted`; run the same command again to resume", file=sys.stderr)
+        return 130
     except (ValueError, RuntimeError, OSError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a command the way Ctrl-C does, so its runs are marked interrupted, not left running."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

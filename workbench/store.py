@@ -288,14 +288,24 @@ class Store:
 
     @contextmanager
     def running(self, run_id: str, kind: str, config: Mapping[str, Any]) -> Iterator[None]:
-        """A run's lifecycle: marked running on entry; an exception inside (Ctrl-C included) marks it
-        failed with the error and propagates. The block ends by publishing the run's rows."""
+        """A run's lifecycle: marked running on entry; an error inside marks it failed, Ctrl-C or
+        SIGTERM (see cli.main) marks it and its unfinished sub-runs (`{run_id}/...`) interrupted, and
+        the exception propagates. A rerun resumes or replaces them. The block ends by publishing."""
         self.begin_run(run_id, kind, config)
         try:
             yield
+        except KeyboardInterrupt:
+            self.interrupt_run(run_id)
+            raise
         except BaseException as err:
             self.fail_run(run_id, repr(err))
             raise
+
+    def interrupt_run(self, run_id: str) -> None:
+        with self.writer() as con:
+            con.execute("UPDATE runs SET status = 'interrupted', error = 'interrupted', finished_at = ? "
+                        "WHERE (run_id = ? OR starts_with(run_id, ?)) AND status = 'running'",
+                        [_now(), run_id, run_id + "/"])
 
     def fail_run(self, run_id: str, error: str) -> None:
         with self.writer() as con:
