@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v5"
+EXPLAIN_VERSION = "explain-v6"
 DETECTION_VERSION = "detection-v3"
 FUZZING_VERSION = "fuzzing-v3"
 SURPRISAL_VERSION = "surprisal-v1"
@@ -67,6 +67,10 @@ _PREAMBLE_RE = re.compile(r"^(?:the|this) (?:feature|neuron|latent)(?: mainly| m
                           r"(?:responds|fires|activates|reacts)(?: to| on)?\s*:?\s*", re.IGNORECASE)
 """A sentence opening the Qwen explainer wrote before its noun phrase for 5 of 5 features in a trial
 here ("The feature responds to 'motion'."); the noun phrase is what the scorers should get."""
+_ECHO_RE = re.compile(r"[\s,;:-]*\b(?:as a short noun phrase|(?:of )?at most ten words|as specific as the examples "
+                      r"allow)\b.*$", re.IGNORECASE)
+"""The instructions' own words, which the Qwen explainer appended to 29 of its first 40 noun phrases
+in a trial here ("the word 'by' as a short noun phrase of at most ten words"): cut from there."""
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[^<>|]{1,40}\|>")
 
 
@@ -96,7 +100,7 @@ def parse_explanation(reply: str, prefilled: bool, complete: bool = True) -> str
     lines = [line.strip() for line in answer.splitlines() if line.strip()]
     if not (found or prefilled or (complete and len(lines) == 1)):
         return None
-    cleaned = _PREAMBLE_RE.sub("", clean_explanation(lines[0])).rstrip(".") if lines else ""
+    cleaned = _ECHO_RE.sub("", _PREAMBLE_RE.sub("", clean_explanation(lines[0]))).rstrip(".") if lines else ""
     return cleaned if len(cleaned) >= 3 else None
 
 

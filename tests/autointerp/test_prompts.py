@@ -39,6 +39,9 @@ def test_parse_explanation_with_and_without_prefill():
     assert prompts.parse_explanation("Explanation: Rivers <|im_end|>", prefilled=False) == "Rivers"
     assert prompts.parse_explanation("The feature responds to 'motion'.", prefilled=False) == "'motion'"
     assert prompts.parse_explanation("This feature fires on: four-digit years", prefilled=False) == "four-digit years"
+    echoed = "the word 'by' as a short noun phrase of at most ten words, as specific as the examples allow"
+    assert prompts.parse_explanation(echoed, prefilled=False) == "the word 'by'"
+    assert prompts.parse_explanation("'national', at most ten words", prefilled=False) == "'national'"
     assert prompts.parse_explanation("", prefilled=True) is None
     assert prompts.parse_explanation("   \n ", prefilled=True) is None
 
