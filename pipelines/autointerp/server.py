@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import BaseModel, Field
@@ -161,7 +161,7 @@ class LlamaCppGenerator:
         and that message's text appended."""
         prefill = messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else None
         turns = messages[:-1] if prefill is not None else messages
-        rendered = self.formatter(messages=turns).prompt  # type: ignore[arg-type]  # OpenAI-style dicts
+        rendered = self.formatter(messages=cast(Any, turns)).prompt  # OpenAI-style dicts, not llama_cpp's TypedDicts
         return self.llm.tokenize((rendered + (prefill or "")).encode(), add_bos=False, special=True)
 
     def _decode(self, token_id: int) -> str:
