@@ -199,6 +199,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
+def comma_list(value: str | list[str]) -> list[str]:
+    """A list field given as 'a, b' (flags, API) -> ['a', 'b']; a list is returned as is."""
+    return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+
 def config_id(prefix: str, fields: Mapping[str, Any]) -> str:
     """`{prefix}-{12 hex digits}`: a stable id over the fields that change a run's results, so
     rerunning the same command resumes or skips the same run."""

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pipelines.autointerp import prompts, scorers
 from pipelines.autointerp.serve import ServeConfig
-from workbench.config import config_id
+from workbench.config import comma_list, config_id
 from workbench.llm import LLMConfig
 
 RUN_ID_IGNORES = ("features", "run_id", "progress", "export_dir", "llm", "server")
@@ -91,8 +91,7 @@ class InterpretConfig:
         if not self.dict_id:
             raise ValueError("dict_id is required")
         parse_features(self.features)
-        if isinstance(self.scorers, str):
-            self.scorers = [s.strip() for s in self.scorers.split(",") if s.strip()]
+        self.scorers = comma_list(self.scorers)
         unknown = [s for s in self.scorers if s not in scorers.SCORERS]
         if unknown or not self.scorers:
             raise ValueError(f"unknown scorers {unknown or '(none given)'}; choose from {', '.join(scorers.SCORERS)}")

@@ -22,7 +22,7 @@ from pipelines.autointerp.examples import FeatureData
 from pipelines.autointerp.scorers import SCORERS, ScoreContext, ScoreError
 from pipelines.autointerp.scorers.base import Threshold, balanced_accuracy
 from pipelines.autointerp.serve import ServeConfig, endpoint
-from workbench.config import config_id
+from workbench.config import comma_list, config_id
 from workbench.llm import LLMClient, LLMConfig, LLMError, run_sync
 from workbench.store import Store
 
@@ -51,9 +51,7 @@ class JudgeCheckConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        for name in ("features", "scorers"):
-            if isinstance(getattr(self, name), str):
-                setattr(self, name, [s.strip() for s in getattr(self, name).split(",") if s.strip()])
+        self.features, self.scorers = comma_list(self.features), comma_list(self.scorers)
         if self.windows < 2:
             raise ValueError(f"windows must be >= 2, got {self.windows}")
         unknown = sorted(set(self.scorers) - set(CLASSIFIERS))
