@@ -18,12 +18,12 @@ import torch
 import saes
 from saes.fitting import FitSource, fit
 from saes.training import TrainConfig
-from workbench import metrics
-from workbench.activations import MixingBuffer, Rows
+from workbench.activations import MixingBuffer
 from workbench.config import config_id, to_dict
+from workbench.evaluation import core
 from workbench.models import LoadedModel, load_model, parse_hook_point
 from workbench.paths import data_dir
-from workbench.sources import ActivationSource, activation_rows, hook_width, token_sequences
+from workbench.sources import ActivationSource, activation_rows, hook_width
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
@@ -140,33 +140,11 @@ def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path,
     return FitSource(rows=rows, batches=batches, trainer=tcfg, progress=progress)
 
 
-@torch.no_grad()
 def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainDictionaryConfig, progress: bool = False) -> dict:
-    """Held-out metrics: reconstruction and sparsity on the eval tokens the token rule counts (with
-    FVU over all tokens beside it), CE/KL on eval sequences."""
-    chunks = list(activation_rows(loaded, cfg.source(), "eval", cfg.eval_tokens, cfg.forward_batch,
-                                  progress=progress))
-    if not chunks:
-        raise ValueError(f"the eval split of {cfg.corpus} has no tokens to evaluate on")
-    rows = Rows.cat(chunks)
-    ordinary = cfg.token_rule.rows_mask(rows, loaded.tokenizer.all_special_ids)
-    if not ordinary.any():
-        raise ValueError(f"none of the {len(rows)} evaluation tokens passes the token rule {cfg.token_rule}")
-    x_all = rows.acts
-    x_hat_all, code_all = sae(x_all)
-    x, x_hat = x_all[ordinary], x_hat_all[ordinary]
-    code = saes.SparseCode(code_all.indices[ordinary], code_all.values[ordinary], sae.d_sae)
-    fires = metrics.fire_counts(code.indices, code.values, sae.d_sae)
-    seqs = token_sequences(loaded, cfg.source(), "eval")()
-    chosen = [s for _, s in zip(range(cfg.ce_sequences), seqs)]
-    tokens = torch.stack([s[: min(map(len, chosen))] for s in chosen])  # chats differ in length: no padding in CE
-    splice = metrics.splice_metrics(loaded.model, sae, tokens, skip_first=True)
-    return {"fvu": float(metrics.fvu(x, x_hat)), "explained_variance": float(metrics.explained_variance(x, x_hat)),
-            "mse": float(metrics.mse(x, x_hat)), "l0": float(metrics.l0(code.values)),
-            "dead_frac_eval": float(metrics.dead_fraction(fires)), "eval_tokens": len(x),
-            "fvu_all_tokens": float(metrics.fvu(x_all, x_hat_all)), "excluded_eval_tokens": len(x_all) - len(x),
-            "ce_clean": splice.ce_clean, "ce_spliced": splice.ce_spliced, "ce_zero_ablation": splice.ce_zero_ablation,
-            "ce_loss_recovered": splice.ce_loss_recovered, "kl": splice.kl}
+    """Held-out core metrics on the eval split of the training corpus (`workbench/evaluation/core.py`)."""
+    rows = core.evaluation_rows(loaded, cfg.source(), cfg.eval_tokens, cfg.forward_batch, progress)
+    return core.core_metrics(sae, loaded, rows, core.evaluation_tokens(loaded, cfg.source(), cfg.ce_sequences),
+                             cfg.token_rule)
 
 
 def _evaluate_and_save(cfg: TrainDictionaryConfig, loaded: LoadedModel, sae: saes.Dictionary, out_dir: Path,

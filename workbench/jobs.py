@@ -30,6 +30,8 @@ JOBS: dict[str, Job] = {
                  "fit a sparse dictionary by its method's procedure, evaluate it on held-out text, register it"),
     "features": Job("pipelines.features", "FeaturesConfig",
                     "one pass over evaluation tokens: every feature's dashboard"),
+    "evaluate": Job("pipelines.evaluate", "EvaluateConfig",
+                    "the evaluation suite per dictionary: core, sparse probing, absorption, stability, autointerp"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",
                           "recompute every stored example from its stored tokens; fail if any differs"),
     "interpret": Job("pipelines.autointerp", "InterpretConfig",

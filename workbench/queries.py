@@ -7,6 +7,7 @@ so one feature's rows are contiguous and a page is a single range scan.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 
@@ -97,3 +98,26 @@ def live_features(store: Source, dict_id: str, min_examples: int = 8) -> list[in
     return store.query("SELECT feature FROM feature_examples WHERE dict_id = ? GROUP BY feature "
                        "HAVING count(DISTINCT (doc_id, pos)) >= ? ORDER BY feature",
                        [dict_id, int(min_examples)])["feature"].tolist()
+
+
+_NOT_THE_RECIPE = {"seed", "dict_id", "resume", "log_every", "checkpoint_every", "checkpoint_dir", "progress_bar"}
+"""Train-config fields that do not make two dictionaries different recipes (at any nesting level)."""
+
+
+def _recipe(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {k: _recipe(v) for k, v in config.items() if k not in _NOT_THE_RECIPE}
+    return config
+
+
+def seed_partners(store: Source, dict_id: str) -> list[str]:
+    """Other dictionaries trained by the same recipe as `dict_id` but another seed (same train
+    config but for the seed and bookkeeping fields), oldest first."""
+    runs = store.query("SELECT d.dict_id, r.config FROM dictionaries d JOIN runs r ON r.run_id = 'train-' || d.dict_id "
+                       "ORDER BY d.created_at")
+    configs = {row.dict_id: json.loads(row.config) for row in runs.itertuples()}
+    if dict_id not in configs:
+        return []
+    mine = configs[dict_id]
+    return [other for other, cfg in configs.items()
+            if other != dict_id and cfg.get("seed") != mine.get("seed") and _recipe(cfg) == _recipe(mine)]

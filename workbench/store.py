@@ -67,6 +67,11 @@ MIGRATIONS: list[str] = [
         threshold DOUBLE, auroc DOUBLE, balanced_accuracy DOUBLE, n_features INTEGER, details JSON,
         created_at TIMESTAMP);
     """,
+    # 5: the evaluation suite (pipelines/evaluate.py): one row per dictionary and metric.
+    """
+    CREATE TABLE evaluations(run_id VARCHAR, dict_id VARCHAR, metric VARCHAR, value DOUBLE, details JSON,
+        created_at TIMESTAMP);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -1,0 +1,274 @@
+"""`workbench evaluate`: the evaluation suite every dictionary is read through, whatever its method.
+
+Groups of metrics, each a sub-run `evaluate-{dict_id}-{group}-{config hash}` publishing rows of
+`evaluations(dict_id, metric, value, details)`:
+- core: FVU, explained variance, L0, dead and dense fractions, CE-loss recovered and KL on the
+  fixed evaluation set of the dictionary's (model, hook point) (`workbench/evaluation/core.py`);
+- probing: sparse probing on labelled shipped text, k latents against raw-activation baselines
+  (`workbench/evaluation/probing.py`, `labelled.py`);
+- absorption: first-letter feature absorption (`workbench/evaluation/absorption.py`);
+- stability: share of latents matched (decoder cosine >= 0.9) in the same method trained with
+  another seed, when the store has one (`workbench/evaluation/stability.py`);
+- autointerp: detection and fuzzing of a fixed random sample of live features with the
+  shuffled-explanation control (runs `features` and `interpret` by name; needs an LLM).
+A finished group is skipped on a rerun, so an interrupted `--all` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench import jobs, queries
+from workbench.activations import ShardCache
+from workbench.config import comma_list, config_id, to_dict
+from workbench.evaluation import absorption, core, labelled, probing, stability
+from workbench.paths import cache_dir
+from workbench.registered import Registered, load_registered
+from workbench.sources import ActivationSource, shard_key
+from workbench.store import Store
+from workbench.token_rule import TokenRule
+
+GROUPS = ("core", "probing", "absorption", "stability", "autointerp")
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluate dictionaries of the store on one fixed evaluation set per (model, hook point)."""
+
+    dict_id: str = ""
+    """Dictionary to evaluate (or `all`)."""
+    all: bool = False
+    """Evaluate every dictionary in the store instead."""
+    groups: list[str] = field(default_factory=lambda: ["core", "probing", "absorption", "stability"])
+    """Metric groups: core, probing, absorption, stability, autointerp (the last needs an LLM endpoint)."""
+    corpus: str = "wiki+bbc"
+    """Corpus whose eval split (documents never trained on) is the evaluation set."""
+    context: int = 128
+    """Tokens per packed evaluation block."""
+    eval_tokens: int = 32_768
+    """Evaluation tokens for core metrics and absorption."""
+    ce_sequences: int = 32
+    """Evaluation sequences for CE-loss recovered and KL."""
+    probing_sets: list[str] = field(default_factory=lambda: ["bbc", "rotten-tomatoes", "wiki"])
+    """Labelled sets for sparse probing (`workbench/evaluation/labelled.py`), or any corpus with labels."""
+    probe_docs_per_class: int = 150
+    """Documents per class of each labelled set."""
+    probe_context: int = 64
+    """Tokens read per probing document."""
+    ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20])
+    """Numbers of latents (and raw dimensions) the sparse probes may use."""
+    stability_threshold: float = 0.9
+    """Decoder cosine at which a latent counts as found again in the other seed."""
+    interpret_features: int = 20
+    """Live features sampled (seeded) for the autointerp group."""
+    forward_batch: int = 8
+    """Sequences per model forward pass."""
+    seed: int = 0
+    """Seed of probing splits, absorption splits and the autointerp feature sample."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        if bool(self.dict_id) == self.all:
+            raise ValueError("give exactly one of dict_id and --all")
+        self.groups, self.probing_sets = comma_list(self.groups), comma_list(self.probing_sets)
+        unknown = sorted(set(self.groups) - set(GROUPS))
+        if unknown or not self.groups:
+            raise ValueError(f"unknown metric groups {unknown or '(none given)'}: choose from {', '.join(GROUPS)}")
+        try:
+            self.ks = sorted({int(k) for k in comma_list([str(k) for k in self.ks])})
+        except ValueError:
+            raise ValueError(f"ks must be positive integers, got {self.ks}") from None
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be positive integers, got {self.ks}")
+        for name in ("context", "eval_tokens", "ce_sequences", "probe_docs_per_class", "probe_context",
+                     "interpret_features", "forward_batch"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
+        if not 0 < self.stability_threshold <= 1:
+            raise ValueError(f"stability_threshold must be in (0, 1], got {self.stability_threshold}")
+
+    def group_run_id(self, dict_id: str, group: str) -> str:
+        fields = {k: v for k, v in to_dict(self).items() if k not in ("dict_id", "all", "groups", "progress")}
+        return config_id(f"evaluate-{dict_id}-{group}", fields)
+
+
+Rows = list[tuple[str, float, dict[str, Any]]]
+"""(metric, value, details) rows of one group."""
+
+
+def run(cfg: EvaluateConfig, store: Store) -> list[str]:
+    """Evaluate the chosen dictionaries; returns their ids. Every input is checked before any work."""
+    dict_rows = _chosen_dictionaries(cfg, store)
+    for row in dict_rows:
+        _check_inputs(cfg, row)
+    labels = {name: _labels(name, cfg) for name in cfg.probing_sets} if "probing" in cfg.groups else {}
+    for row in dict_rows:
+        _evaluate_one(cfg, store, row, labels)
+    return [row["dict_id"] for row in dict_rows]
+
+
+def _chosen_dictionaries(cfg: EvaluateConfig, store: Store) -> list[dict]:
+    if cfg.all:
+        ids = store.query("SELECT dict_id FROM dictionaries ORDER BY created_at")["dict_id"].tolist()
+        if not ids:
+            raise LookupError("the store has no dictionaries to evaluate")
+        return [queries.dictionary_row(store, d) for d in ids]
+    return [queries.dictionary_row(store, cfg.dict_id)]
+
+
+def _check_inputs(cfg: EvaluateConfig, row: dict) -> None:
+    if "probing" in cfg.groups and max(cfg.ks) > min(int(row["d_dict"]), int(row["d_in"])):
+        raise ValueError(f"k={max(cfg.ks)} is larger than dictionary {row['dict_id']}'s {row['d_dict']} latents "
+                         f"or its {row['d_in']} activation dimensions")
+
+
+def _labels(name: str, cfg: EvaluateConfig) -> np.ndarray:
+    docs = labelled.labelled_documents(name, cfg.probe_docs_per_class, cfg.seed)
+    probing.one_vs_rest_splits(docs["label"].tolist(), cfg.probe_docs_per_class, 0.2, cfg.seed, f"labelled set {name}")
+    return docs["label"].to_numpy()
+
+
+def _evaluate_one(cfg: EvaluateConfig, store: Store, row: dict, labels: dict[str, np.ndarray]) -> None:
+    todo = [g for g in cfg.groups if store.run_status(cfg.group_run_id(row["dict_id"], g)) != "finished"]
+    if not todo:
+        print(f"{row['dict_id']}: {', '.join(cfg.groups)} already evaluated")
+        return
+    reg = load_registered(store, row["dict_id"])
+    reg.dictionary.eval()
+    source = ActivationSource(model=row["model"], hook_point=row["hook_point"], corpus=cfg.corpus,
+                              context=cfg.context)
+    _say_if_new(source, cfg)
+    evaluation = _EvaluationSet(reg, source, cfg)
+    for group in todo:
+        run_id = cfg.group_run_id(row["dict_id"], group)
+        with store.running(run_id, "evaluate", {**to_dict(cfg), "dict_id": row["dict_id"], "group": group}):
+            started = time.monotonic()
+            rows = GROUP_FUNCTIONS[group](cfg, store, reg, evaluation, labels)
+            seconds = time.monotonic() - started
+            rows.append((f"seconds/{group}", seconds, {}))
+            store.publish(run_id, {"evaluations": _frame(run_id, row["dict_id"], rows)})
+        print(f"{row['dict_id']} {group}: {len(rows)} metrics in {seconds:.0f} s")
+
+
+def _say_if_new(source: ActivationSource, cfg: EvaluateConfig) -> None:
+    manifest = ShardCache(cache_dir() / "activations", shard_key(source, "eval", cfg.forward_batch)).manifest()
+    if manifest.get("rows", 0) < cfg.eval_tokens and not manifest.get("complete"):
+        print(f"no evaluation set yet for {source.model} {source.hook_point} on {source.corpus}: "
+              f"computing {cfg.eval_tokens} tokens once (later evaluations reuse them)")
+
+
+class _EvaluationSet:
+    """The evaluation rows and CE tokens of one source, computed on first use."""
+
+    def __init__(self, reg: Registered, source: ActivationSource, cfg: EvaluateConfig) -> None:
+        self.reg, self.source, self.cfg = reg, source, cfg
+        self._rows: Any = None
+
+    @property
+    def rows(self):
+        if self._rows is None:
+            self._rows = core.evaluation_rows(self.reg.model, self.source, self.cfg.eval_tokens,
+                                              self.cfg.forward_batch, self.cfg.progress)
+        return self._rows
+
+
+def _core(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+    tokens = core.evaluation_tokens(reg.model, ev.source, cfg.ce_sequences)
+    m = core.core_metrics(reg.dictionary, reg.model, ev.rows, tokens, TokenRule())
+    details = {k: m[k] for k in ("ce_clean", "ce_spliced", "ce_zero_ablation", "eval_tokens", "excluded_eval_tokens")}
+    names = ("fvu", "fvu_all_tokens", "explained_variance", "mse", "l0", "dead_frac_eval", "dense_frac_eval",
+             "ce_loss_recovered", "kl")
+    return [(f"core/{name.removesuffix('_eval')}", float(m[name]), details) for name in names]
+
+
+@torch.no_grad()
+def _probing(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+    out: Rows = []
+    per_k: dict[str, list[float]] = {}
+    for name, y in labels.items():
+        docs, _ = labelled.document_rows(reg.model, reg.row["hook_point"], name, cfg.probe_docs_per_class,
+                                         cfg.probe_context, cfg.seed, cfg.forward_batch, cfg.progress)
+        raw = labelled.mean_per_document(docs.acts, docs.seq, len(y)).numpy()
+        latents = _pooled_latents(reg, docs, len(y)).numpy()
+        for key, acc in _probe_set(y, raw, latents, cfg).items():
+            out.append((f"probing/{name}/{key}", acc, {}))
+            per_k.setdefault(key, []).append(acc)
+    out += [(f"probing/mean/{key}", float(np.mean(v)), {"sets": list(labels)}) for key, v in per_k.items()]
+    return out
+
+
+def _pooled_latents(reg: Registered, docs, n_docs: int) -> torch.Tensor:
+    sums = torch.zeros(n_docs, reg.dictionary.d_sae)
+    for start in range(0, len(docs), 4096):
+        part = docs[start:start + 4096]
+        sums.index_add_(0, part.seq, reg.dictionary.encode_dense(part.acts).float())
+    return sums / torch.bincount(docs.seq, minlength=n_docs).clamp(min=1)[:, None]
+
+
+def _probe_set(y: np.ndarray, raw: np.ndarray, latents: np.ndarray, cfg: EvaluateConfig) -> dict[str, float]:
+    """Mean over the one-vs-rest tasks of: latents at each k, raw dims at each k, all raw dims."""
+    acc: dict[str, list[float]] = {}
+    for c, tr, ytr, te, yte in probing.one_vs_rest_splits(y.tolist(), cfg.probe_docs_per_class, 0.2, cfg.seed):
+        lat = probing.Task(c, latents[tr], ytr, latents[te], yte)
+        base = probing.Task(c, raw[tr], ytr, raw[te], yte)
+        for k, a in probing.sparse_probing(lat, cfg.ks, cfg.seed).items():
+            acc.setdefault(f"k={k}", []).append(a)
+        for k, a in probing.sparse_probing(base, cfg.ks, cfg.seed).items():
+            acc.setdefault(f"raw_k={k}", []).append(a)
+        acc.setdefault("raw_all", []).append(probing.probe_accuracy(base, cfg.seed))
+    return {key: float(np.mean(v)) for key, v in acc.items()}
+
+
+def _absorption(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+    rows = ev.rows[TokenRule().rows_mask(ev.rows, reg.model.tokenizer.all_special_ids)]
+    vocab = {int(t): reg.model.tokenizer.decode([int(t)]) for t in rows.token.unique()}
+    letters = absorption.first_letters([vocab[int(t)] for t in rows.token])
+    result = absorption.absorption(rows.acts, letters, reg.dictionary, cfg.seed)
+    details = {"letters": [r._asdict() | {"rate": r.rate} for r in result.letters]}
+    return [("absorption/rate", result.rate, details), ("absorption/main_silent_rate", result.silent_rate, {}),
+            ("absorption/probe_f1", float(np.mean([r.probe_f1 for r in result.letters])), {})]
+
+
+def _stability(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+    partners = queries.seed_partners(store, reg.row["dict_id"])
+    if not partners:
+        print(f"{reg.row['dict_id']}: no dictionary of the same config with another seed in the store; "
+              f"train one with --seed 1 for the stability metric")
+        return []
+    other = load_registered(store, partners[0]).dictionary
+    value = stability.matched_fraction(reg.dictionary.decoder_directions(), other.decoder_directions(),
+                                       cfg.stability_threshold)
+    return [(f"stability/matched@{cfg.stability_threshold}", value, {"partner": partners[0]})]
+
+
+def _autointerp(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+    dict_id = reg.row["dict_id"]
+    if not queries.live_features(store, dict_id):
+        jobs.run_job("features", store, progress=cfg.progress, dict_id=dict_id)
+    live = queries.live_features(store, dict_id)
+    rng = np.random.default_rng(cfg.seed)
+    sample = sorted(rng.choice(live, min(cfg.interpret_features, len(live)), replace=False).tolist())
+    base = jobs.run_job("interpret", store, dict_id=dict_id, features=",".join(map(str, sample)),
+                        scorers=["detection", "fuzzing"], controls=True, progress=cfg.progress)
+    summary = queries.score_summary(store, base)
+    return [(f"autointerp/{r.scorer.replace(':', '_')}", float(r.mean_score), {"run_id": base, "features": r.features})
+            for r in summary.itertuples()]
+
+
+GROUP_FUNCTIONS: dict[str, Callable[..., Rows]] = {"core": _core, "probing": _probing, "absorption": _absorption,
+                                                   "stability": _stability, "autointerp": _autointerp}
+
+
+def _frame(run_id: str, dict_id: str, rows: Rows) -> pd.DataFrame:
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    return pd.DataFrame([{"run_id": run_id, "dict_id": dict_id, "metric": m, "value": float(v),
+                          "details": json.dumps(d), "created_at": now} for m, v, d in rows])

@@ -1,0 +1,87 @@
+"""Labelled text for sparse probing: shipped corpora with a class per document, their activations
+computed once per (model, hook point) and kept in the shard cache.
+
+Each document is one sequence: BOS, then its first `context - 1` tokens. Position 0 is dropped
+and the token rule leaves out special and massive-norm tokens, so a document's mean activation
+is over the tokens a dictionary is trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench import corpora
+from workbench.activations import Rows, ShardCache, StreamConfig, cached_activations
+from workbench.models import LoadedModel
+from workbench.paths import cache_dir
+from workbench.token_rule import TokenRule
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """A corpus whose `label` column is a class, and which classes to keep."""
+
+    corpus: str
+    classes: tuple[str, ...] = ()
+    """Classes kept (others are dropped; empty keeps every label); each becomes a one-vs-rest task."""
+
+
+LABELLED_SETS: dict[str, LabelledSet] = {
+    "bbc": LabelledSet("bbc", ("business", "entertainment", "politics", "sports", "tech")),
+    "rotten-tomatoes": LabelledSet("rotten-tomatoes", ("fresh", "rotten")),
+    "wiki": LabelledSet("wiki", ("Arts", "Biology and health sciences", "Geography", "People", "Physical sciences")),
+}
+"""Topic of BBC news articles, sentiment of film reviews, topic of Wikipedia leads. Any other
+corpus name is read with every label it has."""
+
+
+def labelled_documents(name: str, per_class: int, seed: int) -> pd.DataFrame:
+    """`per_class` documents of each kept class (fewer where a class has fewer), seeded, with
+    columns text and label; ValueError for a corpus without labelled text."""
+    spec = LABELLED_SETS.get(name, LabelledSet(name))
+    df = corpora.load_corpus(spec.corpus)
+    df = df[df["label"].notna() & df["text"].notna()]
+    if spec.classes:
+        df = df[df["label"].isin(spec.classes)]
+    if df.empty:
+        raise ValueError(f"corpus {name!r} has no labelled text documents to probe")
+    parts = [g.sample(min(per_class, len(g)), random_state=seed) for _, g in df.groupby("label", sort=True)]
+    return pd.concat(parts, ignore_index=True)[["text", "label"]]
+
+
+def _sequences(texts: list[str], tokenizer, context: int) -> Callable[[], Iterator[torch.Tensor]]:
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+    def sequences() -> Iterator[torch.Tensor]:
+        for text in texts:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][: context - 1]
+            yield torch.tensor([bos] + ids, dtype=torch.long)
+
+    return sequences
+
+
+def document_rows(loaded: LoadedModel, hook_point: str, name: str, per_class: int, context: int, seed: int,
+                  batch_size: int = 8, progress: bool = False) -> tuple[Rows, np.ndarray]:
+    """Counted activation rows of the set's documents (row.seq = document index) and the labels."""
+    docs = labelled_documents(name, per_class, seed)
+    key = {"model": loaded.name, "hook_point": hook_point, "labelled": name, "per_class": per_class,
+           "context": context, "seed": seed, "batch_size": batch_size}
+    shards = ShardCache(cache_dir() / "activations", key)
+    stream = StreamConfig(hook_point=hook_point, batch_size=batch_size)
+    rows = list(cached_activations(loaded, _sequences(docs["text"].tolist(), loaded.tokenizer, context), stream,
+                                   shards, progress))
+    counted = Rows.cat(rows)
+    return counted[TokenRule().rows_mask(counted, loaded.tokenizer.all_special_ids)], docs["label"].to_numpy()
+
+
+def mean_per_document(values: torch.Tensor, seq: torch.Tensor, n_docs: int) -> torch.Tensor:
+    """Mean of `values` `[n, d]` over the rows of each document `seq` `[n]` -> `[n_docs, d]`
+    (zeros for a document with no counted rows)."""
+    sums = values.new_zeros(n_docs, values.shape[-1]).index_add_(0, seq, values)
+    counts = torch.bincount(seq, minlength=n_docs).clamp(min=1).to(values.dtype)
+    return sums / counts[:, None]
