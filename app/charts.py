@@ -39,6 +39,25 @@ def dead_fraction(dicts: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def probing_vs_k(evals: pd.DataFrame) -> go.Figure:
+    """Sparse-probing accuracy (mean over labelled sets) against k: a solid line per dictionary, and
+    the raw-activation probe on the top-k dimensions dashed (one per model and hook point is enough,
+    but each dictionary row carries its own)."""
+    fig = go.Figure()
+    for _, row in evals.iterrows():
+        for prefix, dash in (("k=", "solid"), ("raw_k=", "dash")):
+            ks = sorted(int(c.rsplit("=", 1)[1]) for c in evals.columns if c.startswith(f"probing/mean/{prefix}"))
+            ys = [row.get(f"probing/mean/{prefix}{k}") for k in ks]
+            if ks and not pd.isna(ys).all():
+                name = str(row["dict_id"]) if prefix == "k=" else f"raw activations ({row['dict_id']})"
+                fig.add_trace(go.Scatter(x=ks, y=ys, mode="lines+markers", name=name, line=dict(dash=dash),
+                                         visible=True if prefix == "k=" else "legendonly",
+                                         hovertemplate="k=%{x}<br>accuracy %{y:.3f}<extra></extra>"))
+    fig.update_layout(title="Sparse probing accuracy vs k", xaxis_title="k (latents, or raw dimensions dashed)",
+                      yaxis_title="held-out accuracy (mean of sets)", xaxis_type="log", **LAYOUT)
+    return fig
+
+
 @lru_cache(maxsize=1)
 def _histogram_layout() -> dict:
     """The histogram's layout as plotly JSON, resolved once: building and validating a `go.Figure`

@@ -65,6 +65,8 @@ class EvaluateConfig:
     """Tokens read per probing document."""
     ks: list[int] = field(default_factory=lambda: [1, 2, 5, 10, 20])
     """Numbers of latents (and raw dimensions) the sparse probes may use."""
+    words_per_letter: int = 120
+    """Vocabulary words per first letter for the absorption task."""
     stability_threshold: float = 0.9
     """Decoder cosine at which a latent counts as found again in the other seed."""
     interpret_features: int = 20
@@ -90,7 +92,7 @@ class EvaluateConfig:
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive integers, got {self.ks}")
         for name in ("context", "eval_tokens", "ce_sequences", "probe_docs_per_class", "probe_context",
-                     "interpret_features", "forward_batch"):
+                     "interpret_features", "forward_batch", "words_per_letter"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
         if not 0 < self.stability_threshold <= 1:
@@ -229,11 +231,9 @@ def _probe_set(y: np.ndarray, raw: np.ndarray, latents: np.ndarray, cfg: Evaluat
 
 
 def _absorption(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
-    rows = ev.rows[TokenRule().rows_mask(ev.rows, reg.model.tokenizer.all_special_ids)]
-    vocab = {int(t): reg.model.tokenizer.decode([int(t)]) for t in rows.token.unique()}
-    letters = absorption.first_letters([vocab[int(t)] for t in rows.token])
-    result = absorption.absorption(rows.acts, letters, reg.dictionary, cfg.seed)
-    details = {"letters": [r._asdict() | {"rate": r.rate} for r in result.letters]}
+    acts, letters = labelled.spelling_rows(reg.model, reg.row["hook_point"], cfg.words_per_letter, cfg.seed)
+    result = absorption.absorption(acts, letters, reg.dictionary, cfg.seed)
+    details = {"letters": [r._asdict() | {"rate": r.rate} for r in result.letters], "words": len(letters)}
     return [("absorption/rate", result.rate, details), ("absorption/main_silent_rate", result.silent_rate, {}),
             ("absorption/probe_f1", float(np.mean([r.probe_f1 for r in result.letters])), {})]
 

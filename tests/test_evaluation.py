@@ -94,7 +94,7 @@ def _letter_tokens():
 
 def test_absorption_on_a_constructed_dictionary_finds_the_absorbed_quarter():
     x, letters = _letter_tokens()
-    result = absorption.absorption(x, letters, _absorbing_dictionary(), seed=0)
+    result = absorption.absorption(x, letters, _absorbing_dictionary(), seed=0, min_cosine=0.1)
     by_letter = {r.letter: r for r in result.letters}
     a, b = by_letter["a"], by_letter["b"]
     assert a.main_latent == 0 and b.main_latent == 2
@@ -111,7 +111,7 @@ def test_a_silent_main_latent_without_an_absorber_is_not_absorption():
     sae = _absorbing_dictionary()
     with torch.no_grad():
         sae.W_dec[1] = torch.tensor([0.0, 0, 0, 1])                 # latent 1 writes off the probe (e3)
-    result = absorption.absorption(*_letter_tokens(), sae, seed=0)
+    result = absorption.absorption(*_letter_tokens(), sae, seed=0, min_cosine=0.1)
     a = next(r for r in result.letters if r.letter == "a")
     assert a.main_silent > 0 and a.absorbed == 0
 

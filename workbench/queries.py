@@ -121,3 +121,16 @@ def seed_partners(store: Source, dict_id: str) -> list[str]:
     mine = configs[dict_id]
     return [other for other, cfg in configs.items()
             if other != dict_id and cfg.get("seed") != mine.get("seed") and _recipe(cfg) == _recipe(mine)]
+
+
+def evaluation_table(store: Source) -> pd.DataFrame:
+    """One row per evaluated dictionary (with its method), one column per metric of the evaluation
+    suite (`pipelines/evaluate.py`): each metric's latest value."""
+    df = store.query("SELECT e.dict_id, d.method, e.metric, arg_max(e.value, e.created_at) AS value "
+                     "FROM evaluations e JOIN dictionaries d USING (dict_id) "
+                     "WHERE NOT starts_with(e.metric, 'seconds/') GROUP BY e.dict_id, d.method, e.metric")
+    if df.empty:
+        return pd.DataFrame(columns=["dict_id", "method"])
+    wide = df.pivot(index=["dict_id", "method"], columns="metric", values="value").reset_index()
+    wide.columns.name = None
+    return wide

@@ -15,6 +15,20 @@ COLUMNS = ["dict_id", "method", "model", "hook_point", "d_in", "d_dict", "fvu", 
            "ce_loss_recovered", "kl"]
 
 
+EVAL_COLUMNS = ["dict_id", "method", "core/fvu", "core/l0", "core/dead_frac", "core/dense_frac",
+                "core/ce_loss_recovered", "core/kl", "probing/mean/k=1", "probing/mean/k=5", "probing/mean/k=20",
+                "probing/mean/raw_all", "absorption/rate", "absorption/main_silent_rate", "stability/matched@0.9",
+                "autointerp/detection", "autointerp/detection_shuffled", "autointerp/fuzzing",
+                "autointerp/fuzzing_shuffled"]
+"""The evaluation suite's headline columns (`workbench evaluate`); the store has every k and set."""
+
+
+def evaluation_table(evals: pd.DataFrame) -> pd.DataFrame:
+    out = evals.reindex(columns=EVAL_COLUMNS)
+    out[EVAL_COLUMNS[2:]] = out[EVAL_COLUMNS[2:]].apply(pd.to_numeric, errors="coerce").round(4)
+    return out
+
+
 def table(dicts: pd.DataFrame) -> pd.DataFrame:
     """The columns shown, metrics rounded; absent metrics are blank columns."""
     out = dicts.reindex(columns=COLUMNS)
@@ -33,15 +47,20 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         frontier = gr.Plot(label="FVU vs L0", elem_id="fvu-l0")
         dead = gr.Plot(label="Dead fraction", elem_id="dead-frac")
+    evals_grid = gr.Dataframe(label="Evaluation suite (workbench evaluate; click a header to sort)",
+                              interactive=False, wrap=True, elem_id="eval-table")
+    probing = gr.Plot(label="Sparse probing vs k", elem_id="probing-k")
+    outputs = [message, grid, frontier, dead, evals_grid, probing]
 
     @guarded(lambda m: {message: m})
     def show(chosen: str) -> dict:
-        dicts = queries.list_dictionaries(ctx.store)
+        dicts, evals = queries.list_dictionaries(ctx.store), queries.evaluation_table(ctx.store)
         if dicts.empty:
             empty = html.notice("No dictionaries in the store yet: train one first.")
-            return {message: empty, grid: None, frontier: None, dead: None}
+            return {message: empty, grid: None, frontier: None, dead: None, evals_grid: None, probing: None}
         if chosen != ALL:
-            dicts = dicts[dicts["method"] == chosen]
-        return {message: "", grid: table(dicts), frontier: charts.fvu_vs_l0(dicts), dead: charts.dead_fraction(dicts)}
+            dicts, evals = dicts[dicts["method"] == chosen], evals[evals["method"] == chosen]
+        return {message: "", grid: table(dicts), frontier: charts.fvu_vs_l0(dicts), dead: charts.dead_fraction(dicts),
+                evals_grid: evaluation_table(evals), probing: charts.probing_vs_k(evals)}
 
-    gr.on([demo.load, refresh.click, method.change], show, inputs=method, outputs=[message, grid, frontier, dead])
+    gr.on([demo.load, refresh.click, method.change], show, inputs=method, outputs=outputs)

@@ -30,6 +30,12 @@ DICTS = {  # dict_id -> (method, metrics)
     "tiny-topk": ("topk", {"fvu": 0.21, "l0": 8.0, "dead_frac_eval": 0.05, "ce_loss_recovered": 0.9, "kl": 0.1}),
     "tiny-relu": ("relu", {"fvu": 0.15, "l0": 23.5, "dead_frac_eval": 0.2, "ce_loss_recovered": 0.93, "kl": 0.08}),
 }
+EVALUATIONS = {  # dict_id -> metric -> value, as `workbench evaluate` writes them
+    "tiny-topk": {"core/fvu": 0.25, "core/l0": 8.0, "probing/mean/k=1": 0.61, "probing/mean/k=5": 0.74,
+                  "probing/mean/raw_k=1": 0.58, "probing/mean/raw_k=5": 0.7, "absorption/rate": 0.125},
+    "tiny-relu": {"core/fvu": 0.18, "core/l0": 23.5, "probing/mean/k=1": 0.55, "probing/mean/k=5": 0.81,
+                  "absorption/rate": 0.375, "seconds/core": 3.0},
+}
 EXPLANATIONS = {  # feature -> text (one hostile: LLM output is untrusted too)
     HOSTILE_FEATURE: "HTML script tags <b>in web pages</b> <img src=x onerror=alert(2)>",
     5: "names of rivers and flowing water",
@@ -114,5 +120,8 @@ def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
         "feature_examples": examples_df, "tokens": _tokens_table(docs),
         "documents": pd.DataFrame([dict(doc_id=d, corpus="test", text="".join(t), label=None, source="test",
                                         licence="CC0") for d, t in docs.items()]),
-        "explanations": expl, "scores": scores})
+        "explanations": expl, "scores": scores,
+        "evaluations": pd.DataFrame([dict(run_id=RUN_ID, dict_id=d, metric=m, value=v, details="{}",
+                                          created_at=pd.Timestamp("2026-11-28 22:00"))
+                                     for d, metrics in EVALUATIONS.items() for m, v in metrics.items()])})
     return BuiltStore(store, list(DICTS))

@@ -34,6 +34,13 @@ def test_dictionaries_tab(page, server: str) -> None:
     page.wait_for_selector("#fvu-l0 .gtitle")
     assert page.locator("#fvu-l0 .gtitle").text_content() == "FVU vs L0"
     assert page.locator("#dead-frac .gtitle").text_content() == "Dead fraction"
+    page.wait_for_selector(f"#eval-table {CELLS}")
+    evals = page.locator(f"#eval-table {CELLS}").all_inner_texts()
+    assert "0.375" in evals and "0.125" in evals and "0.81" in evals
+    page.wait_for_selector("#probing-k .gtitle")
+    assert page.locator("#probing-k .gtitle").text_content() == "Sparse probing accuracy vs k"
+    assert page.locator("#probing-k .scatterlayer .trace").count() == 2   # one line per dictionary
+    assert page.locator("#probing-k .legend .traces").count() == 3        # and the raw baseline, off by default
 
 
 def test_search_and_open_feature_page(page, server: str) -> None:

@@ -20,6 +20,7 @@ from app.views.inspector import token_strip
 from app.views.steering import parse_strengths
 from tests.app.app_helpers import REPO
 from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
+from workbench import queries
 from workbench.store import Store
 
 
@@ -136,3 +137,13 @@ def test_inspector_scale_ignores_tokens_the_rule_leaves_out() -> None:
     assert '<span title="not counted (special token or massive-norm sink)">&lt;s&gt;</span>' in strip
     assert 'rgba(255,140,0,1.00)" title="features 5">river<' in strip
     assert 'rgba(255,140,0,0.13)" title="features 5">bank<' in strip
+
+
+def test_evaluation_table_takes_the_latest_value_and_leaves_timings_out(built: BuiltStore) -> None:
+    built.store.publish("later", {"evaluations": pd.DataFrame([dict(
+        run_id="later", dict_id="tiny-topk", metric="core/fvu", value=0.2, details="{}",
+        created_at=pd.Timestamp("2026-11-29"))])})
+    wide = queries.evaluation_table(built.store).set_index("dict_id")
+    assert wide.loc["tiny-topk", "core/fvu"] == 0.2 and wide.loc["tiny-relu", "core/fvu"] == 0.18
+    assert wide.loc["tiny-topk", "method"] == "topk" and "seconds/core" not in wide.columns
+    assert pd.isna(wide.loc["tiny-relu", "probing/mean/raw_k=1"])

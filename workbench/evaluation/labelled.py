@@ -8,6 +8,8 @@ is over the tokens a dictionary is trained on.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -85,3 +87,43 @@ def mean_per_document(values: torch.Tensor, seq: torch.Tensor, n_docs: int) -> t
     sums = values.new_zeros(n_docs, values.shape[-1]).index_add_(0, seq, values)
     counts = torch.bincount(seq, minlength=n_docs).clamp(min=1).to(values.dtype)
     return sums / counts[:, None]
+
+
+SPELLING_PREFIX = "First letters:\n tree: T\n house: H\n apple: A\n"
+"""The few-shot context each word is read after (the word token comes right after it)."""
+
+
+def spelling_words(tokenizer, per_letter: int, seed: int) -> tuple[list[int], np.ndarray]:
+    """Up to `per_letter` word tokens of the vocabulary per first letter (seeded) and their letters."""
+    from workbench.evaluation.absorption import first_letters
+
+    ids = sorted(tokenizer.get_vocab().values())
+    letters = first_letters([tokenizer.decode([i]) for i in ids])
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for letter in sorted(set(letters) - {""}):
+        pool = [i for i, x in zip(ids, letters) if x == letter]
+        chosen += sorted(rng.choice(pool, min(per_letter, len(pool)), replace=False).tolist())
+    return chosen, first_letters([tokenizer.decode([i]) for i in chosen])
+
+
+@torch.no_grad()
+def spelling_rows(loaded: LoadedModel, hook_point: str, per_letter: int, seed: int,
+                  batch_size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
+    """Activations `[n, d]` at each chosen word token right after `SPELLING_PREFIX`, and the words'
+    first letters; computed once per (model, hook point, words) and cached."""
+    from safetensors.torch import load_file, save_file
+
+    from workbench.activations import hook_activations, merge_heads
+
+    words, letters = spelling_words(loaded.tokenizer, per_letter, seed)
+    key = json.dumps({"model": loaded.name, "hook_point": hook_point, "prefix": SPELLING_PREFIX, "words": words})
+    path = cache_dir() / "eval_sets" / f"spelling-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+    if not path.exists():
+        prefix = loaded.tokenizer(SPELLING_PREFIX, add_special_tokens=False)["input_ids"]
+        tokens = torch.tensor([prefix + [w] for w in words])
+        acts = torch.cat([merge_heads(hook_activations(loaded, hook_point, batch), hook_point)[:, -1].float()
+                          for batch in tokens.split(batch_size)])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"acts": acts.contiguous()}, str(path))
+    return load_file(str(path))["acts"], letters
