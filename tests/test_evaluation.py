@@ -15,7 +15,9 @@ from pipelines.evaluate import EvaluateConfig
 from pipelines.evaluate import run as evaluate_run
 from pipelines.train import TrainDictionaryConfig
 from pipelines.train import run as train_run
-from workbench.evaluation import absorption, labelled, probing, stability
+from saes.fitting import FitSource, fit
+from saes.training import TrainConfig
+from workbench.evaluation import absorption, labelled, probing, stability, synthetic
 from workbench.store import Store
 
 # -- sparse probing -------------------------------------------------------------------------------
@@ -133,13 +135,34 @@ def test_matched_fraction_hand_computed():
         stability.matched_fraction(a, b[:, :2])
 
 
+# -- ground truth ---------------------------------------------------------------------------------
+
+def test_recovery_hand_computed():
+    truth = torch.tensor([[1.0, 0, 0], [0, 1, 0]])
+    decoder = torch.tensor([[0.0, 0.6, 0.8], [3.0, 0, 0]])   # best cosines: 1.0 and 0.6
+    assert synthetic.recovery(truth, decoder) == (0.5, pytest.approx(0.8))
+
+
+def test_an_untrained_dictionary_recovers_nothing_and_a_fitted_one_most():
+    spec = synthetic.SyntheticSpec(d=16, n_features=24, mean_active=1.5, rows=150_000)
+    truth = synthetic.truth(spec)
+    fresh = saes.create("topk", d_in=16, d_sae=48, k=2, seed=spec.seed)   # same seed as the truth
+    assert synthetic.recovery(truth.directions, fresh.decoder_directions()).recovered < 0.1
+    trainer = TrainConfig(lr=1e-2, warmup_steps=20, dead_after_tokens=None, total_tokens=spec.rows, progress_bar=False)
+    fit(fresh, FitSource(rows=lambda: synthetic.batches(spec, 256), batches=lambda: synthetic.batches(spec, 256),
+                         trainer=trainer, progress=False))
+    assert synthetic.recovery(truth.directions, fresh.decoder_directions()).recovered > 0.8
+    rows = next(synthetic.batches(spec, 5000))
+    assert abs(float((rows.norm(dim=-1) > 0).float().mean()) - (1 - float((1 - truth.probability).prod()))) < 0.02
+
+
 # -- the pipeline on the tiny model ------------------------------------------------------------------
 
 TRAIN = dict(model="tiny", corpus="wiki-sample", hook_point="blocks.1.hook_resid_post", context=64,
              tokens=6_000, batch_tokens=512, buffer_tokens=2048, eval_tokens=1000, ce_sequences=4,
              sae={"k": 8}, expansion=4)
 EVAL = dict(corpus="wiki-sample", context=64, eval_tokens=3000, ce_sequences=4, probing_sets=["wiki-sample"],
-            probe_docs_per_class=12, probe_context=32, ks=[1, 2, 5], progress=False)
+            probe_docs_per_class=12, probe_context=32, ks=[1, 2, 5], synthetic_rows=20_000, progress=False)
 
 
 def _table(store: Store) -> dict:
@@ -164,7 +187,9 @@ def test_evaluate_fills_every_group_and_a_rerun_skips(two_seeds, capsys):
         assert 0.3 <= values[f"probing/mean/{key}"] <= 1
     assert 0 <= values["absorption/rate"] <= values["absorption/main_silent_rate"] <= 1
     assert 0 <= values["stability/matched@0.9"] <= 1
-    assert {m.split("/")[0] for m in values} == {"core", "probing", "absorption", "stability", "seconds"}
+    assert 0 <= values["ground_truth/recovered@0.9"] <= 1 and 0 < values["ground_truth/mmcs"] <= 1
+    assert {m.split("/")[0] for m in values} == {"core", "probing", "absorption", "stability", "ground_truth",
+                                                 "seconds"}
     assert "no evaluation set yet" in capsys.readouterr().out
     before = _table(store)
     evaluate_run(EvaluateConfig(dict_id=first, **EVAL), store)
