@@ -87,6 +87,14 @@ class EvaluateConfig:
     """Decoder cosine at which a latent counts as found again in the other seed."""
     interpret_features: int = 20
     """Live features sampled (seeded) for the autointerp group."""
+    interpret_scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing"])
+    """Scorers of the autointerp group, each with its shuffled-explanation control."""
+    llm_base_url: str = ""
+    """OpenAI-compatible endpoint for the autointerp group (empty: the embedded local server)."""
+    llm_model: str = ""
+    """Model name at that endpoint (empty: its first model)."""
+    prefill: bool = False
+    """Prefill the explainer's reply (see `workbench interpret --help`)."""
     forward_batch: int = 8
     """Sequences per model forward pass."""
     seed: int = 0
@@ -98,6 +106,7 @@ class EvaluateConfig:
         if bool(self.dict_id) == self.all:
             raise ValueError("give exactly one of dict_id and --all")
         self.groups, self.probing_sets = comma_list(self.groups), comma_list(self.probing_sets)
+        self.interpret_scorers = comma_list(self.interpret_scorers)
         unknown = sorted(set(self.groups) - set(GROUPS))
         if unknown or not self.groups:
             raise ValueError(f"unknown metric groups {unknown or '(none given)'}: choose from {', '.join(GROUPS)}")
@@ -274,7 +283,8 @@ def _autointerp(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _Evaluat
     rng = np.random.default_rng(cfg.seed)
     sample = sorted(rng.choice(live, min(cfg.interpret_features, len(live)), replace=False).tolist())
     base = jobs.run_job("interpret", store, dict_id=dict_id, features=",".join(map(str, sample)),
-                        scorers=["detection", "fuzzing"], controls=True, progress=cfg.progress)
+                        scorers=cfg.interpret_scorers, controls=True, prefill=cfg.prefill,
+                        llm={k: v for k, v in (("base_url", cfg.llm_base_url), ("model", cfg.llm_model)) if v})
     summary = queries.score_summary(store, base)
     return [(f"autointerp/{r.scorer.replace(':', '_')}", float(r.mean_score), {"run_id": base, "features": r.features})
             for r in summary.itertuples()]

@@ -178,3 +178,18 @@ def test_negatives_are_each_features_own_and_length_matched(store, tiny):
             ids = torch.tensor([[tiny.tokenizer.bos_token_id, *docs.loc[e.doc_id, "ids"][span]]])
             acts = hook_activations(tiny, sae.hook_point, ids)[:, 1:].clone()
             assert sae.encode(acts).dense()[..., f].max() == 0
+
+
+def test_evaluate_runs_the_autointerp_group_through_interpret(faulty, store):
+    from pipelines.evaluate import EvaluateConfig
+    from pipelines.evaluate import run as evaluate_run
+
+    cfg = EvaluateConfig(dict_id=DICT_ID, groups=["autointerp"], interpret_features=2, interpret_scorers=["embedding"],
+                         llm_base_url=faulty.url, prefill=True, progress=False)
+    evaluate_run(cfg, store)
+    rows = store.query("SELECT metric, value, details->>'run_id' AS run_id FROM evaluations ORDER BY metric")
+    assert rows["metric"].tolist() == ["autointerp/embedding", "autointerp/embedding_shuffled", "seconds/autointerp"]
+    assert rows["value"][:2].between(0, 1).all()
+    interpreted = store.query("SELECT DISTINCT feature FROM explanations WHERE starts_with(run_id, ?)",
+                              [rows["run_id"][0]])
+    assert len(interpreted) == 2
