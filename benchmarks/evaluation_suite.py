@@ -1,13 +1,14 @@
 """The evaluation suite (#14): the comparison table across dictionaries, and the time per column.
 
-    .venv/bin/python benchmarks/evaluation_suite.py --store data/comparison.duckdb table
+    .venv/bin/python benchmarks/evaluation_suite.py --store data/comparison.duckdb table [--dict-ids A,B]
     .venv/bin/python benchmarks/evaluation_suite.py --store data/comparison.duckdb timing --dict-id ID
 
-`table` runs `workbench evaluate --all` (groups already evaluated are skipped) and prints one row per
-dictionary. `timing` evaluates one dictionary twice in copies of the store, each in its own
-process: first with an empty activation cache (every evaluation set is computed), then with the
-cache the first run filled (the sets are read back), and prints the seconds of each metric group
-side by side. The baseline is the first run: what evaluating costs without stored evaluation sets.
+`table` runs `workbench evaluate` on the given dictionaries (or `--all`; groups already evaluated
+are skipped) and prints one row per dictionary. `timing` evaluates one dictionary twice in copies
+of the store, each in its own process: first with an empty activation cache (every evaluation set
+is computed), then with the cache the first run filled (the sets are read back), and prints the
+seconds of each metric group side by side. The baseline is the first run: what evaluating costs
+without stored evaluation sets.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ COLUMNS = [
     ("raw k=5", "probing/mean/raw_k=5", "{:.3f}"), ("raw k=20", "probing/mean/raw_k=20", "{:.3f}"),
     ("raw all", "probing/mean/raw_all", "{:.3f}"), ("absorbed", "absorption/rate", "{:.3f}"),
     ("main silent", "absorption/main_silent_rate", "{:.3f}"), ("letter F1", "absorption/probe_f1", "{:.3f}"),
-    ("stable @0.9", "stability/matched@0.9", "{:.3f}"), ("GT recovered", "ground_truth/recovered@0.9", "{:.3f}"),
+    ("stable @0.9", "stability/matched@0.9", "{:.3f}"), ("cos to init", "stability/init_cosine", "{:.3f}"),
+    ("GT recovered", "ground_truth/recovered@0.9", "{:.3f}"),
     ("GT MMCS", "ground_truth/mmcs", "{:.3f}"), ("GT L0", "ground_truth/l0", "{:.1f}"),
     ("detection", "autointerp/detection", "{:.3f}"), ("det. shuffled", "autointerp/detection_shuffled", "{:.3f}"),
     ("fuzzing", "autointerp/fuzzing", "{:.3f}"), ("fuzz. shuffled", "autointerp/fuzzing_shuffled", "{:.3f}"),
@@ -53,10 +55,14 @@ def _cell(value: object, fmt: str) -> str:
         return str(value)
 
 
-def table(store_path: str, evaluate: bool, extra: list[str]) -> None:
+def table(store_path: str, dict_ids: list[str], evaluate: bool, extra: list[str]) -> None:
     if evaluate:
-        _workbench(store_path, ["evaluate", "--all", "true", *extra], os.environ.copy())
+        for dict_id in dict_ids or [""]:
+            chosen = ["--dict-id", dict_id] if dict_id else ["--all", "true"]
+            _workbench(store_path, ["evaluate", *chosen, *extra], os.environ.copy())
     evals = queries.evaluation_table(Store(store_path))
+    if dict_ids:
+        evals = evals.set_index("dict_id").loc[dict_ids].reset_index()
     present = [c for c in COLUMNS if c[1] in evals.columns]
     print("| dictionary | " + " | ".join(c[0] for c in present) + " |")
     print("|---|" + "---|" * len(present))
@@ -107,13 +113,14 @@ def main() -> None:
     parser.add_argument("--store", default="data/comparison.duckdb")
     sub = parser.add_subparsers(dest="mode", required=True)
     t = sub.add_parser("table")
+    t.add_argument("--dict-ids", default="", help="comma-separated dictionaries, in table order (default: all)")
     t.add_argument("--no-evaluate", action="store_true", help="print what the store has, evaluate nothing")
     t.add_argument("--groups", default="core,probing,absorption,stability,ground_truth")
     timed = sub.add_parser("timing")
     timed.add_argument("--dict-id", required=True)
     args = parser.parse_args()
     if args.mode == "table":
-        table(args.store, not args.no_evaluate, ["--groups", args.groups])
+        table(args.store, [d for d in args.dict_ids.split(",") if d], not args.no_evaluate, ["--groups", args.groups])
     else:
         timing(args.store, args.dict_id)
 

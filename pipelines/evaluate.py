@@ -8,7 +8,9 @@ Groups of metrics, each a sub-run `evaluate-{dict_id}-{group}-{config hash}` pub
   (`workbench/evaluation/probing.py`, `labelled.py`);
 - absorption: first-letter feature absorption (`workbench/evaluation/absorption.py`);
 - stability: share of latents matched (decoder cosine >= 0.9) in the same method trained with
-  another seed, when the store has one (`workbench/evaluation/stability.py`);
+  another seed, when the store has one, and, for gradient-trained methods, the median cosine of
+  each decoder direction with its own initialisation (how far training moved it)
+  (`workbench/evaluation/stability.py`);
 - ground_truth: the dictionary's recipe fitted on synthetic activations with known features, and
   the share of them it recovers (`workbench/evaluation/synthetic.py`);
 - autointerp: detection and fuzzing of a fixed random sample of live features with the
@@ -264,15 +266,20 @@ def _absorption(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _Evaluat
 
 
 def _stability(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+    out: Rows = []
+    if saes.registry.get(reg.row["method"]).fit == "gradient":   # its initialisation is a function of its config
+        init = saes.create(reg.row["method"], **reg.row["config"])
+        moved = stability.median_rowwise_cosine(reg.dictionary.decoder_directions(), init.decoder_directions())
+        out.append(("stability/init_cosine", moved, {}))
     partners = queries.seed_partners(store, reg.row["dict_id"])
     if not partners:
         print(f"{reg.row['dict_id']}: no dictionary of the same config with another seed in the store; "
               f"train one with --seed 1 for the stability metric")
-        return []
+        return out
     other = load_registered(store, partners[0]).dictionary
     value = stability.matched_fraction(reg.dictionary.decoder_directions(), other.decoder_directions(),
                                        cfg.stability_threshold)
-    return [(f"stability/matched@{cfg.stability_threshold}", value, {"partner": partners[0]})]
+    return [*out, (f"stability/matched@{cfg.stability_threshold}", value, {"partner": partners[0]})]
 
 
 def _autointerp(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:

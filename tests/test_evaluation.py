@@ -133,6 +133,8 @@ def test_matched_fraction_hand_computed():
     assert stability.matched_fraction(a, b, 0.75) == 0.5
     with pytest.raises(ValueError, match="widths 3 and 2"):
         stability.matched_fraction(a, b[:, :2])
+    # rowwise: cos(e0, 2 e0) = 1, cos(e1, 0.8 e1 + 0.6 e2) = 0.8, cos(e2, -e2) = -1 -> median 0.8
+    assert stability.median_rowwise_cosine(a[:3], b) == pytest.approx(0.8)
 
 
 # -- ground truth ---------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ def test_evaluate_fills_every_group_and_a_rerun_skips(two_seeds, capsys):
     for key in ("k=1", "k=5", "raw_k=1", "raw_all"):
         assert 0.3 <= values[f"probing/mean/{key}"] <= 1
     assert 0 <= values["absorption/rate"] <= values["absorption/main_silent_rate"] <= 1
-    assert 0 <= values["stability/matched@0.9"] <= 1
+    assert 0 <= values["stability/matched@0.9"] <= 1 and -1 <= values["stability/init_cosine"] < 1
     assert 0 <= values["ground_truth/recovered@0.9"] <= 1 and 0 < values["ground_truth/mmcs"] <= 1
     assert {m.split("/")[0] for m in values} == {"core", "probing", "absorption", "stability", "ground_truth",
                                                  "seconds"}

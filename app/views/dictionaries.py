@@ -18,7 +18,7 @@ COLUMNS = ["dict_id", "method", "model", "hook_point", "d_in", "d_dict", "fvu", 
 EVAL_COLUMNS = ["dict_id", "method", "core/fvu", "core/l0", "core/dead_frac", "core/dense_frac",
                 "core/ce_loss_recovered", "core/kl", "probing/mean/k=1", "probing/mean/k=5", "probing/mean/k=20",
                 "probing/mean/raw_all", "absorption/rate", "absorption/main_silent_rate", "stability/matched@0.9",
-                "autointerp/detection", "autointerp/detection_shuffled", "autointerp/fuzzing",
+                "stability/init_cosine", "autointerp/detection", "autointerp/detection_shuffled", "autointerp/fuzzing",
                 "autointerp/fuzzing_shuffled"]
 """The evaluation suite's headline columns (`workbench evaluate`); the store has every k and set."""
 

@@ -16,3 +16,13 @@ def matched_fraction(directions_a: torch.Tensor, directions_b: torch.Tensor, thr
     b = torch.nn.functional.normalize(directions_b.float(), dim=-1)
     best = torch.cat([(chunk @ b.T).max(-1).values for chunk in a.split(1024)])
     return float((best >= threshold).float().mean())
+
+
+@torch.no_grad()
+def median_rowwise_cosine(directions_a: torch.Tensor, directions_b: torch.Tensor) -> float:
+    """Median over rows of the cosine between row i of `a` and row i of `b` (same shape): with `b` a
+    dictionary's own initialisation, how far training moved its directions (near 1: hardly at all)."""
+    if directions_a.shape != directions_b.shape:
+        raise ValueError(f"directions have shapes {tuple(directions_a.shape)} and {tuple(directions_b.shape)}")
+    cos = torch.nn.functional.cosine_similarity(directions_a.float(), directions_b.float(), dim=-1)
+    return float(cos.median())
