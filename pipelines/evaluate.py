@@ -130,7 +130,7 @@ class EvaluateConfig:
         return config_id(f"evaluate-{dict_id}-{group}", fields)
 
 
-Rows = list[tuple[str, float, dict[str, Any]]]
+Metrics = list[tuple[str, float, dict[str, Any]]]
 """(metric, value, details) rows of one group."""
 
 
@@ -139,9 +139,9 @@ def run(cfg: EvaluateConfig, store: Store) -> list[str]:
     dict_rows = _chosen_dictionaries(cfg, store)
     for row in dict_rows:
         _check_inputs(cfg, row)
-    labels = {name: _labels(name, cfg) for name in cfg.probing_sets} if "probing" in cfg.groups else {}
+    sets = {name: _labelled_set(name, cfg) for name in cfg.probing_sets} if "probing" in cfg.groups else {}
     for row in dict_rows:
-        _evaluate_one(cfg, store, row, labels)
+        _evaluate_one(cfg, store, row, sets)
     return [row["dict_id"] for row in dict_rows]
 
 
@@ -160,13 +160,14 @@ def _check_inputs(cfg: EvaluateConfig, row: dict) -> None:
                          f"or its {row['d_in']} activation dimensions")
 
 
-def _labels(name: str, cfg: EvaluateConfig) -> np.ndarray:
+def _labelled_set(name: str, cfg: EvaluateConfig) -> pd.DataFrame:
+    """The set's documents (text, label), checked to split into probing tasks."""
     docs = labelled.labelled_documents(name, cfg.probe_docs_per_class, cfg.seed)
     probing.one_vs_rest_splits(docs["label"].tolist(), cfg.probe_docs_per_class, 0.2, cfg.seed, f"labelled set {name}")
-    return docs["label"].to_numpy()
+    return docs
 
 
-def _evaluate_one(cfg: EvaluateConfig, store: Store, row: dict, labels: dict[str, np.ndarray]) -> None:
+def _evaluate_one(cfg: EvaluateConfig, store: Store, row: dict, sets: dict[str, pd.DataFrame]) -> None:
     todo = [g for g in cfg.groups if store.run_status(cfg.group_run_id(row["dict_id"], g)) != "finished"]
     if not todo:
         print(f"{row['dict_id']}: {', '.join(cfg.groups)} already evaluated")
@@ -176,12 +177,11 @@ def _evaluate_one(cfg: EvaluateConfig, store: Store, row: dict, labels: dict[str
     source = ActivationSource(model=row["model"], hook_point=row["hook_point"], corpus=cfg.corpus,
                               context=cfg.context)
     _say_if_new(source, cfg)
-    evaluation = _EvaluationSet(reg, source, cfg)
     for group in todo:
         run_id = cfg.group_run_id(row["dict_id"], group)
         with store.running(run_id, "evaluate", {**to_dict(cfg), "dict_id": row["dict_id"], "group": group}):
             started = time.monotonic()
-            rows = GROUP_FUNCTIONS[group](cfg, store, reg, evaluation, labels)
+            rows = GROUP_FUNCTIONS[group](cfg, store, reg, source, sets)
             seconds = time.monotonic() - started
             rows.append((f"seconds/{group}", seconds, {}))
             store.publish(run_id, {"evaluations": _frame(run_id, row["dict_id"], rows)})
@@ -195,24 +195,11 @@ def _say_if_new(source: ActivationSource, cfg: EvaluateConfig) -> None:
               f"computing {cfg.eval_tokens} tokens once (later evaluations reuse them)")
 
 
-class _EvaluationSet:
-    """The evaluation rows and CE tokens of one source, computed on first use."""
-
-    def __init__(self, reg: Registered, source: ActivationSource, cfg: EvaluateConfig) -> None:
-        self.reg, self.source, self.cfg = reg, source, cfg
-        self._rows: Any = None
-
-    @property
-    def rows(self):
-        if self._rows is None:
-            self._rows = core.evaluation_rows(self.reg.model, self.source, self.cfg.eval_tokens,
-                                              self.cfg.forward_batch, self.cfg.progress)
-        return self._rows
-
-
-def _core(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
-    tokens = core.evaluation_tokens(reg.model, ev.source, cfg.ce_sequences)
-    m = core.core_metrics(reg.dictionary, reg.model, ev.rows, tokens, TokenRule())
+def _core(cfg: EvaluateConfig, store: Store, reg: Registered, source: ActivationSource,
+          sets: dict) -> Metrics:
+    rows = core.evaluation_rows(reg.model, source, cfg.eval_tokens, cfg.forward_batch, cfg.progress)
+    tokens = core.evaluation_tokens(reg.model, source, cfg.ce_sequences)
+    m = core.core_metrics(reg.dictionary, reg.model, rows, tokens, TokenRule())
     details = {k: m[k] for k in ("ce_clean", "ce_spliced", "ce_zero_ablation", "eval_tokens", "excluded_eval_tokens")}
     names = ("fvu", "fvu_all_tokens", "explained_variance", "mse", "l0", "dead_frac_eval", "dense_frac_eval",
              "ce_loss_recovered", "kl")
@@ -220,27 +207,20 @@ def _core(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet
 
 
 @torch.no_grad()
-def _probing(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
-    out: Rows = []
+def _probing(cfg: EvaluateConfig, store: Store, reg: Registered, source: ActivationSource,
+             sets: dict) -> Metrics:
+    out: Metrics = []
     per_k: dict[str, list[float]] = {}
-    for name, y in labels.items():
-        docs, _ = labelled.document_rows(reg.model, reg.row["hook_point"], name, cfg.probe_docs_per_class,
-                                         cfg.probe_context, cfg.seed, cfg.forward_batch, cfg.progress)
-        raw = labelled.mean_per_document(docs.acts, docs.seq, len(y)).numpy()
-        latents = _pooled_latents(reg, docs, len(y)).numpy()
-        for key, acc in _probe_set(y, raw, latents, cfg).items():
+    for name, docs in sets.items():
+        rows = labelled.document_rows(reg.model, reg.row["hook_point"], docs["text"].tolist(), cfg.probe_context,
+                                      cfg.forward_batch, cfg.progress)
+        raw = labelled.mean_per_document(rows.acts, rows.seq, len(docs)).numpy()
+        latents = labelled.mean_per_document(rows.acts, rows.seq, len(docs), reg.dictionary.encode_dense).numpy()
+        for key, acc in _probe_set(docs["label"].to_numpy(), raw, latents, cfg).items():
             out.append((f"probing/{name}/{key}", acc, {}))
             per_k.setdefault(key, []).append(acc)
-    out += [(f"probing/mean/{key}", float(np.mean(v)), {"sets": list(labels)}) for key, v in per_k.items()]
+    out += [(f"probing/mean/{key}", float(np.mean(v)), {"sets": list(sets)}) for key, v in per_k.items()]
     return out
-
-
-def _pooled_latents(reg: Registered, docs, n_docs: int) -> torch.Tensor:
-    sums = torch.zeros(n_docs, reg.dictionary.d_sae)
-    for start in range(0, len(docs), 4096):
-        part = docs[start:start + 4096]
-        sums.index_add_(0, part.seq, reg.dictionary.encode_dense(part.acts).float())
-    return sums / torch.bincount(docs.seq, minlength=n_docs).clamp(min=1)[:, None]
 
 
 def _probe_set(y: np.ndarray, raw: np.ndarray, latents: np.ndarray, cfg: EvaluateConfig) -> dict[str, float]:
@@ -257,7 +237,8 @@ def _probe_set(y: np.ndarray, raw: np.ndarray, latents: np.ndarray, cfg: Evaluat
     return {key: float(np.mean(v)) for key, v in acc.items()}
 
 
-def _absorption(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+def _absorption(cfg: EvaluateConfig, store: Store, reg: Registered, source: ActivationSource,
+                sets: dict) -> Metrics:
     acts, letters = labelled.spelling_rows(reg.model, reg.row["hook_point"], cfg.words_per_letter, cfg.seed)
     result = absorption.absorption(acts, letters, reg.dictionary, cfg.seed)
     details = {"letters": [r._asdict() | {"rate": r.rate} for r in result.letters], "words": len(letters)}
@@ -265,8 +246,9 @@ def _absorption(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _Evaluat
             ("absorption/probe_f1", float(np.mean([r.probe_f1 for r in result.letters])), {})]
 
 
-def _stability(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
-    out: Rows = []
+def _stability(cfg: EvaluateConfig, store: Store, reg: Registered, source: ActivationSource,
+               sets: dict) -> Metrics:
+    out: Metrics = []
     if saes.registry.get(reg.row["method"]).fit == "gradient":   # its initialisation is a function of its config
         init = saes.create(reg.row["method"], **reg.row["config"])
         moved = stability.median_rowwise_cosine(reg.dictionary.decoder_directions(), init.decoder_directions())
@@ -282,7 +264,8 @@ def _stability(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _Evaluati
     return [*out, (f"stability/matched@{cfg.stability_threshold}", value, {"partner": partners[0]})]
 
 
-def _autointerp(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+def _autointerp(cfg: EvaluateConfig, store: Store, reg: Registered, source: ActivationSource,
+                sets: dict) -> Metrics:
     dict_id = reg.row["dict_id"]
     if not queries.live_features(store, dict_id):
         jobs.run_job("features", store, progress=cfg.progress, dict_id=dict_id)
@@ -297,7 +280,8 @@ def _autointerp(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _Evaluat
             for r in summary.itertuples()]
 
 
-def _ground_truth(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _EvaluationSet, labels: dict) -> Rows:
+def _ground_truth(cfg: EvaluateConfig, store: Store, reg: Registered, source: ActivationSource,
+                  sets: dict) -> Metrics:
     """Fit the dictionary's method with its own fields and expansion on synthetic activations with
     known features (`SYNTHETIC_SCHEDULE`: its training budget was set for real activations) and
     count the features it finds again."""
@@ -321,12 +305,12 @@ def _ground_truth(cfg: EvaluateConfig, store: Store, reg: Registered, ev: _Evalu
             ("ground_truth/l0", l0, {})]
 
 
-GROUP_FUNCTIONS: dict[str, Callable[..., Rows]] = {"core": _core, "probing": _probing, "absorption": _absorption,
+GROUP_FUNCTIONS: dict[str, Callable[..., Metrics]] = {"core": _core, "probing": _probing, "absorption": _absorption,
                                                    "stability": _stability, "ground_truth": _ground_truth,
                                                    "autointerp": _autointerp}
 
 
-def _frame(run_id: str, dict_id: str, rows: Rows) -> pd.DataFrame:
+def _frame(run_id: str, dict_id: str, rows: Metrics) -> pd.DataFrame:
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     return pd.DataFrame([{"run_id": run_id, "dict_id": dict_id, "metric": m, "value": float(v),
                           "details": json.dumps(d), "created_at": now} for m, v, d in rows])

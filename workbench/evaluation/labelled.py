@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.torch import load_file, save_file
 
 from workbench import corpora
-from workbench.activations import Rows, ShardCache, StreamConfig, cached_activations
+from workbench.activations import Rows, ShardCache, StreamConfig, cached_activations, hook_activations, merge_heads
+from workbench.evaluation.absorption import first_letters
 from workbench.models import LoadedModel
 from workbench.paths import cache_dir
 from workbench.token_rule import TokenRule
@@ -67,25 +69,35 @@ def _sequences(texts: list[str], tokenizer, context: int) -> Callable[[], Iterat
     return sequences
 
 
-def document_rows(loaded: LoadedModel, hook_point: str, name: str, per_class: int, context: int, seed: int,
-                  batch_size: int = 8, progress: bool = False) -> tuple[Rows, np.ndarray]:
-    """Counted activation rows of the set's documents (row.seq = document index) and the labels."""
-    docs = labelled_documents(name, per_class, seed)
-    key = {"model": loaded.name, "hook_point": hook_point, "labelled": name, "per_class": per_class,
-           "context": context, "seed": seed, "batch_size": batch_size}
+def document_rows(loaded: LoadedModel, hook_point: str, texts: list[str], context: int, batch_size: int = 8,
+                  progress: bool = False) -> Rows:
+    """Counted activation rows of `texts`, one sequence each (row.seq = index in `texts`), cached
+    under a digest of the texts."""
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    key = {"model": loaded.name, "hook_point": hook_point, "documents": digest, "context": context,
+           "batch_size": batch_size}
     shards = ShardCache(cache_dir() / "activations", key)
     stream = StreamConfig(hook_point=hook_point, batch_size=batch_size)
-    rows = list(cached_activations(loaded, _sequences(docs["text"].tolist(), loaded.tokenizer, context), stream,
-                                   shards, progress))
-    counted = Rows.cat(rows)
-    return counted[TokenRule().rows_mask(counted, loaded.tokenizer.all_special_ids)], docs["label"].to_numpy()
+    rows = Rows.cat(list(cached_activations(loaded, _sequences(texts, loaded.tokenizer, context), stream, shards,
+                                            progress)))
+    return rows[TokenRule().rows_mask(rows, loaded.tokenizer.all_special_ids)]
 
 
-def mean_per_document(values: torch.Tensor, seq: torch.Tensor, n_docs: int) -> torch.Tensor:
-    """Mean of `values` `[n, d]` over the rows of each document `seq` `[n]` -> `[n_docs, d]`
+def mean_per_document(values: torch.Tensor, seq: torch.Tensor, n_docs: int,
+                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      chunk: int = 4096) -> torch.Tensor:
+    """Mean of `values` `[n, d]` (or of `transform(values)`, applied `chunk` rows at a time so a wide
+    dense encoding is never whole) over the rows of each document `seq` `[n]` -> `[n_docs, d']`
     (zeros for a document with no counted rows)."""
-    sums = values.new_zeros(n_docs, values.shape[-1]).index_add_(0, seq, values)
-    counts = torch.bincount(seq, minlength=n_docs).clamp(min=1).to(values.dtype)
+    sums: torch.Tensor | None = None
+    for start in range(0, len(values), chunk):
+        part = values[start:start + chunk]
+        part = (part if transform is None else transform(part)).float()
+        sums = part.new_zeros(n_docs, part.shape[-1]) if sums is None else sums
+        sums.index_add_(0, seq[start:start + chunk], part)
+    if sums is None:
+        raise ValueError("no rows to average")
+    counts = torch.bincount(seq, minlength=n_docs).clamp(min=1).to(sums.dtype)
     return sums / counts[:, None]
 
 
@@ -95,8 +107,6 @@ SPELLING_PREFIX = "First letters:\n tree: T\n house: H\n apple: A\n"
 
 def spelling_words(tokenizer, per_letter: int, seed: int) -> tuple[list[int], np.ndarray]:
     """Up to `per_letter` word tokens of the vocabulary per first letter (seeded) and their letters."""
-    from workbench.evaluation.absorption import first_letters
-
     ids = sorted(tokenizer.get_vocab().values())
     letters = first_letters([tokenizer.decode([i]) for i in ids])
     rng = np.random.default_rng(seed)
@@ -112,10 +122,6 @@ def spelling_rows(loaded: LoadedModel, hook_point: str, per_letter: int, seed: i
                   batch_size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
     """Activations `[n, d]` at each chosen word token right after `SPELLING_PREFIX`, and the words'
     first letters; computed once per (model, hook point, words) and cached."""
-    from safetensors.torch import load_file, save_file
-
-    from workbench.activations import hook_activations, merge_heads
-
     words, letters = spelling_words(loaded.tokenizer, per_letter, seed)
     key = json.dumps({"model": loaded.name, "hook_point": hook_point, "prefix": SPELLING_PREFIX, "words": words})
     path = cache_dir() / "eval_sets" / f"spelling-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
