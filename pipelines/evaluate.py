@@ -13,6 +13,9 @@ Groups of metrics, each a sub-run `evaluate-{dict_id}-{group}-{config hash}` pub
   (`workbench/evaluation/stability.py`);
 - ground_truth: the dictionary's recipe fitted on synthetic activations with known features, and
   the share of them it recovers (`workbench/evaluation/synthetic.py`);
+- chat: FAST's reconstruction on held-out conversations, one per sequence: log2 per-sequence MSE
+  on every token and on the chat markup, FVU, CE-loss recovered and KL
+  (`workbench/evaluation/chat.py`);
 - autointerp: detection and fuzzing of a fixed random sample of live features with the
   shuffled-explanation control (runs `features` and `interpret` by name; needs an LLM).
 A finished group is skipped on a rerun, so an interrupted `--all` resumes where it stopped.
@@ -25,33 +28,28 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
 
 import saes
-from saes.fitting import FitSource, fit
-from saes.training import TrainConfig
+from saes.bias_adaptation import GBAConfig, GroupBiasAdaptation
 from workbench import jobs, queries
 from workbench.activations import ShardCache
 from workbench.config import comma_list, config_id, to_dict
-from workbench.evaluation import absorption, core, labelled, probing, stability, synthetic
+from workbench.evaluation import absorption, chat, core, labelled, probing, stability, synthetic
 from workbench.paths import cache_dir
 from workbench.registered import Registered, load_registered
 from workbench.sources import ActivationSource, shard_key
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
-SYNTHETIC_BATCH_ROWS = 1024
-SYNTHETIC_SCHEDULE = TrainConfig(lr=3e-3, warmup_steps=20, dead_after_tokens=None, checkpoint_every=0, resume=False,
-                                 progress_bar=False)
-"""How every method is trained on synthetic data (about 1,000 steps of 1,024 rows): the recipes'
-own schedules are sized for their real token budgets (122 steps for TopK at 0.5M tokens) and learn
-nothing here in that many steps. The method's own fields (k, sparsity coefficients) are kept."""
-
-GROUPS = ("core", "probing", "absorption", "stability", "ground_truth", "autointerp")
+GROUPS = ("core", "probing", "absorption", "stability", "ground_truth", "chat", "autointerp")
+GROUP_ONLY_FIELDS = {"chat": ("chat_corpus", "chat_context", "chat_eval_tokens", "chat_ce_sequences", "chat_ce_length")}
+"""Settings only one group reads: left out of the other groups' run ids, so adding a group's
+settings does not make finished groups of other dictionaries run again."""
 
 
 @dataclass
@@ -63,8 +61,8 @@ class EvaluateConfig:
     all: bool = False
     """Evaluate every dictionary in the store instead."""
     groups: list[str] = field(default_factory=lambda: ["core", "probing", "absorption", "stability", "ground_truth"])
-    """Metric groups: core, probing, absorption, stability, ground_truth, autointerp (the last needs an
-    LLM endpoint)."""
+    """Metric groups: core, probing, absorption, stability, ground_truth, chat, autointerp (the last
+    needs an LLM endpoint)."""
     corpus: str = "wiki+bbc"
     """Corpus whose eval split (documents never trained on) is the evaluation set."""
     context: int = 128
@@ -73,6 +71,16 @@ class EvaluateConfig:
     """Evaluation tokens for core metrics and absorption."""
     ce_sequences: int = 32
     """Evaluation sequences for CE-loss recovered and KL."""
+    chat_corpus: str = "sharegpt"
+    """Chat corpus whose eval split holds the held-out conversations of the chat group."""
+    chat_context: int = 2048
+    """Tokens a conversation is truncated at (the FAST strategy's; ShareGPT's median is 1,915)."""
+    chat_eval_tokens: int = 32_768
+    """Conversation tokens for the chat group's MSE and FVU."""
+    chat_ce_sequences: int = 8
+    """Conversations for the chat group's CE-loss recovered and KL."""
+    chat_ce_length: int = 1024
+    """Tokens of each of those conversations (ones shorter are skipped)."""
     probing_sets: list[str] = field(default_factory=lambda: ["bbc", "rotten-tomatoes", "wiki"])
     """Labelled sets for sparse probing (`workbench/evaluation/labelled.py`), or any corpus with labels."""
     probe_docs_per_class: int = 150
@@ -118,7 +126,8 @@ class EvaluateConfig:
             raise ValueError(f"ks must be positive integers, got {self.ks}") from None
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive integers, got {self.ks}")
-        for name in ("context", "eval_tokens", "ce_sequences", "probe_docs_per_class", "probe_context",
+        for name in ("context", "eval_tokens", "ce_sequences", "chat_context", "chat_eval_tokens", "chat_ce_sequences",
+                     "chat_ce_length", "probe_docs_per_class", "probe_context",
                      "interpret_features", "forward_batch", "words_per_letter", "synthetic_rows"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
@@ -126,7 +135,8 @@ class EvaluateConfig:
             raise ValueError(f"stability_threshold must be in (0, 1], got {self.stability_threshold}")
 
     def group_run_id(self, dict_id: str, group: str) -> str:
-        fields = {k: v for k, v in to_dict(self).items() if k not in ("dict_id", "all", "groups", "progress")}
+        others = {f for g, names in GROUP_ONLY_FIELDS.items() if g != group for f in names}
+        fields = {k: v for k, v in to_dict(self).items() if k not in ("dict_id", "all", "groups", "progress", *others)}
         return config_id(f"evaluate-{dict_id}-{group}", fields)
 
 
@@ -176,7 +186,8 @@ def _evaluate_one(cfg: EvaluateConfig, store: Store, row: dict, sets: dict[str, 
     reg.dictionary.eval()
     source = ActivationSource(model=row["model"], hook_point=row["hook_point"], corpus=cfg.corpus,
                               context=cfg.context)
-    _say_if_new(source, cfg)
+    if {"core", "absorption"} & set(todo):
+        _say_if_new(source, cfg)
     for group in todo:
         run_id = cfg.group_run_id(row["dict_id"], group)
         with store.running(run_id, "evaluate", {**to_dict(cfg), "dict_id": row["dict_id"], "group": group}):
@@ -282,32 +293,41 @@ def _autointerp(cfg: EvaluateConfig, store: Store, reg: Registered, source: Acti
 
 def _ground_truth(cfg: EvaluateConfig, store: Store, reg: Registered, source: ActivationSource,
                   sets: dict) -> Metrics:
-    """Fit the dictionary's method with its own fields and expansion on synthetic activations with
-    known features (`SYNTHETIC_SCHEDULE`: its training budget was set for real activations) and
-    count the features it finds again."""
+    """Fit the dictionary's method with its own fields, expansion and bias adaptation on synthetic
+    activations with known features (`synthetic.SCHEDULE`: its training budget was set for real
+    activations) and count the features it finds again."""
     row = reg.row
     if saes.registry.get(row["method"]).fit not in ("gradient", "build"):
         print(f"{row['dict_id']}: a {row['method']} dictionary is not fitted on activations alone; no ground truth")
         return []
     spec = synthetic.SyntheticSpec(rows=cfg.synthetic_rows, seed=cfg.seed)
+    train = queries.run_config(store, f"train-{row['dict_id']}")
+    gba = GBAConfig(**train["gba"]) if train.get("bias_adaptation") == "gba" else None
+    groups = gba.groups if gba else 1
+    d_sae = groups * max(1, round(spec.d * row["d_dict"] / row["d_in"] / groups))
     fields = {k: v for k, v in row["config"].items() if k not in ("d_in", "d_sae", "hook_point", "model_name")}
-    dictionary = saes.create(row["method"], **fields, d_in=spec.d, d_sae=round(spec.d * row["d_dict"] / row["d_in"]))
-    trainer = dataclasses.replace(SYNTHETIC_SCHEDULE, total_tokens=spec.rows)
-    fit(dictionary, FitSource(rows=lambda: synthetic.batches(spec, SYNTHETIC_BATCH_ROWS),
-                              batches=lambda: synthetic.batches(spec, SYNTHETIC_BATCH_ROWS), trainer=trainer,
-                              progress=False))
-    found = synthetic.recovery(synthetic.truth(spec).directions, dictionary.decoder_directions())
-    held_out = next(synthetic.batches(dataclasses.replace(spec, rows=8192), 8192, seed_offset=2))
-    with torch.no_grad():
-        l0 = float((dictionary.encode(held_out).values > 0).sum(-1).float().mean())
-    details = {"spec": dataclasses.asdict(spec), "fitted_l0": l0}
-    return [("ground_truth/recovered@0.9", found.recovered, details), ("ground_truth/mmcs", found.mmcs, details),
-            ("ground_truth/l0", l0, {})]
+    dictionary = saes.create(row["method"], **fields, d_in=spec.d, d_sae=d_sae)
+    callbacks = [GroupBiasAdaptation(gba, cast(saes.SAE, dictionary))] if gba else []   # gba: an SAE
+    fitted = synthetic.fit_and_recover(dictionary, spec, callbacks)
+    details = {"spec": dataclasses.asdict(spec), "fitted_l0": fitted.l0}
+    return [("ground_truth/recovered@0.9", fitted.recovered[0.9], details), ("ground_truth/mmcs", fitted.mmcs, details),
+            ("ground_truth/l0", fitted.l0, {})]
 
 
-GROUP_FUNCTIONS: dict[str, Callable[..., Metrics]] = {"core": _core, "probing": _probing, "absorption": _absorption,
-                                                   "stability": _stability, "ground_truth": _ground_truth,
-                                                   "autointerp": _autointerp}
+def _chat(cfg: EvaluateConfig, store: Store, reg: Registered, source: ActivationSource, sets: dict) -> Metrics:
+    conversations = ActivationSource(model=source.model, hook_point=source.hook_point, corpus=cfg.chat_corpus,
+                                     layout="chat", context=cfg.chat_context)
+    rows = core.evaluation_rows(reg.model, conversations, cfg.chat_eval_tokens, cfg.forward_batch, cfg.progress)
+    tokens = core.evaluation_tokens(reg.model, conversations, cfg.chat_ce_sequences, cfg.chat_ce_length)
+    m = chat.chat_metrics(reg.dictionary, reg.model, conversations, rows, tokens)
+    details = {k: m[k] for k in ("mse", "mse_markup", "markup_tokens", "ce_clean", "ce_spliced")}
+    names = ("log2_mse", "log2_mse_markup", "fvu", "fvu_ordinary", "l0", "ce_loss_recovered", "kl")
+    return [(f"chat/{name}", float(m[name]), details) for name in names]
+
+
+GROUP_FUNCTIONS: dict[str, Callable[..., Metrics]] = {
+    "core": _core, "probing": _probing, "absorption": _absorption, "stability": _stability,
+    "ground_truth": _ground_truth, "chat": _chat, "autointerp": _autointerp}
 
 
 def _frame(run_id: str, dict_id: str, rows: Metrics) -> pd.DataFrame:

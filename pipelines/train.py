@@ -16,8 +16,10 @@ import pandas as pd
 import torch
 
 import saes
+from saes.bias_adaptation import GBAConfig, GroupBiasAdaptation
 from saes.fitting import FitSource, fit
-from saes.training import TrainConfig
+from saes.training import StepCallback, TrainConfig
+from workbench import strategies
 from workbench.activations import MixingBuffer
 from workbench.config import config_id, to_dict
 from workbench.evaluation import core
@@ -46,7 +48,9 @@ class TrainDictionaryConfig(ActivationSource):
 
     Two groups: `sae` holds the chosen method's own fields (`--sae.k 32`, TOML `[sae]`), `trainer`
     the gradient trainer's (`--trainer.lr 1e-3`, TOML `[trainer]`; methods fitted otherwise ignore it).
-    `workbench train --architecture NAME --help` lists the `sae` fields of that method."""
+    `workbench train --architecture NAME --help` lists the `sae` fields of that method.
+    Two training strategies combine with any gradient method: `strategy` picks the data view
+    (`workbench/strategies.py`: bt-p, bt-f, fast), `bias_adaptation` the GBA rule (`--gba.*`)."""
 
     PIPELINE_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
         "sae": tuple(f.name for f in dataclasses.fields(saes.DictionaryConfig)),
@@ -56,6 +60,14 @@ class TrainDictionaryConfig(ActivationSource):
 
     architecture: str = "topk"
     """Dictionary method from the registry (`saes.registry.names()`)."""
+    strategy: str = "block"
+    """Data strategy: block (corpus, layout and token rule as set), bt-p, bt-f or fast; the named
+    ones set `layout` and count special tokens (`workbench/strategies.py`)."""
+    bias_adaptation: str = "none"
+    """`gba`: encoder biases set by group bias adaptation (`--gba.*`; `--gba.groups 1` is BA)
+    instead of the optimizer (relu and jumprelu); `none`: trained as usual."""
+    gba: GBAConfig = field(default_factory=GBAConfig)
+    """Group bias adaptation settings (used when bias_adaptation is gba)."""
     expansion: int = 8
     """d_sae = expansion * d_in."""
     sae: dict = field(default_factory=dict)
@@ -86,6 +98,14 @@ class TrainDictionaryConfig(ActivationSource):
         super().__post_init__()
         if self.architecture not in saes.registry.names():
             raise ValueError(f"unknown architecture {self.architecture!r}: expected one of {saes.registry.names()}")
+        strategy = strategies.get(self.strategy)
+        if strategy.layout is not None:
+            self.layout = strategy.layout
+            self.token_rule = dataclasses.replace(self.token_rule, special_tokens=True)
+        if self.bias_adaptation not in ("none", "gba"):
+            raise ValueError(f"bias_adaptation must be none or gba, got {self.bias_adaptation!r}")
+        if self.bias_adaptation == "gba":
+            self.gba.check_applies(self.architecture, self.gba.groups)   # the width is checked in `run`
         for name in ("expansion", "tokens", "batch_tokens", "eval_tokens", "ce_sequences", "forward_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -100,6 +120,11 @@ class TrainDictionaryConfig(ActivationSource):
     def derived_id(self) -> str:
         body = {k: v for k, v in to_dict(self).items() if k != "dict_id"}
         body["trainer"] = {k: v for k, v in body["trainer"].items() if k not in TRAINER_ID_IGNORES}
+        for name, off in (("strategy", "block"), ("bias_adaptation", "none")):   # ids from before them stay
+            if body[name] == off:
+                del body[name]
+        if self.bias_adaptation == "none":
+            del body["gba"]
         return self.dict_id or config_id(f"{self.architecture}-{self.hook_point.replace('.', '_')}", body)
 
 
@@ -118,11 +143,13 @@ def run(cfg: TrainDictionaryConfig, store: Store, progress: bool = True) -> str:
         return dict_id
     loaded = load_model(cfg.model, store=store)
     parse_hook_point(loaded, cfg.hook_point)
+    strategies.get(cfg.strategy).check(cfg.corpus, loaded.tokenizer)
     sae = build_dictionary(cfg, loaded)                   # bad architecture fields fail here
+    callbacks = _callbacks(cfg, sae)
     with store.running(run_id, "train", to_dict(cfg)):
         out_dir = data_dir() / "artifacts" / "dicts" / dict_id
         started = time.monotonic()
-        fit(sae, _fit_source(cfg, loaded, out_dir / "checkpoints", progress))
+        fit(sae, _fit_source(cfg, loaded, out_dir / "checkpoints", progress, callbacks))
         minutes = (time.monotonic() - started) / 60
         row = _evaluate_and_save(cfg, loaded, sae, out_dir, dict_id, minutes, progress)
         store.publish(run_id, {"dictionaries": pd.DataFrame([row])})
@@ -130,18 +157,31 @@ def run(cfg: TrainDictionaryConfig, store: Store, progress: bool = True) -> str:
     return dict_id
 
 
-def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool) -> FitSource:
+def _callbacks(cfg: TrainDictionaryConfig, sae: saes.Dictionary) -> list[StepCallback]:
+    if cfg.bias_adaptation == "none":
+        return []
+    assert isinstance(sae, saes.SAE)   # check_applies allowed only gradient SAEs
+    return [GroupBiasAdaptation(cfg.gba, sae)]
+
+
+def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool,
+                callbacks: list[StepCallback]) -> FitSource:
     def rows() -> Iterator[torch.Tensor]:
-        stream = activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=False,
-                                 rule=cfg.token_rule)
-        return (r.acts for r in stream)
+        served = 0
+        for r in activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=False,
+                                 rule=cfg.token_rule):
+            served += len(r)
+            yield r.acts
+        if served < cfg.tokens:   # strategies compared on equal budgets must not silently get less
+            raise ValueError(f"the train split of {cfg.corpus} gives only {served} counted tokens as {cfg.layout} "
+                             f"sequences of {cfg.context}; the budget is {cfg.tokens}")
 
     def batches() -> Iterator[torch.Tensor]:
         return MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(rows())
 
     tcfg = dataclasses.replace(cfg.trainer, total_tokens=cfg.tokens, checkpoint_dir=str(ckpt_dir),
                                progress_bar=progress, seed=cfg.seed)
-    return FitSource(rows=rows, batches=batches, trainer=tcfg, progress=progress)
+    return FitSource(rows=rows, batches=batches, trainer=tcfg, progress=progress, callbacks=callbacks)
 
 
 def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainDictionaryConfig, progress: bool = False) -> dict:

@@ -7,7 +7,7 @@ takes what it needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -16,7 +16,7 @@ from torch import Tensor
 from saes import registry
 from saes.base import Dictionary
 from saes.sae import SAE
-from saes.training import TrainConfig, Trainer
+from saes.training import StepCallback, TrainConfig, Trainer
 
 
 @dataclass
@@ -30,6 +30,8 @@ class FitSource:
     trainer: TrainConfig
     """Optimizer, schedule and checkpoint settings (gradient methods)."""
     progress: bool = True
+    callbacks: Sequence[StepCallback] = ()
+    """Trainer step callbacks (training strategies such as GBA); gradient methods only."""
 
 
 class Buildable(Protocol):
@@ -39,10 +41,12 @@ class Buildable(Protocol):
 
 
 def _gradient(dictionary: Dictionary, source: FitSource) -> None:
-    Trainer(cast(SAE, dictionary), source.trainer).fit(source.batches())   # the registry checks it is an SAE
+    Trainer(cast(SAE, dictionary), source.trainer, source.callbacks).fit(source.batches())  # registry: an SAE
 
 
 def _build(dictionary: Dictionary, source: FitSource) -> None:
+    if source.callbacks:
+        raise ValueError(f"{dictionary.architecture} is built, not trained: trainer callbacks cannot apply")
     cast(Buildable, dictionary).build(source.rows(), progress=source.progress)
 
 

@@ -23,6 +23,19 @@ def test_mse_is_mean_over_tokens_of_summed_squared_error():
     assert metrics.mse(X[None], X_HAT[None]).item() == pytest.approx(1.0)
 
 
+def test_per_sequence_mse_weighs_sequences_equally():
+    # Sequence 0 has one token with squared errors [4, 0]; sequence 1 has two tokens, [0, 0] and
+    # [2, 0]. Per token, mean over H=2 dims: 2 | 0, 1. Per sequence: 2 and 0.5; Eq. 7: (2 + 0.5) / 2.
+    x = torch.zeros(3, 2)
+    x_hat = torch.tensor([[2.0, 0.0], [0.0, 0.0], [2.0 ** 0.5, 0.0]])
+    seq = torch.tensor([0, 5, 5])
+    assert metrics.per_sequence_mse(x, x_hat, seq).item() == pytest.approx(1.25)
+    # A token-weighted mean would give (2 + 0 + 1) / 3 = 1; masking row 1 leaves (2 + 1) / 2.
+    assert metrics.per_sequence_mse(x, x_hat, seq, torch.tensor([True, False, True])).item() == pytest.approx(1.5)
+    # A sequence with no masked row is left out of N: only sequence 5's row 2 counts.
+    assert metrics.per_sequence_mse(x, x_hat, seq, torch.tensor([False, False, True])).item() == pytest.approx(1.0)
+
+
 def test_fvu_centres_on_the_batch_mean():
     # residual sum 2; mean [2, 3], centred x = [[-1, -1], [1, 1]] -> total 4; FVU = 0.5
     # (relative to zero the total would be 1 + 4 + 9 + 16 = 30 and FVU 1/15: SAELens #659)

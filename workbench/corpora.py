@@ -178,6 +178,12 @@ def load_corpus(name: str, split: str | None = None, eval_fraction: float = 0.05
     return df
 
 
+def is_chat(name: str) -> bool:
+    """Whether every document of the corpus (each part of an `a+b` name) is a conversation."""
+    return all(bool(pd.read_parquet(fetch_corpus(part), columns=["messages"])["messages"].notna().all())
+               for part in name.split("+"))
+
+
 def document_texts(df: pd.DataFrame, tokenizer=None) -> list[str]:
     """Plain texts; chat documents are rendered with the tokenizer's chat template."""
     if df.empty:

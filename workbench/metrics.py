@@ -34,6 +34,21 @@ def mse(x: Tensor, x_hat: Tensor) -> Tensor:
     return (_tokens_by_dim(x) - _tokens_by_dim(x_hat)).pow(2).sum(-1).mean()
 
 
+def per_sequence_mse(x: Tensor, x_hat: Tensor, seq: Tensor, mask: Tensor | None = None) -> Tensor:
+    """FAST's Eq. 7 (Li, Ye et al. 2025): sum_i (1/L_i) sum_j sum_k (x - x_hat)^2 / (N * H), i.e.
+    the squared error per dimension averaged over each sequence's tokens, then over the N
+    sequences, so a long sequence counts as much as a short one. `x`, `x_hat` `[n, H]`, `seq` `[n]`
+    the sequence of each row; with a bool `mask` `[n]` only those rows count, and sequences
+    without any are left out of N. NaN if no row counts."""
+    keep = torch.ones(len(x), dtype=torch.bool) if mask is None else mask
+    per_token = (x[keep] - x_hat[keep]).pow(2).mean(-1)
+    _, which = torch.unique(seq[keep], return_inverse=True)
+    n_seq = int(which.max()) + 1 if len(which) else 0
+    sums = torch.zeros(n_seq, dtype=per_token.dtype).index_add_(0, which, per_token)
+    counts = torch.zeros(n_seq, dtype=per_token.dtype).index_add_(0, which, torch.ones_like(per_token))
+    return (sums / counts).mean()
+
+
 def fvu(x: Tensor, x_hat: Tensor) -> Tensor:
     """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2.
 

@@ -17,12 +17,24 @@ Source = Store | Reader
 """Anything with `query(sql, params)`: a Store, or a Reader sharing one connection."""
 
 
-def list_dictionaries(store: Store) -> pd.DataFrame:
-    """One row per dictionary, its metrics JSON expanded into columns."""
-    df = store.query("SELECT dict_id, method, model, hook_point, d_in, d_dict, path, config, metrics, created_at "
-                     "FROM dictionaries ORDER BY created_at")
+def training_recipe(train_config: dict) -> str:
+    """How a dictionary was trained beyond its method: data strategy and bias adaptation
+    (`workbench train --strategy`, `--bias-adaptation`), e.g. `fast` or `block + GBA x10`."""
+    recipe = train_config.get("strategy", "block")
+    if train_config.get("bias_adaptation") == "gba":
+        groups = train_config.get("gba", {}).get("groups", 1)
+        recipe += " + BA" if groups == 1 else f" + GBA x{groups}"
+    return recipe
+
+
+def list_dictionaries(store: Source) -> pd.DataFrame:
+    """One row per dictionary, its training recipe and its metrics JSON expanded into columns."""
+    df = store.query("SELECT d.dict_id, d.method, r.config AS train_config, d.model, d.hook_point, d.d_in, d.d_dict, "
+                     "d.path, d.config, d.metrics, d.created_at FROM dictionaries d "
+                     "LEFT JOIN runs r ON r.run_id = 'train-' || d.dict_id ORDER BY d.created_at")
     if df.empty:
         return df
+    df.insert(2, "recipe", [training_recipe(json.loads(c) if c else {}) for c in df.pop("train_config")])
     metrics = pd.DataFrame([json.loads(m) if m else {} for m in df["metrics"]])
     return pd.concat([df.drop(columns=["metrics"]), metrics], axis=1)
 
@@ -130,7 +142,8 @@ def evaluation_table(store: Source) -> pd.DataFrame:
                      "FROM evaluations e JOIN dictionaries d USING (dict_id) "
                      "WHERE NOT starts_with(e.metric, 'seconds/') GROUP BY e.dict_id, d.method, e.metric")
     if df.empty:
-        return pd.DataFrame(columns=["dict_id", "method"])
+        return pd.DataFrame(columns=["dict_id", "method", "recipe"])
     wide = df.pivot(index=["dict_id", "method"], columns="metric", values="value").reset_index()
     wide.columns.name = None
+    wide.insert(2, "recipe", wide["dict_id"].map(list_dictionaries(store).set_index("dict_id")["recipe"]))
     return wide

@@ -11,21 +11,22 @@ from saes import registry
 from workbench import queries
 
 ALL = "all methods"
-COLUMNS = ["dict_id", "method", "model", "hook_point", "d_in", "d_dict", "fvu", "l0", "dead_frac_eval",
+COLUMNS = ["dict_id", "method", "recipe", "model", "hook_point", "d_in", "d_dict", "fvu", "l0", "dead_frac_eval",
            "ce_loss_recovered", "kl"]
 
 
-EVAL_COLUMNS = ["dict_id", "method", "core/fvu", "core/l0", "core/dead_frac", "core/dense_frac",
+EVAL_COLUMNS = ["dict_id", "method", "recipe", "core/fvu", "core/l0", "core/dead_frac", "core/dense_frac",
                 "core/ce_loss_recovered", "core/kl", "probing/mean/k=1", "probing/mean/k=5", "probing/mean/k=20",
                 "probing/mean/raw_all", "absorption/rate", "absorption/main_silent_rate", "stability/matched@0.9",
                 "stability/init_cosine", "autointerp/detection", "autointerp/detection_shuffled", "autointerp/fuzzing",
-                "autointerp/fuzzing_shuffled"]
+                "autointerp/fuzzing_shuffled", "chat/log2_mse", "chat/log2_mse_markup", "chat/fvu",
+                "chat/ce_loss_recovered"]
 """The evaluation suite's headline columns (`workbench evaluate`); the store has every k and set."""
 
 
 def evaluation_table(evals: pd.DataFrame) -> pd.DataFrame:
     out = evals.reindex(columns=EVAL_COLUMNS)
-    out[EVAL_COLUMNS[2:]] = out[EVAL_COLUMNS[2:]].apply(pd.to_numeric, errors="coerce").round(4)
+    out[EVAL_COLUMNS[3:]] = out[EVAL_COLUMNS[3:]].apply(pd.to_numeric, errors="coerce").round(4)
     return out
 
 

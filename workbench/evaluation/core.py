@@ -32,11 +32,14 @@ def evaluation_rows(loaded: LoadedModel, source: ActivationSource, tokens: int, 
     return Rows.cat(chunks)
 
 
-def evaluation_tokens(loaded: LoadedModel, source: ActivationSource, sequences: int) -> torch.Tensor:
-    """`[sequences, T]` eval-split token ids for CE and KL, cut to the shortest (no padding in CE)."""
-    chosen = [s for _, s in zip(range(sequences), token_sequences(loaded, source, "eval")())]
+def evaluation_tokens(loaded: LoadedModel, source: ActivationSource, sequences: int,
+                      min_length: int = 0) -> torch.Tensor:
+    """`[sequences, T]` eval-split token ids for CE and KL: the first `sequences` of at least
+    `min_length` tokens, cut to the shortest of them (no padding in CE)."""
+    long_enough = (s for s in token_sequences(loaded, source, "eval")() if len(s) >= max(2, min_length))
+    chosen = [s for _, s in zip(range(sequences), long_enough)]
     if not chosen:
-        raise ValueError(f"the eval split of {source.corpus} has no sequences")
+        raise ValueError(f"the eval split of {source.corpus} has no sequences of {min_length}+ tokens")
     return torch.stack([s[: min(map(len, chosen))] for s in chosen])
 
 

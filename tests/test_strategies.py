@@ -1,0 +1,123 @@
+"""Training strategies through `workbench train` on the tiny model: FAST's one-conversation stream,
+equal budgets for BT(F) and FAST, GBA in the pipeline, the chat evaluation group, bad input."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from pipelines.evaluate import EvaluateConfig
+from saes.bias_adaptation import GBAConfig
+from pipelines.evaluate import run as evaluate_run
+from pipelines.train import TrainDictionaryConfig, _fit_source
+from pipelines.train import run as train_run
+from workbench import corpora, queries, strategies
+from workbench.evaluation import chat
+from workbench.sources import token_sequences
+from workbench.store import Store
+
+CHAT = dict(model="tiny", corpus="sharegpt-sample", hook_point="blocks.1.hook_resid_post", context=64, tokens=6000,
+            batch_tokens=512, buffer_tokens=4096, eval_tokens=1500, ce_sequences=4, sae={"k": 8}, expansion=4)
+
+
+def test_fast_stream_is_one_conversation_per_sequence(tiny, data_dir):
+    cfg = TrainDictionaryConfig(**CHAT, strategy="fast")
+    assert cfg.layout == "chat" and cfg.token_rule.special_tokens
+    docs = corpora.load_corpus("sharegpt-sample", "train")
+    texts = corpora.document_texts(docs, tiny.tokenizer)
+    expected = [tiny.tokenizer(t, add_special_tokens=False)["input_ids"][:64] for t in texts]
+    seqs = [s.tolist() for s in token_sequences(tiny, cfg.source(), "train")()]
+    assert seqs == [e for e in expected if len(e) >= 2]
+    turn = chat.turn_start_id(tiny.tokenizer)
+    assert all(s[0] == turn for s in seqs)             # each starts its own conversation, special tokens kept
+
+
+def test_bt_f_packs_the_same_conversations_and_both_see_the_budget(tiny, data_dir):
+    fast, packed = (TrainDictionaryConfig(**{**CHAT, "tokens": 2000}, strategy=s) for s in ("fast", "bt-f"))
+    assert packed.layout == "packed" and packed.token_rule.special_tokens
+    blocks = list(token_sequences(tiny, packed.source(), "train")())
+    assert all(len(b) == 64 for b in blocks) and len(blocks) > 1
+    counts = {}
+    for cfg in (fast, packed):
+        source = _fit_source(cfg, tiny, data_dir / "ckpt", progress=False, callbacks=[])
+        counts[cfg.strategy] = sum(len(rows) for rows in source.rows())
+    assert counts == {"fast": 2000, "bt-f": 2000}
+
+
+def test_a_stream_short_of_its_budget_fails_the_run(tiny, data_dir):
+    # The sample's training conversations, truncated at 64 tokens, hold fewer than 6,000.
+    store = Store(data_dir / "w.duckdb")
+    with pytest.raises(ValueError, match=r"gives only \d+ counted tokens as chat sequences of 64; the budget is 6000"):
+        train_run(TrainDictionaryConfig(**CHAT, strategy="fast"), store, progress=False)
+    assert store.query("SELECT status FROM runs")["status"].tolist() == ["failed"]
+    assert len(store.query("SELECT * FROM dictionaries")) == 0
+
+
+def test_markup_mask_by_hand():
+    # ids: <turn>=1 role=7 text=9 9 <end>=2 newline=5 <turn>=1 role=8 text=9
+    ids = torch.tensor([1, 7, 9, 9, 2, 5, 1, 8, 9])
+    mask = chat.markup_mask(ids, turn_start=1, special_ids=[1, 2])
+    assert mask.tolist() == [True, True, False, False, True, False, True, True, False]
+
+
+def test_strategies_and_gba_train_evaluate_and_show_in_the_list(data_dir):
+    store = Store(data_dir / "w.duckdb")
+    fast = train_run(TrainDictionaryConfig(**{**CHAT, "tokens": 2000}, strategy="fast"), store, progress=False)
+    gba_cfg = TrainDictionaryConfig(**{**CHAT, "architecture": "relu", "sae": {"l1_coefficient": 0.0},
+                                       "corpus": "wiki-sample"},
+                                    bias_adaptation="gba", gba=GBAConfig(groups=4, high_freq=0.2, low_freq=0.02))
+    gba = train_run(gba_cfg, store, progress=False)
+    recipes = queries.list_dictionaries(store).set_index("dict_id")["recipe"]
+    assert recipes[fast] == "fast" and recipes[gba] == "block + GBA x4"
+    assert queries.dictionary_row(store, gba)["metrics"]["l0"] < 0.5 * 256   # biases moved: not half the latents
+    evaluate_run(EvaluateConfig(dict_id=fast, groups=["chat"], chat_corpus="sharegpt-sample", chat_context=64,
+                                chat_eval_tokens=1500, chat_ce_sequences=4, chat_ce_length=32, progress=False), store)
+    table = queries.evaluation_table(store).set_index("dict_id")
+    assert table.loc[fast, "recipe"] == "fast"
+    assert table.loc[fast, "chat/log2_mse"] < table.loc[fast, "chat/log2_mse_markup"] + 20   # both finite numbers
+    assert 0 < table.loc[fast, "chat/fvu"] < 1.5 and table.loc[fast, "chat/l0"] == pytest.approx(8.0)
+
+
+def test_default_recipes_keep_their_dictionary_ids():
+    cfg = TrainDictionaryConfig(**CHAT)
+    body_keys = set(cfg.__dict__) - {"strategy", "bias_adaptation", "gba"}
+    assert cfg.derived_id() == TrainDictionaryConfig(**CHAT, strategy="block").derived_id()
+    assert "strategy" not in body_keys   # the off values are left out of the hashed body
+    assert TrainDictionaryConfig(**CHAT, strategy="fast").derived_id() != cfg.derived_id()
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"strategy": "fastest"}, "unknown strategy 'fastest'"),
+    ({"bias_adaptation": "gba"}, "'topk' does not fire by an encoder-bias threshold"),
+    ({"architecture": "relu", "sae": {}, "bias_adaptation": "gba", "gba": {"high_freq": 1.5}}, "high_freq must be in"),
+    ({"architecture": "relu", "sae": {}, "bias_adaptation": "sometimes"}, "bias_adaptation must be none or gba"),
+])
+def test_bad_strategy_config(fields, message):
+    from workbench.config import build_config
+
+    with pytest.raises(ValueError, match=message):
+        build_config(TrainDictionaryConfig, values={**CHAT, **fields})
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"strategy": "fast", "corpus": "wiki-sample"}, "strategy fast trains on conversations; corpus 'wiki-sample'"),
+    ({"strategy": "bt-p"}, "strategy bt-p trains on pretraining text; corpus 'sharegpt-sample' holds conversations"),
+    ({"architecture": "relu", "sae": {}, "bias_adaptation": "gba", "gba": {"groups": 3}},
+     "gba.groups=3 does not divide the dictionary's 256 latents"),
+])
+def test_bad_strategy_input_leaves_the_store_unchanged(data_dir, fields, message):
+    from workbench.config import build_config
+
+    store = Store(data_dir / "w.duckdb")
+    store.init()
+    with pytest.raises(ValueError, match=message):
+        train_run(build_config(TrainDictionaryConfig, values={**CHAT, **fields}), store, progress=False)
+    assert len(store.query("SELECT * FROM runs")) == 0
+
+
+def test_chat_strategy_needs_a_chat_template(data_dir):
+    no_template = types.SimpleNamespace(chat_template=None)
+    with pytest.raises(ValueError, match="renders conversations with the model's chat template; this model's"):
+        strategies.get("fast").check("sharegpt-sample", no_template)
