@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.autointerp.config import InterpretConfig
 from pipelines.train import TrainDictionaryConfig
-from workbench import cli
+from workbench import cli, jobs
 from workbench.config import build_config, config_id
 
 
@@ -44,6 +44,14 @@ def test_help_lists_the_chosen_architectures_fields(capsys):
         out = capsys.readouterr().out
         assert own in out and other not in out and "--trainer.lr" in out
         assert "--sae.d-in" not in out and "--trainer.total-tokens" not in out   # set by the pipeline
+
+
+@pytest.mark.parametrize("command", sorted(jobs.JOBS))
+def test_every_commands_help_renders(command, capsys):
+    """Field docs are help text: a '%' in one (e.g. "30% of tokens") once broke argparse's help."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command.split(), "--help"])   # "llm serve" is a sub-command
+    assert exit_info.value.code == 0 and "--" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("values", "message"), [

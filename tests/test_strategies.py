@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pipelines.evaluate import EvaluateConfig
-from saes.bias_adaptation import GBAConfig
 from pipelines.evaluate import run as evaluate_run
 from pipelines.train import TrainDictionaryConfig, _fit_source
 from pipelines.train import run as train_run
+from saes.bias_adaptation import GBAConfig
 from workbench import corpora, queries, strategies
 from workbench.evaluation import chat
 from workbench.sources import token_sequences

@@ -84,7 +84,7 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, annotation: Any, doc: 
     kind = _base_type(annotation)
     convert = {bool: _parse_bool, list: lambda s: [x for x in s.split(",") if x]}.get(kind, kind)
     parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=convert, default=None,
-                        help=f"{doc} (default: {default})")
+                        help=f"{doc} (default: {default})".replace("%", "%%"))   # argparse formats help with %
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, values: Mapping[str, Any] | None = None) -> None:
