@@ -19,13 +19,13 @@ import torch
 from saes.base import Dictionary
 from workbench import queries
 from workbench.activations import hook_activations, merge_heads
+from workbench.generation import greedy_continuation, prompt_tokens
 from workbench.hooks import clamp, steer
 from workbench.models import LoadedModel, load_model
 from workbench.registered import load_dictionary
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
-MAX_PROMPT_TOKENS = 256
 INTERVENTIONS: dict[str, Callable[..., AbstractContextManager[None]]] = {"steer": steer, "clamp": clamp}
 """Steering modes: `steer` adds strength x decoder direction; `clamp` sets the activation."""
 
@@ -96,16 +96,7 @@ class LiveModels:
 
     def tokens(self, text: str, chat: bool = False) -> torch.Tensor:
         """Token ids [1, T] of `text` (BOS first), or of it as a user turn in the chat template."""
-        loaded = self.model()
-        if chat and loaded.chat_template:
-            text = loaded.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                        add_generation_prompt=True)
-            tokens = loaded.model.to_tokens(text, prepend_bos=False)  # the template starts the sequence
-        else:
-            tokens = loaded.model.to_tokens(text)
-        if tokens.shape[1] > MAX_PROMPT_TOKENS:
-            raise ValueError(f"prompt is {tokens.shape[1]} tokens; the limit is {MAX_PROMPT_TOKENS}")
-        return tokens
+        return prompt_tokens(self.model(), text, chat)
 
     @torch.inference_mode()
     def top_features(self, text: str, dict_id: str, per_token: int = 3) -> Inspection:
@@ -149,8 +140,4 @@ class LiveModels:
         return Generation(baseline, intervened)
 
     def _continue(self, tokens: torch.Tensor, max_new_tokens: int) -> str:
-        loaded = self.model()
-        out = loaded.model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
-                                    return_type="tokens")
-        assert isinstance(out, torch.Tensor)
-        return loaded.tokenizer.decode(out[0, tokens.shape[1]:].tolist(), skip_special_tokens=True)
+        return greedy_continuation(self.model(), tokens, max_new_tokens)

@@ -41,7 +41,7 @@ def recipes(task: str) -> list[Recipe]:
     if task == "zipf":
         topk = [Recipe(f"TopK k={k}", "topk", {"k": k}) for k in (8, 16, 32)]
     return [
-        Recipe("GBA (10 groups, 0.1..0.001)", "relu", {"l1_coefficient": 0.0}, GBAConfig(), "100% / 100%"),
+        Recipe("GBA (8 groups, 0.1..0.001)", "relu", {"l1_coefficient": 0.0}, GBAConfig(), "100% / 100%"),
         Recipe("GBA, wrong coverage (0.01..0.0001)", "relu", {"l1_coefficient": 0.0},
                GBAConfig(high_freq=0.01, low_freq=1e-4), "38.3% / 3.9%"),
         Recipe("BA (1 group, 0.1)", "relu", {"l1_coefficient": 0.0}, GBAConfig(groups=1)),
@@ -52,8 +52,8 @@ def recipes(task: str) -> list[Recipe]:
     ]
 
 
-TASKS = {"imbalanced": (synthetic.IMBALANCED, 640), "zipf": (synthetic.ZIPFIAN, 8190)}
-"""Task -> (spec, dictionary width): 5x and 2x the number of features, divisible by 10 groups."""
+TASKS = {"imbalanced": (synthetic.IMBALANCED, 640), "zipf": (synthetic.ZIPFIAN, 8192)}
+"""Task -> (spec, dictionary width): 5x and 2x the number of features, divisible by 8 groups."""
 
 
 def run_one(recipe: Recipe, spec: synthetic.SyntheticSpec, width: int) -> tuple[synthetic.Fitted, float]:
@@ -75,8 +75,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rows", type=int, default=None, help="training rows (default: the task's 1M)")
     parser.add_argument("--only", default="", help="comma-separated name prefixes of the recipes to run")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     spec, width = TASKS[args.task]
     if args.rows:
         spec = dataclasses.replace(spec, rows=args.rows)

@@ -40,9 +40,10 @@ TopK picks latents by rank, so a frequency target set through the bias would fig
 class GBAConfig:
     """Group bias adaptation settings (`--gba.FIELD`, TOML `[gba]`)."""
 
-    groups: int = 10
-    """K: groups of latents, each with its own target frequency; 1 is single-group BA. The
-    paper's default is 10; it must divide the number of latents."""
+    groups: int = 8
+    """K: groups of latents, each with its own target frequency; 1 is single-group BA. It must
+    divide the number of latents: the paper's 10 does not divide the usual widths (4,608 = 8 x 576
+    for SmolLM2 at expansion 8), 8 does."""
     high_freq: float = 0.1
     """Target activation frequency of the first group (the only one when groups=1). The note on
     the paper gives 0.5, the third-party code 0.1 (`logspace(-1, -3, K)`); 0.1 is used because the
@@ -128,9 +129,9 @@ class GroupBiasAdaptation(StepCallback):
     def on_step(self, step: int, sae: SAE, batch: Tensor, code: SparseCode) -> None:
         if not bool(self.floor):
             self.floor = self.cfg.floor * sae.scale_in(batch).norm(dim=-1).mean().cpu()
-        active = code.values > 0
-        self.fires += torch.bincount(code.indices[active], minlength=sae.d_sae).to(self.fires.device)
-        self.peak.scatter_reduce_(0, code.indices.flatten(), code.values.flatten().clamp_min(0), reduce="amax")
+        indices, values = code.indices.flatten(), code.values.flatten()
+        self.fires.index_add_(0, indices, (values > 0).to(self.fires.dtype))
+        self.peak.scatter_reduce_(0, indices, values.clamp_min(0), reduce="amax")
         self.tokens += batch.shape[0]
         if step % self.cfg.update_every == 0:
             freq = self.fires.float() / float(self.tokens)

@@ -30,7 +30,7 @@ def test_fast_stream_is_one_conversation_per_sequence(tiny, data_dir):
     expected = [tiny.tokenizer(t, add_special_tokens=False)["input_ids"][:64] for t in texts]
     seqs = [s.tolist() for s in token_sequences(tiny, cfg.source(), "train")()]
     assert seqs == [e for e in expected if len(e) >= 2]
-    turn = chat.turn_start_id(tiny.tokenizer)
+    turn = chat.chat_markup(tiny.tokenizer).turn_start
     assert all(s[0] == turn for s in seqs)             # each starts its own conversation, special tokens kept
 
 
@@ -55,11 +55,20 @@ def test_a_stream_short_of_its_budget_fails_the_run(tiny, data_dir):
     assert len(store.query("SELECT * FROM dictionaries")) == 0
 
 
-def test_markup_mask_by_hand():
-    # ids: <turn>=1 role=7 text=9 9 <end>=2 newline=5 <turn>=1 role=8 text=9
-    ids = torch.tensor([1, 7, 9, 9, 2, 5, 1, 8, 9])
-    mask = chat.markup_mask(ids, turn_start=1, special_ids=[1, 2])
-    assert mask.tolist() == [True, True, False, False, True, False, True, True, False]
+def test_markup_by_hand():
+    # <turn>=1 role user=7, text 9 9, <end>=2, newline 5, <turn> role assistant=8,3 (two pieces), text 9 3
+    markup = chat.ChatMarkup(turn_start=1, roles={"system": [6], "user": [7], "assistant": [8, 3]}, special=[2])
+    ids = torch.tensor([1, 7, 9, 9, 2, 5, 1, 8, 3, 9, 3])
+    assert chat.role_starts(ids, markup) == {"system": [], "user": [1], "assistant": [7]}
+    assert chat.markup_mask(ids, markup).tolist() == [True, True, False, False, True, False, True, True, True,
+                                                      False, False]   # a 3 in the text is not markup
+
+
+def test_smollm2_markup_is_read_off_its_template(smollm2):
+    markup = chat.chat_markup(smollm2.tokenizer)
+    names = {role: smollm2.tokenizer.decode(ids) for role, ids in markup.roles.items()}
+    assert smollm2.tokenizer.convert_ids_to_tokens(markup.turn_start) == "<|im_start|>"
+    assert names == {"system": "system", "user": "user", "assistant": "assistant"}
 
 
 def test_strategies_and_gba_train_evaluate_and_show_in_the_list(data_dir):

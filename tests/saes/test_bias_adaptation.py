@@ -30,7 +30,7 @@ def test_rule_on_hand_built_statistics():
 def test_single_group_is_ba():
     cfg = GBAConfig(groups=1, high_freq=0.05)
     assert cfg.target_frequencies(6).tolist() == pytest.approx([0.05] * 6)
-    ten = GBAConfig().target_frequencies(10)
+    ten = GBAConfig(groups=10).target_frequencies(10)
     assert ten[0] == pytest.approx(0.1) and ten[-1] == pytest.approx(1e-3)
     assert (ten[:-1] / ten[1:]).tolist() == pytest.approx([10 ** (2 / 9)] * 9)   # geometric
 

@@ -1,0 +1,33 @@
+"""Prompts to tokens and greedy continuations: what the steering playground and the stored
+steering runs share."""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.models import LoadedModel
+
+MAX_PROMPT_TOKENS = 256
+
+
+def prompt_tokens(loaded: LoadedModel, text: str, chat: bool = False, limit: int = MAX_PROMPT_TOKENS) -> torch.Tensor:
+    """Token ids [1, T] of `text` (BOS first), or of it as a user turn in the chat template with the
+    assistant's turn opened; ValueError past `limit` tokens."""
+    if chat and loaded.chat_template:
+        text = loaded.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                    add_generation_prompt=True)
+        tokens = loaded.model.to_tokens(text, prepend_bos=False)  # the template starts the sequence
+    else:
+        tokens = loaded.model.to_tokens(text)
+    if tokens.shape[1] > limit:
+        raise ValueError(f"prompt is {tokens.shape[1]} tokens; the limit is {limit}")
+    return tokens
+
+
+@torch.inference_mode()
+def greedy_continuation(loaded: LoadedModel, tokens: torch.Tensor, max_new_tokens: int) -> str:
+    """The model's greedy continuation of `tokens` [1, T] (under whatever hooks are in place)."""
+    out = loaded.model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
+                                return_type="tokens")
+    assert isinstance(out, torch.Tensor)
+    return loaded.tokenizer.decode(out[0, tokens.shape[1]:].tolist(), skip_special_tokens=True)
