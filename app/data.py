@@ -69,3 +69,22 @@ def dictionary_ids(store: Store, model: str | None = None) -> list[str]:
     if model is not None:
         df = df[df["model"] == model]
     return list(df.sort_values("created_at", ascending=False)["dict_id"])
+
+
+def steering_runs(store: Store) -> list[str]:
+    """Stored markup-steering runs (`workbench steer-markup`), newest first."""
+    return store.query("SELECT run_id FROM steering_generations GROUP BY run_id "
+                       "ORDER BY max(created_at) DESC")["run_id"].tolist()
+
+
+def steering_answers(store: Store, run_id: str) -> pd.DataFrame:
+    """One row per (markup, feature, question), one column per steering strength: the answers side
+    by side, the unsteered model (alpha 0) first."""
+    df = store.query("SELECT markup, feature, question_id, question, alpha, answer FROM steering_generations "
+                     "WHERE run_id = ?", [run_id])
+    if df.empty:
+        return df
+    df["alpha"] = [f"alpha={a:g}" for a in df["alpha"]]
+    order = sorted(df["alpha"].unique(), key=lambda a: float(a.removeprefix("alpha=")))
+    wide = df.pivot(index=["markup", "feature", "question_id", "question"], columns="alpha", values="answer")
+    return wide[order].reset_index().drop(columns="question_id")

@@ -130,3 +130,49 @@ def test_chat_strategy_needs_a_chat_template(data_dir):
     no_template = types.SimpleNamespace(chat_template=None)
     with pytest.raises(ValueError, match="renders conversations with the model's chat template; this model's"):
         strategies.get("fast").check("sharegpt-sample", no_template)
+
+
+STEER = dict(corpus="sharegpt-sample", selection_conversations=1, selection_context=64, questions=2,
+             max_question_chars=2000, alphas=[0.0, 400.0], max_new_tokens=4, progress=False)
+
+
+def test_markup_steering_stores_answers_side_by_side(data_dir):
+    from app.data import steering_answers
+    from pipelines.special_steering import SteerMarkupConfig
+    from pipelines.special_steering import run as steer_run
+
+    store = Store(data_dir / "w.duckdb")
+    dict_id = train_run(TrainDictionaryConfig(**{**CHAT, "tokens": 2000}, strategy="fast"), store, progress=False)
+    run_id = steer_run(SteerMarkupConfig(dict_id=dict_id, **STEER), store)
+    rows = store.query("SELECT * FROM steering_generations")
+    assert len(rows) == 2 * 2 * 2                                    # kinds x alphas x questions
+    unsteered = rows[rows["alpha"] == 0]
+    assert unsteered.groupby("question_id")["answer"].nunique().eq(1).all()   # one unsteered answer per question
+    steered = rows[rows["alpha"] == 400].set_index(["markup", "question_id"])["answer"]
+    base = unsteered.set_index(["markup", "question_id"])["answer"]
+    assert (steered != base).any()                                   # a strong push changes some answer
+    wide = steering_answers(store, run_id)
+    assert list(wide.columns) == ["markup", "feature", "question", "alpha=0", "alpha=400"] and len(wide) == 4
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"alphas": [0.0, float("inf")]}, "alphas must be finite numbers"),
+    ({"markup": ["robot"]}, "markup kinds must be among turn_start, system, user, assistant"),
+    ({"questions": 0}, "questions must be >= 1"),
+])
+def test_markup_steering_bad_config(fields, message):
+    from pipelines.special_steering import SteerMarkupConfig
+
+    with pytest.raises(ValueError, match=message):
+        SteerMarkupConfig(dict_id="x", **{**STEER, **fields})
+
+
+def test_markup_steering_unknown_dictionary_leaves_the_store_unchanged(data_dir):
+    from pipelines.special_steering import SteerMarkupConfig
+    from pipelines.special_steering import run as steer_run
+
+    store = Store(data_dir / "w.duckdb")
+    store.init()
+    with pytest.raises(LookupError, match="unknown dictionary 'nope'"):
+        steer_run(SteerMarkupConfig(dict_id="nope", **STEER), store)
+    assert len(store.query("SELECT * FROM runs")) == 0

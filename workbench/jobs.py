@@ -32,6 +32,8 @@ JOBS: dict[str, Job] = {
                     "one pass over evaluation tokens: every feature's dashboard"),
     "evaluate": Job("pipelines.evaluate", "EvaluateConfig",
                     "the evaluation suite per dictionary: core, sparse probing, absorption, stability, autointerp"),
+    "steer-markup": Job("pipelines.special_steering", "SteerMarkupConfig",
+                        "FAST's special-token steering: answers with a markup feature added at a grid of strengths"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",
                           "recompute every stored example from its stored tokens; fail if any differs"),
     "interpret": Job("pipelines.autointerp", "InterpretConfig",

@@ -72,6 +72,12 @@ MIGRATIONS: list[str] = [
     CREATE TABLE evaluations(run_id VARCHAR, dict_id VARCHAR, metric VARCHAR, value DOUBLE, details JSON,
         created_at TIMESTAMP);
     """,
+    # 6: answers generated with a markup feature steered (pipelines/special_steering.py), one row per
+    # (markup kind, alpha, question).
+    """
+    CREATE TABLE steering_generations(run_id VARCHAR, dict_id VARCHAR, markup VARCHAR, feature INTEGER,
+        alpha DOUBLE, question_id INTEGER, question VARCHAR, answer VARCHAR, created_at TIMESTAMP);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -64,7 +64,18 @@ def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
         return {nav.message: "", dict_menu: gr.update(value=dict_id),
                 features: f"{int(feature)}:{DEFAULT_STRENGTH:g}", nav.tabs: gr.Tabs(selected=TAB_ID)}
 
+    with gr.Accordion("Stored markup-steering runs (workbench steer-markup)", open=False):
+        stored_menu = gr.Dropdown([], label="Run", elem_id="st-stored-run")
+        stored = gr.Dataframe(label="Answers at each steering strength (alpha=0: unchanged model)",
+                              interactive=False, wrap=True, elem_id="st-stored")
+
+    @guarded(lambda m: {message: m})
+    def show_stored(run_id: str | None) -> dict:
+        return {message: "", stored: data.steering_answers(ctx.store, run_id) if run_id else None}
+
     run.click(generate, inputs=[dict_menu, mode, features, tokens, chat, prompt], outputs=[message, baseline, steered])
+    stored_menu.change(show_stored, inputs=stored_menu, outputs=[message, stored])
+    demo.load(lambda: gr.update(choices=data.steering_runs(ctx.store)), outputs=stored_menu)
     nav.steer_button.click(from_feature_page, inputs=[nav.dict_menu, nav.feature],
                            outputs=[nav.message, dict_menu, features, nav.tabs])
     demo.load(lambda: live_dictionary_menu(ctx, message, dict_menu), outputs=[message, dict_menu])

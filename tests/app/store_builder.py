@@ -98,6 +98,15 @@ def _dictionary_rows(index: int, dict_id: str, method: str, metrics: dict, folde
                 created_at=pd.Timestamp("2026-11-28 20:00") + pd.Timedelta(minutes=index))
 
 
+STEERING_RUN = "steer-markup-tiny-topk-test"
+STEERING = [  # (markup, feature, alpha, question, answer), as `workbench steer-markup` writes them
+    ("turn_start", 3, 0.0, "Where do rivers go?", "To the sea."),
+    ("turn_start", 3, 50.0, "Where do rivers go?", "sea sea sea sea"),
+    ("turn_start", 3, 0.0, "Name a city.", "Paris."),
+    ("turn_start", 3, 50.0, "Name a city.", IMG),
+]
+
+
 def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
     rng = np.random.default_rng(seed)
     docs = documents(seed=seed)
@@ -123,5 +132,9 @@ def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
         "explanations": expl, "scores": scores,
         "evaluations": pd.DataFrame([dict(run_id=RUN_ID, dict_id=d, metric=m, value=v, details="{}",
                                           created_at=pd.Timestamp("2026-11-28 22:00"))
-                                     for d, metrics in EVALUATIONS.items() for m, v in metrics.items()])})
+                                     for d, metrics in EVALUATIONS.items() for m, v in metrics.items()]),
+        "steering_generations": pd.DataFrame([
+            dict(run_id=STEERING_RUN, dict_id="tiny-topk", markup=m, feature=f, alpha=a,
+                 question_id=0 if q.startswith("Where") else 1, question=q, answer=ans,
+                 created_at=pd.Timestamp("2026-11-28 23:00")) for m, f, a, q, ans in STEERING])})
     return BuiltStore(store, list(DICTS))

@@ -8,7 +8,7 @@ import textwrap
 
 from app.server import build_app
 from tests.app.app_helpers import REPO, free_port
-from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
+from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, STEERING_RUN, BuiltStore
 from workbench.store import Store
 
 CELLS = "div[role=gridcell]"
@@ -108,6 +108,20 @@ def test_steered_generation_side_by_side(page, server: str) -> None:
     baseline = page.locator("#st-baseline textarea").input_value()
     steered = page.locator("#st-steered textarea").input_value()
     assert baseline and steered and baseline != steered
+
+
+def test_stored_markup_steering_side_by_side(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Steering").click()
+    page.get_by_text("Stored markup-steering runs").click()
+    page.locator("#st-stored-run input").click()
+    page.get_by_role("option", name=STEERING_RUN).click()
+    page.wait_for_selector(f"#st-stored {CELLS}")
+    page.wait_for_timeout(500)  # give an injected onerror handler time to fire, were there one
+    headers = page.locator("#st-stored th").all_inner_texts()
+    assert [h for h in headers if h.startswith("alpha")] == ["alpha=0", "alpha=50"]
+    cells = page.locator(f"#st-stored {CELLS}").all_inner_texts()
+    assert "To the sea." in cells and "sea sea sea sea" in cells and IMG in cells   # the answer shows as text
 
 
 def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str, built: BuiltStore) -> None:
