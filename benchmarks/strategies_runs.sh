@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The #15 experiments on SmolLM2, into one store (rerunning skips what is finished):
 #   bash benchmarks/strategies_runs.sh fast-middle   # BT(P), BT(F), FAST x {TopK, JumpReLU}, layer 15, seeds 0 and 1
-#   bash benchmarks/strategies_runs.sh fast-ends     # the same at layers 4 and 25, seed 0, 0.2M tokens
+#   bash benchmarks/strategies_runs.sh fast-ends     # the same at layers 4 and 25, seed 0, 0.1M tokens
 #   bash benchmarks/strategies_runs.sh gba           # the frontier: GBA, TopK, ReLU+L1, JumpReLU at 4 levels, layer 12
-#   bash benchmarks/strategies_runs.sh evaluate      # core (+ chat / stability) on every dictionary
+#   bash benchmarks/strategies_runs.sh evaluate      # chat metrics, and seed stability where there are two seeds
 # then `.venv/bin/python benchmarks/strategies_table.py` prints the README tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${STORE:-data/strategies.duckdb}
 wb() { .venv/bin/workbench --store "$STORE" "$@"; }
 
-# Every strategy: 0.5M tokens (0.2M at layers 4 and 25: collecting activations runs at ~700
+# Every strategy: 0.5M tokens (0.1M at layers 4 and 25: collecting activations runs at ~600
 # tokens/s to layer 15 on this CPU), 2,048-token sequences (FAST's truncation: ShareGPT's median rendered
 # conversation is 1,915 tokens, 2,048 keeps 89% of its tokens; BT's blocks, as in the paper), every
 # token counted (the paper trains on all of them, attention sinks included).
@@ -26,8 +26,8 @@ strategy_runs() {   # layer seed tokens
   done
 }
 
-gba_runs() {   # the frontier at layer 12 on wiki+bbc (the #14 comparison's data and budget)
-  local common=(--hook-point blocks.12.hook_resid_post --corpus wiki+bbc --tokens 500000)
+gba_runs() {   # the frontier at layer 12 on wiki+bbc (the #14 comparison's data; half its budget)
+  local common=(--hook-point blocks.12.hook_resid_post --corpus wiki+bbc --tokens 250000)
   local norm=(--sae.normalize-activations expected_average_only_in)
   for high in 0.3 0.1 0.03 0.01; do
     low=$(python3 -c "print($high / 100)")
@@ -47,15 +47,15 @@ gba_runs() {   # the frontier at layer 12 on wiki+bbc (the #14 comparison's data
 
 case "${1:-}" in
   fast-middle) strategy_runs 15 0 500000; strategy_runs 15 1 500000 ;;
-  fast-ends) strategy_runs 4 0 200000; strategy_runs 25 0 200000 ;;
+  fast-ends) strategy_runs 4 0 100000; strategy_runs 25 0 100000 ;;
   gba) gba_runs ;;
-  evaluate)
-    chat_dicts=$(.venv/bin/python -c "
-from workbench import queries
-from workbench.store import Store
-d = queries.list_dictionaries(Store('$STORE'))
-print(','.join(d[d['recipe'].isin(['bt-p', 'bt-f', 'fast'])]['dict_id']))")
-    for dict_id in ${chat_dicts//,/ }; do wb evaluate --dict-id "$dict_id" --groups core,chat; done
-    wb evaluate --all --groups core,stability ;;
+  evaluate)   # chat group on the strategy dictionaries; seed stability where a second seed exists
+    # (core metrics are the train run's own, on the training corpus's held-out split)
+    for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list chat); do
+      wb evaluate --dict-id "$dict_id" --groups chat --chat-ce-sequences 4
+    done
+    for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list paired); do
+      wb evaluate --dict-id "$dict_id" --groups stability
+    done ;;
   *) echo "usage: $0 fast-middle|fast-ends|gba|evaluate" >&2; exit 2 ;;
 esac

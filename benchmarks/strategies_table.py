@@ -2,12 +2,12 @@
 
     .venv/bin/python benchmarks/strategies_table.py [--store data/strategies.duckdb]
 
-FAST: one row per (layer, architecture, strategy), metrics on held-out ShareGPT conversations
-(the `chat` group: log2 per-sequence MSE on every token and on the chat markup, FVU on every
-token, CE-loss recovered) and the shared wiki+bbc set (`core/fvu`, ordinary tokens), mean and
-range over seeds; then whether the paper's order MSE_st(FAST) < MSE_st(BT(F)) < MSE_st(BT(P))
-holds per (layer, architecture). GBA: the layer-12 frontier (L0, FVU, CE-loss recovered, alive
-fraction, cross-seed matched@0.9) per recipe.
+FAST: one row per (layer, architecture, strategy), metrics on the same held-out ShareGPT
+conversations for every strategy (the `chat` group: log2 per-sequence MSE on every token and on
+the chat markup, FVU on every token and on ordinary ones, CE-loss recovered), mean and range over
+seeds; then whether the paper's order MSE_st(FAST) < MSE_st(BT(F)) < MSE_st(BT(P)) holds per
+(layer, architecture). GBA: the layer-12 frontier (L0, FVU, CE-loss recovered and alive fraction
+on the held-out wiki+bbc split every one of them shares, cross-seed matched@0.9) per recipe.
 """
 
 from __future__ import annotations
@@ -25,15 +25,19 @@ STRATEGIES = ("bt-p", "bt-f", "fast")
 
 
 def dictionaries(store: Store) -> pd.DataFrame:
-    """One row per dictionary: its training fields beside its evaluation metrics."""
+    """One row per dictionary: its training fields, the train run's metrics (on the held-out split
+    of its training corpus) and its evaluation-suite metrics (`chat/*`, `stability/*`)."""
     runs = store.query("SELECT run_id, config FROM runs WHERE kind = 'train'")
     train = {r.run_id.removeprefix("train-"): json.loads(r.config) for r in runs.itertuples()}
-    evals = queries.evaluation_table(store)
-    evals["layer"] = [int(train[d]["hook_point"].split(".")[1]) for d in evals["dict_id"]]
-    evals["seed"] = [train[d]["seed"] for d in evals["dict_id"]]
-    evals["sae"] = [json.dumps(train[d]["sae"], sort_keys=True) for d in evals["dict_id"]]
-    evals["gba"] = [train[d]["gba"] if train[d].get("bias_adaptation") == "gba" else None for d in evals["dict_id"]]
-    return evals
+    d = queries.list_dictionaries(store)
+    evals = queries.evaluation_table(store).drop(columns=["method", "recipe"])
+    d = d.merge(evals, on="dict_id", how="left") if len(evals) else d
+    d["layer"] = [int(train[i]["hook_point"].split(".")[1]) for i in d["dict_id"]]
+    d["seed"] = [train[i]["seed"] for i in d["dict_id"]]
+    d["sae"] = [json.dumps(train[i]["sae"], sort_keys=True) for i in d["dict_id"]]
+    d["gba"] = [train[i]["gba"] if train[i].get("bias_adaptation") == "gba" else None for i in d["dict_id"]]
+    d["tokens"] = [train[i]["tokens"] for i in d["dict_id"]]
+    return d
 
 
 def _cell(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -46,22 +50,23 @@ def _cell(values: list[float], fmt: str = "{:.3f}") -> str:
 
 def fast_table(d: pd.DataFrame) -> tuple[int, int]:
     d = d[d["recipe"].isin(STRATEGIES)]
-    columns = [("log2 MSE", "chat/log2_mse"), ("log2 MSE_st", "chat/log2_mse_markup"), ("FVU chat", "chat/fvu"),
-               ("CE rec chat", "chat/ce_loss_recovered"), ("L0 chat", "chat/l0"), ("FVU wiki+bbc", "core/fvu")]
-    print("| layer | SAE | strategy | seeds | " + " | ".join(c[0] for c in columns) + " |")
-    print("|---|---|---|---|" + "---|" * len(columns))
+    columns = [("log2 MSE", "chat/log2_mse"), ("log2 MSE_st", "chat/log2_mse_markup"), ("FVU", "chat/fvu"),
+               ("FVU ordinary", "chat/fvu_ordinary"), ("CE rec", "chat/ce_loss_recovered"), ("L0", "chat/l0")]
+    print("| layer | SAE | strategy | tokens | seeds | " + " | ".join(c[0] for c in columns) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(columns))
     holds = checked = 0
     for (layer, method), group in d.groupby(["layer", "method"]):
         for strategy in STRATEGIES:
             rows = group[group["recipe"] == strategy]
             cells = [_cell(rows[c].tolist() if c in rows else []) for _, c in columns]
-            print(f"| {layer} | {method} | {strategy} | {len(rows)} | " + " | ".join(cells) + " |")
+            tokens = f"{rows['tokens'].iloc[0]:,}" if len(rows) else "—"
+            print(f"| {layer} | {method} | {strategy} | {tokens} | {len(rows)} | " + " | ".join(cells) + " |")
         means = [group[group["recipe"] == s]["chat/log2_mse_markup"].mean() for s in STRATEGIES]
         if all(m == m for m in means):
             checked += 1
             ordered = means[2] < means[1] < means[0]
             holds += ordered
-            print(f"| | | FAST < BT(F) < BT(P) on MSE_st: {'holds' if ordered else 'fails'} | | | | | | | |")
+            print(f"| | | FAST < BT(F) < BT(P) on MSE_st: {'holds' if ordered else 'fails'} | | | | | | | | |")
     return holds, checked
 
 
@@ -70,11 +75,9 @@ def gba_table(d: pd.DataFrame) -> None:
     d["label"] = [f"{r.method} {r.recipe} {_knob(r)}" for r in d.itertuples()]
     print("| recipe | seed | L0 | FVU | CE rec | alive | matched@0.9 (other seed) |")
     print("|---|---|---|---|---|---|---|")
-    for r in d.sort_values(["method", "recipe", "core/l0"]).itertuples():
-        row = r._asdict()
-        alive = 1 - row.get("core/dead_frac", float("nan"))
-        print(f"| {r.label} | {r.seed} | {row['core/l0']:.1f} | {row['core/fvu']:.3f} | "
-              f"{row['core/ce_loss_recovered']:.3f} | {alive:.1%} | {_pct(row.get('stability/matched@0.9'))} |")
+    for _, r in d.sort_values(["method", "recipe", "l0"]).iterrows():
+        print(f"| {r['label']} | {r['seed']} | {r['l0']:.1f} | {r['fvu']:.3f} | {r['ce_loss_recovered']:.3f} | "
+              f"{1 - r['dead_frac_eval']:.1%} | {_pct(r.get('stability/matched@0.9'))} |")
 
 
 def _knob(r) -> str:
@@ -92,8 +95,17 @@ def _pct(value) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="data/strategies.duckdb")
+    parser.add_argument("--list", choices=["chat", "paired"], help="print the ids of the strategy dictionaries, "
+                        "or of those with a second seed, for benchmarks/strategies_runs.sh")
     args = parser.parse_args()
-    d = dictionaries(Store(args.store))
+    store = Store(args.store)
+    if args.list:
+        listed = queries.list_dictionaries(store)
+        chosen = (listed[listed["recipe"].isin(STRATEGIES)]["dict_id"] if args.list == "chat"
+                  else [d for d in listed["dict_id"] if queries.seed_partners(store, d)])
+        print("\n".join(chosen))
+        return
+    d = dictionaries(store)
     holds, checked = fast_table(d)
     print()
     gba_table(d)
