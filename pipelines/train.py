@@ -105,7 +105,7 @@ class TrainDictionaryConfig(ActivationSource):
         if self.bias_adaptation not in ("none", "gba"):
             raise ValueError(f"bias_adaptation must be none or gba, got {self.bias_adaptation!r}")
         if self.bias_adaptation == "gba":
-            self.gba.check_applies(self.architecture, self.gba.groups)   # the width is checked in `run`
+            self.gba.check_applies(self.architecture)   # the width is known in `run`
         for name in ("expansion", "tokens", "batch_tokens", "eval_tokens", "ce_sequences", "forward_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

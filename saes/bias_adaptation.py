@@ -77,12 +77,12 @@ class GBAConfig:
         if self.gamma <= 0 or self.floor <= 0:
             raise ValueError(f"gba.gamma and gba.floor must be > 0, got {self.gamma}, {self.floor}")
 
-    def check_applies(self, architecture: str, d_sae: int) -> None:
-        """ValueError unless GBA can adapt a dictionary of this method and width."""
+    def check_applies(self, architecture: str, d_sae: int | None = None) -> None:
+        """ValueError unless GBA can adapt a dictionary of this method (and width, if known)."""
         if architecture not in ARCHITECTURES:
             raise ValueError(f"GBA adapts the firing threshold of {' or '.join(ARCHITECTURES)} SAEs; "
                              f"{architecture!r} does not fire by an encoder-bias threshold")
-        if d_sae % self.groups:
+        if d_sae is not None and d_sae % self.groups:
             raise ValueError(f"gba.groups={self.groups} does not divide the dictionary's {d_sae} latents")
 
     def target_frequencies(self, d_sae: int) -> Tensor:
