@@ -103,6 +103,16 @@ def test_splice_metrics_on_the_tiny_model(tiny_model):
     assert lossy.ce_loss_recovered == pytest.approx(expected)
 
 
+def test_splice_metrics_in_chunks_equal_one_pass(tiny_model, monkeypatch):
+    tokens = torch.randint(0, 500, (5, 12), generator=torch.Generator().manual_seed(2))
+    sae = create("topk", d_in=64, d_sae=128, k=4, hook_point="blocks.0.hook_resid_post")
+    whole = metrics.splice_metrics(tiny_model, sae, tokens, skip_first=True)
+    monkeypatch.setattr(metrics, "LOGITS_PER_CHUNK", 2 * 12 * tiny_model.cfg.d_vocab)   # chunks of 2, 2 and 1
+    chunked = metrics.splice_metrics(tiny_model, sae, tokens, skip_first=True)
+    for name in metrics.SpliceMetrics._fields:
+        assert getattr(chunked, name) == pytest.approx(getattr(whole, name), rel=1e-5, abs=1e-7), name
+
+
 def test_fire_counts_skip_padded_slots():
     indices = torch.tensor([[2, 0], [2, 3], [1, 1]])
     values = torch.tensor([[0.5, 0.0], [1.0, 2.0], [0.7, 0.0]])  # two padded slots (value 0)

@@ -127,6 +127,12 @@ class SpliceMetrics(NamedTuple):
     """KL(clean || spliced) of next-token distributions, mean over all positions."""
 
 
+LOGITS_PER_CHUNK = 2 ** 26
+"""Logit values (256 MB in float32) one chunk of `splice_metrics` may hold per run: the three
+runs' logits of 32 sequences x 2,048 tokens x 49,152 vocabulary at once need 38 GB (a train run
+at that context was killed for memory)."""
+
+
 @torch.no_grad()
 def splice_metrics(model: HookedTransformer, sae: Dictionary, tokens: Tensor,
                    keep_error: bool = False, skip_first: bool = False) -> SpliceMetrics:
@@ -137,15 +143,28 @@ def splice_metrics(model: HookedTransformer, sae: Dictionary, tokens: Tensor,
     `skip_first=True` position 0 keeps its clean activation in both the splice and the zero
     ablation, and the prediction made at position 0 is left out of CE and KL (it is identical in
     all three runs): dictionaries are trained without position 0 (see `hooks.keep_first_position`).
+    Sequences go through in chunks of at most `LOGITS_PER_CHUNK` logits; every chunk has the same
+    length, so the mean of chunk means weighted by chunk size is the mean over all positions.
     """
-    clean = model(tokens)
+    per_chunk = max(1, LOGITS_PER_CHUNK // (tokens.shape[1] * model.cfg.d_vocab))
+    sums = torch.zeros(4, dtype=torch.float64)   # CE clean, spliced, zeroed; KL
+    for chunk in tokens.split(per_chunk):
+        sums += len(chunk) * _splice_chunk(model, sae, chunk, keep_error, skip_first)
+    ce_clean, ce_spliced, ce_zero, kl = (float(v) for v in sums / len(tokens))
+    return SpliceMetrics(ce_clean, ce_spliced, ce_zero, ce_loss_recovered(ce_clean, ce_spliced, ce_zero), kl)
+
+
+def _splice_chunk(model: HookedTransformer, sae: Dictionary, tokens: Tensor, keep_error: bool,
+                  skip_first: bool) -> Tensor:
+    """[CE clean, CE spliced, CE zero-ablated, KL(clean || spliced)], means over the chunk's positions."""
+    start = 1 if skip_first else 0
+    clean = model(tokens)[:, start:]
     with splice(model, sae, keep_error=keep_error, skip_first=skip_first):
-        spliced = model(tokens)
+        spliced = model(tokens)[:, start:]
     zero = keep_first_position(torch.zeros_like) if skip_first else torch.zeros_like
     with intervene(model, sae.hook_point, zero):
-        zeroed = model(tokens)
-    start = 1 if skip_first else 0
-    clean, spliced, zeroed, tokens = clean[:, start:], spliced[:, start:], zeroed[:, start:], tokens[:, start:]
-    ce_clean, ce_spliced, ce_zero = (float(next_token_ce(z, tokens)) for z in (clean, spliced, zeroed))
-    return SpliceMetrics(ce_clean, ce_spliced, ce_zero, ce_loss_recovered(ce_clean, ce_spliced, ce_zero),
-                         float(kl_divergence(clean, spliced)))
+        zeroed = model(tokens)[:, start:]
+    targets = tokens[:, start:]
+    return torch.tensor([float(next_token_ce(clean, targets)), float(next_token_ce(spliced, targets)),
+                         float(next_token_ce(zeroed, targets)), float(kl_divergence(clean, spliced))],
+                        dtype=torch.float64)
