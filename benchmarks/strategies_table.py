@@ -58,6 +58,7 @@ def fast_table(d: pd.DataFrame) -> tuple[int, int]:
     for (layer, method), group in d.groupby(["layer", "method"]):
         for strategy in STRATEGIES:
             rows = group[group["recipe"] == strategy]
+            rows = rows[rows["chat/log2_mse"].notna()] if "chat/log2_mse" in rows else rows.iloc[:0]
             cells = [_cell(rows[c].tolist() if c in rows else []) for _, c in columns]
             tokens = f"{rows['tokens'].iloc[0]:,}" if len(rows) else "—"
             print(f"| {layer} | {method} | {strategy} | {tokens} | {len(rows)} | " + " | ".join(cells) + " |")
