@@ -138,12 +138,15 @@ def seed_partners(store: Source, dict_id: str) -> list[str]:
 def evaluation_table(store: Source) -> pd.DataFrame:
     """One row per evaluated dictionary (with its method), one column per metric of the evaluation
     suite (`pipelines/evaluate.py`): each metric's latest value."""
-    df = store.query("SELECT e.dict_id, d.method, e.metric, arg_max(e.value, e.created_at) AS value "
+    df = store.query("SELECT e.dict_id, d.method, any_value(r.config) AS train_config, e.metric, "
+                     "arg_max(e.value, e.created_at) AS value "
                      "FROM evaluations e JOIN dictionaries d USING (dict_id) "
+                     "LEFT JOIN runs r ON r.run_id = 'train-' || e.dict_id "
                      "WHERE NOT starts_with(e.metric, 'seconds/') GROUP BY e.dict_id, d.method, e.metric")
     if df.empty:
         return pd.DataFrame(columns=["dict_id", "method", "recipe"])
+    recipes = {d: training_recipe(json.loads(c) if c else {}) for d, c in zip(df["dict_id"], df["train_config"])}
     wide = df.pivot(index=["dict_id", "method"], columns="metric", values="value").reset_index()
     wide.columns.name = None
-    wide.insert(2, "recipe", wide["dict_id"].map(list_dictionaries(store).set_index("dict_id")["recipe"]))
+    wide.insert(2, "recipe", wide["dict_id"].map(recipes))
     return wide
