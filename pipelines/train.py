@@ -20,12 +20,12 @@ from saes.bias_adaptation import GBAConfig, GroupBiasAdaptation
 from saes.fitting import FitSource, fit
 from saes.training import StepCallback, TrainConfig
 from workbench import strategies
-from workbench.activations import MixingBuffer
+from workbench.activations import MixingBuffer, Rows
 from workbench.config import config_id, to_dict
 from workbench.evaluation import core
 from workbench.models import LoadedModel, load_model, parse_hook_point
 from workbench.paths import data_dir
-from workbench.sources import ActivationSource, activation_rows, hook_width
+from workbench.sources import ActivationSource, activation_rows, hook_width, prompt_stream_id
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
@@ -166,22 +166,23 @@ def _callbacks(cfg: TrainDictionaryConfig, sae: saes.Dictionary) -> list[StepCal
 
 def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool,
                 callbacks: list[StepCallback]) -> FitSource:
-    def rows() -> Iterator[torch.Tensor]:
+    def rows() -> Iterator[Rows]:
         served = 0
         for r in activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=False,
                                  rule=cfg.token_rule):
             served += len(r)
-            yield r.acts
+            yield r
         if served < cfg.tokens:   # strategies compared on equal budgets must not silently get less
             raise ValueError(f"the train split of {cfg.corpus} gives only {served} counted tokens as {cfg.layout} "
                              f"sequences of {cfg.context}; the budget is {cfg.tokens}")
 
     def batches() -> Iterator[torch.Tensor]:
-        return MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(rows())
+        return MixingBuffer(cfg.buffer_tokens, cfg.batch_tokens, cfg.seed).mix(r.acts for r in rows())
 
     tcfg = dataclasses.replace(cfg.trainer, total_tokens=cfg.tokens, checkpoint_dir=str(ckpt_dir),
                                progress_bar=progress, seed=cfg.seed)
-    return FitSource(rows=rows, batches=batches, trainer=tcfg, progress=progress, callbacks=callbacks)
+    stream = prompt_stream_id(cfg.source(), "train", loaded.tokenizer, cfg.token_rule)
+    return FitSource(rows=rows, batches=batches, trainer=tcfg, progress=progress, stream=stream, callbacks=callbacks)
 
 
 def evaluate(sae: saes.Dictionary, loaded: LoadedModel, cfg: TrainDictionaryConfig, progress: bool = False) -> dict:

@@ -11,6 +11,7 @@ from typing import Any
 
 from saes import registry
 from saes.base import Dictionary, DictionaryConfig, SparseCode
+from saes.itda import ITDA, ITDAConfig
 from saes.jumprelu import JumpReLUConfig, JumpReLUSAE
 from saes.relu import ReLUConfig, ReLUSAE
 from saes.sae import SAE, SAEConfig, TrainOutput
@@ -26,6 +27,7 @@ def create(architecture: str, **fields: Any) -> Dictionary:
 load = Dictionary.load
 
 __all__ = [
-    "SAE", "Dictionary", "DictionaryConfig", "JumpReLUConfig", "JumpReLUSAE", "ReLUConfig", "ReLUSAE", "SAEConfig",
+    "ITDA", "SAE", "Dictionary", "DictionaryConfig", "ITDAConfig",
+    "JumpReLUConfig", "JumpReLUSAE", "ReLUConfig", "ReLUSAE", "SAEConfig",
     "SparseCode", "TopKConfig", "TopKSAE", "TrainOutput", "create", "load", "registry",
 ]

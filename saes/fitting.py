@@ -17,19 +17,24 @@ from saes import registry
 from saes.base import Dictionary
 from saes.sae import SAE
 from saes.training import StepCallback, TrainConfig, Trainer
+from workbench.activations import Rows
 
 
 @dataclass
 class FitSource:
     """The training data and settings a fit procedure may draw on."""
 
-    rows: Callable[[], Iterator[Tensor]]
-    """Activation rows `[n, d_in]` in corpus order, up to the token budget (each call starts over)."""
+    rows: Callable[[], Iterator[Rows | Tensor]]
+    """Activation rows in corpus order, up to the token budget (each call starts over): `Rows` with
+    each row's (sequence, position, token), or plain `[n, d_in]` tensors where rows have no origin."""
     batches: Callable[[], Iterator[Tensor]]
     """The same rows through the mixing buffer, in training batches."""
     trainer: TrainConfig
     """Optimizer, schedule and checkpoint settings (gradient methods)."""
     progress: bool = True
+    stream: str = ""
+    """Identity of the prompt stream `rows` come from (corpus, split, layout, context, tokenizer,
+    token rule), for methods that label what they take from it (ITDA's atoms)."""
     callbacks: Sequence[StepCallback] = ()
     """Trainer step callbacks (training strategies such as GBA); gradient methods only."""
 
@@ -37,7 +42,7 @@ class FitSource:
 class Buildable(Protocol):
     """What a method registered with `fit="build"` has (the registry checks it)."""
 
-    def build(self, rows: Iterator[Tensor], progress: bool = True) -> None: ...
+    def build(self, rows: Iterator[Rows | Tensor], progress: bool = True, stream: str = "") -> None: ...
 
 
 def _gradient(dictionary: Dictionary, source: FitSource) -> None:
@@ -47,7 +52,7 @@ def _gradient(dictionary: Dictionary, source: FitSource) -> None:
 def _build(dictionary: Dictionary, source: FitSource) -> None:
     if source.callbacks:
         raise ValueError(f"{dictionary.architecture} is built, not trained: trainer callbacks cannot apply")
-    cast(Buildable, dictionary).build(source.rows(), progress=source.progress)
+    cast(Buildable, dictionary).build(source.rows(), progress=source.progress, stream=source.stream)
 
 
 PROCEDURES: dict[str, Callable[[Dictionary, FitSource], None]] = {"gradient": _gradient, "build": _build}

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from saes import registry
 from saes.base import Dictionary, DictionaryConfig, SparseCode
+from workbench.activations import Rows
 
 
 @dataclass
@@ -41,10 +42,10 @@ class KMeansDictionary(Dictionary):
         self.register_buffer("atoms", torch.zeros(cfg.d_sae, cfg.d_in))
         self.register_buffer("mean", torch.zeros(cfg.d_in))
 
-    def build(self, rows: Iterable[Tensor], progress: bool = True) -> None:
+    def build(self, rows: Iterable[Rows | Tensor], progress: bool = True, stream: str = "") -> None:
         taken, sample = 0, []
         for chunk in rows:
-            sample.append(chunk[: self.cfg.sample_rows - taken])
+            sample.append((chunk.acts if isinstance(chunk, Rows) else chunk)[: self.cfg.sample_rows - taken])
             taken += len(sample[-1])
             if taken >= self.cfg.sample_rows:
                 break

@@ -34,6 +34,8 @@ JOBS: dict[str, Job] = {
                     "the evaluation suite per dictionary: core, sparse probing, absorption, stability, autointerp"),
     "steer-markup": Job("pipelines.special_steering", "SteerMarkupConfig",
                         "FAST's special-token steering: answers with a markup feature added at a grid of strengths"),
+    "compare-layers": Job("pipelines.compare_layers", "CompareLayersConfig",
+                          "match each layer of one model to the most similar of another's (ITDA Jaccard, CKA, SVCCA)"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",
                           "recompute every stored example from its stored tokens; fail if any differs"),
     "interpret": Job("pipelines.autointerp", "InterpretConfig",

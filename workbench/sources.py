@@ -8,6 +8,9 @@ method read the same activations for the same source.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -68,6 +71,15 @@ def shard_key(source: ActivationSource, split: str, batch_size: int) -> dict[str
     the batch size is included because padding a batch can change float results in the last bits."""
     return {**{f.name: getattr(source, f.name) for f in fields(ActivationSource)}, "split": split,
             "batch_size": batch_size}
+
+
+def prompt_stream_id(source: ActivationSource, split: str, tokenizer: Any, rule: TokenRule) -> str:
+    """What makes two streams the same prompts at the same (sequence, position) labels, whatever the
+    model or hook point: corpus, split, layout, context, the tokenizer's vocabulary and the token rule."""
+    vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:12]
+    body = {"corpus": source.corpus, "split": split, "layout": source.layout, "context": source.context,
+            "vocab": vocab, "rule": dataclasses.asdict(rule)}
+    return json.dumps(body, sort_keys=True)
 
 
 def activation_rows(loaded: LoadedModel, source: ActivationSource, split: str, tokens: int, batch_size: int = 8,

@@ -78,6 +78,12 @@ MIGRATIONS: list[str] = [
     CREATE TABLE steering_generations(run_id VARCHAR, dict_id VARCHAR, markup VARCHAR, feature INTEGER,
         alpha DOUBLE, question_id INTEGER, question VARCHAR, answer VARCHAR, created_at TIMESTAMP);
     """,
+    # 7: layer-by-layer similarity of two models (pipelines/compare_layers.py), one row per
+    # (measure, layer of A, layer of B).
+    """
+    CREATE TABLE similarities(run_id VARCHAR, measure VARCHAR, model_a VARCHAR, layer_a INTEGER,
+        model_b VARCHAR, layer_b INTEGER, value DOUBLE, created_at TIMESTAMP);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -1,0 +1,175 @@
+"""`workbench compare-layers`: which layer of model B is most like each layer of model A, by ITDA's
+Jaccard similarity (Leask et al. 2025) beside linear CKA, SVCCA and relative representations.
+
+For every layer of each model an ITDA dictionary is built on the same prompt stream (the train split
+of `corpus`); Jaccard compares their atom labels. The baselines compare paired activations of the
+same held-out tokens (the eval split): the tokens every layer of both models counts as ordinary under
+the token rule. Model B's dictionaries use `seed_b`, so comparing a model with itself asks whether
+two builds that visit the same prompts in different orders pick the same tokens at the same layer.
+
+Both models must share a tokenizer (a LoRA variant and its parent do): atom labels are (sequence,
+position) in the token stream, which means nothing across tokenizers. Per-(model, layer) results are
+kept in an artifacts folder, so an interrupted run resumes at the next layer. One row per (measure,
+layer of A, layer of B) goes to the `similarities` table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from saes.itda import ITDA, ITDAConfig
+from workbench import similarity
+from workbench.activations import Rows
+from workbench.config import comma_list, config_id, to_dict
+from workbench.models import LoadedModel, load_model
+from workbench.paths import data_dir
+from workbench.sources import ActivationSource, activation_rows, hook_width, prompt_stream_id
+from workbench.store import Store
+from workbench.token_rule import TokenRule
+
+
+@dataclass
+class CompareLayersConfig:
+    """Match the layers of two models that share a tokenizer."""
+
+    PIPELINE_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {"itda": ("d_in", "hook_point", "model_name", "stream")}
+    """ITDA fields set per layer from the model and the prompt stream."""
+
+    model_a: str = "smollm2-135m-instruct"
+    """First model (registry name, variant name or Hugging Face folder)."""
+    model_b: str = "smollm2-135m-instruct"
+    """Second model; the same as `model_a` gives the cross-seed control."""
+    site: str = "hook_resid_post"
+    """Hook point in every block, `blocks.{layer}.{site}`."""
+    layers: list[int] = field(default_factory=list)
+    """Layers compared (both models); empty means every layer."""
+    corpus: str = "wiki+bbc"
+    """Prompt stream: its train split builds the ITDA dictionaries, its eval split pairs the baselines."""
+    context: int = 128
+    """Tokens per packed block."""
+    tokens: int = 100_000
+    """Prompt-stream tokens each ITDA dictionary is built from (at most)."""
+    paired_tokens: int = 4096
+    """Held-out tokens read at every layer for CKA, SVCCA and relative representations."""
+    anchors: int = 256
+    """Anchor tokens of the relative representations (the first of the paired tokens, shuffled)."""
+    itda: ITDAConfig = field(default_factory=lambda: ITDAConfig(d_in=1, d_sae=4608))
+    """The dictionaries' settings (`--itda.l0`, `--itda.threshold`, `--itda.d-sae`); d_in is the hook's."""
+    seed_b: int = 1
+    """Build seed of model B's dictionaries (model A's use `itda.seed`)."""
+    token_rule: TokenRule = field(default_factory=TokenRule)
+    """Which tokens count, for building and for pairing."""
+    forward_batch: int = 8
+    """Sequences per forward pass."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.layers = [int(x) for x in comma_list([str(x) for x in self.layers])]
+        for name in ("context", "tokens", "paired_tokens", "anchors", "forward_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.anchors > self.paired_tokens:
+            raise ValueError(f"anchors ({self.anchors}) must not exceed paired_tokens ({self.paired_tokens})")
+        if any(layer < 0 for layer in self.layers):
+            raise ValueError(f"layers must be >= 0, got {self.layers}")
+
+    def run_id(self) -> str:
+        return config_id("compare-layers", {k: v for k, v in to_dict(self).items() if k != "progress"})
+
+
+def run(cfg: CompareLayersConfig, store: Store, progress: bool = True) -> str:
+    """Build, pair, compare every layer pair, store the matrices; prints each measure's matching accuracy."""
+    run_id = cfg.run_id()
+    if store.run_status(run_id) == "finished":
+        print(f"{run_id} already finished")
+        return run_id
+    models = {"a": load_model(cfg.model_a, store=store), "b": load_model(cfg.model_b, store=store)}
+    layers = _layers(cfg, models)
+    streams = {side: _source(cfg, m, layers[0]) for side, m in models.items()}
+    ids = {side: prompt_stream_id(s, "train", models[side].tokenizer, cfg.token_rule) for side, s in streams.items()}
+    if ids["a"] != ids["b"]:
+        raise ValueError(f"{cfg.model_a} and {cfg.model_b} have different tokenizers: ITDA atom labels cannot be "
+                         "aligned across tokenizers (not supported)")
+    folder = data_dir() / "artifacts" / "compare" / run_id
+    with store.running(run_id, "compare-layers", to_dict(cfg)):
+        sides = {side: [_layer_result(cfg, models[side], side, layer, ids[side], folder, progress and cfg.progress)
+                        for layer in layers] for side in models}
+        matrices = _matrices(cfg, sides["a"], sides["b"], progress and cfg.progress)
+        store.publish(run_id, {"similarities": _rows(run_id, cfg, layers, matrices)})
+    for measure, matrix in matrices.items():
+        print(f"{measure}: layer matching accuracy {similarity.matching_accuracy(matrix):.3f}")
+    return run_id
+
+
+def _layers(cfg: CompareLayersConfig, models: dict[str, LoadedModel]) -> list[int]:
+    depths = {m.n_layers for m in models.values()}
+    if len(depths) != 1:
+        raise ValueError(f"{cfg.model_a} and {cfg.model_b} have {sorted(depths)} layers: matching by relative depth "
+                         "is not supported, only models of equal depth")
+    depth = depths.pop()
+    bad = [layer for layer in cfg.layers if layer >= depth]
+    if bad:
+        raise ValueError(f"layers {bad} do not exist: the models have {depth} layers")
+    return cfg.layers or list(range(depth))
+
+
+def _source(cfg: CompareLayersConfig, loaded: LoadedModel, layer: int) -> ActivationSource:
+    return ActivationSource(model=loaded.name, hook_point=f"blocks.{layer}.{cfg.site}", corpus=cfg.corpus,
+                            context=cfg.context)
+
+
+def _layer_result(cfg: CompareLayersConfig, loaded: LoadedModel, side: str, layer: int, stream: str, folder: Path,
+                  progress: bool) -> dict[str, torch.Tensor]:
+    """{labels, paired, ordinary} for one model's layer, read back if an earlier run saved it."""
+    path = folder / f"{side}-{layer}.safetensors"
+    if path.exists():
+        return load_file(str(path))
+    source = _source(cfg, loaded, layer)
+    seed = cfg.itda.seed if side == "a" else cfg.seed_b
+    itda = ITDA(dataclasses.replace(cfg.itda, d_in=hook_width(loaded, source.hook_point), hook_point=source.hook_point,
+                                    model_name=loaded.name, seed=seed))
+    rows = activation_rows(loaded, source, "train", cfg.tokens, cfg.forward_batch, cache=False, progress=False,
+                           rule=cfg.token_rule)
+    if progress:
+        print(f"model {side} ({loaded.name}) layer {layer}: building ITDA")
+    itda.build(rows, progress=progress, stream=stream)
+    paired = Rows.cat(list(activation_rows(loaded, source, "eval", cfg.paired_tokens, cfg.forward_batch, cache=False,
+                                           progress=False)))
+    result = {"labels": itda.labels[:, :2].contiguous(), "paired": paired.acts,
+              "ordinary": cfg.token_rule.rows_mask(paired, loaded.tokenizer.all_special_ids)}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(result, str(path.with_suffix(".tmp")))
+    path.with_suffix(".tmp").rename(path)
+    return result
+
+
+def _matrices(cfg: CompareLayersConfig, a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]],
+              progress: bool) -> dict[str, torch.Tensor]:
+    """Measure -> [layers of A, layers of B] similarity."""
+    keep = torch.stack([r["ordinary"] for r in a + b]).all(0)
+    anchors = torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(0))[: cfg.anchors]
+    pairs = [(i, j) for i in range(len(a)) for j in range(len(b))]
+    out = {m: torch.zeros(len(a), len(b)) for m in similarity.MEASURES}
+    for i, j in tqdm(pairs, disable=not progress, desc="similarities"):
+        x, y = a[i]["paired"][keep], b[j]["paired"][keep]
+        out["jaccard"][i, j] = similarity.label_jaccard(a[i]["labels"], b[j]["labels"])
+        out["cka"][i, j] = similarity.linear_cka(x, y)
+        out["svcca"][i, j] = similarity.svcca(x, y)
+        out["relative"][i, j] = similarity.relative_similarity(x, y, anchors)
+    return out
+
+
+def _rows(run_id: str, cfg: CompareLayersConfig, layers: list[int], matrices: dict[str, torch.Tensor]) -> pd.DataFrame:
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    return pd.DataFrame([{"run_id": run_id, "measure": measure, "model_a": cfg.model_a, "layer_a": layers[i],
+                          "model_b": cfg.model_b, "layer_b": layers[j], "value": float(matrix[i, j]), "created_at": now}
+                         for measure, matrix in matrices.items()
+                         for i in range(len(layers)) for j in range(len(layers))])

@@ -1,0 +1,95 @@
+"""Similarity measures (workbench/similarity.py) on cases whose answer is known by construction, and
+`workbench compare-layers` end to end on the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saes.itda import ITDA, ITDAConfig
+from workbench import cli, similarity
+from workbench.store import Store
+
+
+def acts(n: int = 300, d: int = 12, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) * torch.linspace(0.5, 3, d)
+
+
+def rotation(d: int, seed: int = 1) -> torch.Tensor:
+    return torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed)))[0]
+
+
+def test_linear_cka_equals_the_gram_matrix_formula():
+    x, y = acts(), acts(d=7, seed=2) + acts(d=12)[:, :7]
+    k, l_ = x @ x.T, y @ y.T
+    h = torch.eye(len(x)) - 1 / len(x)
+    hsic = lambda a, b: torch.trace(a @ h @ b @ h)   # noqa: E731
+    by_hand = float(hsic(k, l_) / (hsic(k, k) * hsic(l_, l_)).sqrt())
+    assert similarity.linear_cka(x, y) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_cka_and_relative_representations_ignore_rotation_and_scale_and_cka_sees_independence():
+    x = acts()
+    moved = 3 * x @ rotation(12)
+    assert similarity.linear_cka(x, moved) == pytest.approx(1, abs=1e-9)
+    assert similarity.relative_similarity(x, moved, torch.arange(20)) == pytest.approx(1, abs=1e-9)
+    assert similarity.linear_cka(x, acts(seed=7)) < 0.15
+
+
+def test_svcca_is_one_under_an_invertible_map_and_low_for_independent_data():
+    x = acts()
+    mixed = x @ (torch.eye(12) + 0.3 * torch.randn(12, 12, generator=torch.Generator().manual_seed(3)))
+    assert similarity.svcca(x, mixed, keep=1.0) == pytest.approx(1, abs=1e-6)
+    assert similarity.svcca(x, acts(seed=8), keep=1.0) < 0.3
+
+
+def test_paired_measures_refuse_unpaired_activations():
+    with pytest.raises(ValueError, match="paired activations"):
+        similarity.linear_cka(acts(300), acts(200))
+
+
+def test_label_jaccard_by_hand_and_matching_accuracy():
+    a = torch.tensor([[0, 1], [0, 2], [1, 3]])
+    b = torch.tensor([[0, 2], [1, 3], [2, 0], [2, 1]])
+    assert similarity.label_jaccard(a, b) == pytest.approx(2 / 5)
+    s = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.1, 0.3], [0.0, 0.1, 0.5]])
+    assert similarity.matching_accuracy(s) == pytest.approx(2 / 3)
+    assert similarity.matching_accuracy(s, torch.tensor([0, 2, 2])) == 1.0
+
+
+def itda(labels: list[tuple[int, int]], stream: str = "s") -> ITDA:
+    d = ITDA(ITDAConfig(d_in=4, d_sae=len(labels), l0=1, stream=stream))
+    d.labels = torch.tensor([[s, p, 0] for s, p in labels])
+    return d
+
+
+def test_jaccard_of_a_dictionary_with_itself_is_one_with_a_disjoint_one_zero_and_streams_must_match():
+    a = itda([(0, 1), (0, 2), (3, 4)])
+    assert similarity.jaccard(a, a) == 1.0
+    assert similarity.jaccard(a, itda([(1, 1), (2, 2)])) == 0.0
+    with pytest.raises(ValueError, match="different prompt streams"):
+        similarity.jaccard(a, itda([(0, 1)], stream="other"))
+    with pytest.raises(ValueError, match="compares ITDA dictionaries"):
+        similarity.jaccard(a, torch.nn.Linear(2, 2))
+
+
+COMPARE = ["compare-layers", "--model-a", "tiny", "--model-b", "tiny", "--corpus", "wiki-sample", "--context", "64",
+           "--tokens", "3000", "--paired-tokens", "500", "--anchors", "50", "--itda.d-sae", "128", "--itda.l0", "4",
+           "--itda.batch-rows", "256", "--itda.mix-rows", "1024", "--progress", "false"]
+
+
+def test_compare_layers_stores_every_measure_for_every_layer_pair(data_dir):
+    store = Store(data_dir / "w.duckdb")
+    assert cli.main(["--store", str(store.path), *COMPARE]) == 0
+    rows = store.query("SELECT measure, layer_a, layer_b, value FROM similarities")
+    assert len(rows) == len(similarity.MEASURES) * 4
+    diagonal = rows[(rows.layer_a == rows.layer_b) & (rows.measure != "jaccard")]
+    assert (diagonal.value - 1).abs().max() < 1e-6          # the same model's layer with itself
+    jaccard = rows[rows.measure == "jaccard"].value
+    assert ((jaccard > 0) & (jaccard < 1)).all()               # seeds 0 and 1 pick some tokens alike, not all
+
+
+def test_compare_layers_refuses_a_missing_layer_before_any_write(data_dir):
+    store = Store(data_dir / "w.duckdb")
+    assert cli.main(["--store", str(store.path), *COMPARE, "--layers", "0,5"]) == 2
+    assert store.query("SELECT count(*) AS n FROM runs")["n"].item() == 0
