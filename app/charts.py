@@ -76,3 +76,17 @@ def activation_histogram(edges: Sequence[float], counts: Sequence[int], feature:
             "hovertemplate": "act %{x:.3g}<br>%{y} tokens<extra></extra>"}
     layout = {**_histogram_layout(), "title": {"text": f"Activation histogram · feature {int(feature)}"}}
     return PlotData(type="plotly", plot=json.dumps({"data": [bars], "layout": layout}))
+
+
+def similarity_heatmap(matrix: pd.DataFrame, measure: str) -> go.Figure:
+    """Layer of A (rows) against layer of B (columns); each row's best match is ringed."""
+    best = matrix.to_numpy().argmax(1) if len(matrix) else []
+    fig = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index),
+                               colorscale="Viridis", hovertemplate="A %{y} · B %{x}<br>%{z:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[matrix.columns[j] for j in best], y=list(matrix.index), mode="markers",
+                             marker=dict(symbol="circle-open", size=10, color="white", line=dict(width=2)),
+                             name="best match", hoverinfo="skip"))
+    fig.update_layout(title=f"{measure} by layer", xaxis_title=f"layer of B ({matrix.attrs.get('model_b', '')})",
+                      yaxis_title=f"layer of A ({matrix.attrs.get('model_a', '')})", showlegend=False,
+                      **{**LAYOUT, "height": 420})
+    return fig

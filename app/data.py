@@ -1,7 +1,7 @@
 """What the views read from the store: thin compositions of `workbench.queries`.
 
-A feature page is three lookups on one connection (stats, examples with their window tokens,
-explanations with scores); feature_examples is written sorted by (dict_id, feature), so each is a
+A feature page is four lookups on one connection (stats, examples with their window tokens,
+explanations with scores, an ITDA atom's origin); feature_examples is written sorted by (dict_id, feature), so each is a
 range scan.
 """
 
@@ -39,6 +39,8 @@ class FeaturePage:
     """kind, rank, act, pos, window_start, tokens, acts (top first, then quantile bins)."""
     explanations: pd.DataFrame
     """One row per explanation x scorer."""
+    origin: dict | None = None
+    """Where the latent's atom was taken from (ITDA): seq, pos, window_start, tokens."""
 
     @property
     def empty(self) -> bool:
@@ -49,7 +51,8 @@ def feature_page(store: Store, dict_id: str, feature: int) -> FeaturePage:
     with store.reader() as reader:  # one connection for the page's three reads
         return FeaturePage(dict_id, int(feature), queries.feature_stats(reader, dict_id, feature),
                            queries.feature_examples(reader, dict_id, feature),
-                           queries.explanations(reader, dict_id, feature))
+                           queries.explanations(reader, dict_id, feature),
+                           queries.atom_origin(reader, dict_id, feature))
 
 
 def search_features(store: Store, dict_id: str, query: str, limit: int = 100) -> pd.DataFrame:
@@ -88,3 +91,19 @@ def steering_answers(store: Store, run_id: str) -> pd.DataFrame:
     order = sorted(df["alpha"].unique(), key=lambda a: float(a.removeprefix("alpha=")))
     wide = df.pivot(index=["markup", "feature", "question_id", "question"], columns="alpha", values="answer")
     return wide[order].reset_index().drop(columns="question_id")
+
+
+def similarity_runs(store: Store) -> list[str]:
+    """Stored layer-matching runs (`workbench compare-layers`), newest first."""
+    return store.query("SELECT run_id FROM similarities GROUP BY run_id ORDER BY max(created_at) DESC")["run_id"].tolist()
+
+
+def similarity_matrix(store: Store, run_id: str, measure: str) -> pd.DataFrame:
+    """Layers of model A as rows, layers of model B as columns, the measure's values inside; the
+    models' names are in `attrs`."""
+    df = store.query("SELECT model_a, layer_a, model_b, layer_b, value FROM similarities "
+                     "WHERE run_id = ? AND measure = ?", [run_id, measure])
+    wide = df.pivot(index="layer_a", columns="layer_b", values="value")
+    if len(df):
+        wide.attrs = {"model_a": df["model_a"].iloc[0], "model_b": df["model_b"].iloc[0]}
+    return wide

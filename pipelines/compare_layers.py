@@ -31,7 +31,7 @@ from workbench.activations import Rows
 from workbench.config import comma_list, config_id, to_dict
 from workbench.models import LoadedModel, load_model
 from workbench.paths import data_dir
-from workbench.sources import ActivationSource, activation_rows, hook_width, prompt_stream_id
+from workbench.sources import ActivationSource, activation_rows, prompt_stream_id
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
@@ -100,9 +100,10 @@ def run(cfg: CompareLayersConfig, store: Store, progress: bool = True) -> str:
                          "aligned across tokenizers (not supported)")
     folder = data_dir() / "artifacts" / "compare" / run_id
     with store.running(run_id, "compare-layers", to_dict(cfg)):
-        sides = {side: [_layer_result(cfg, models[side], side, layer, ids[side], folder, progress and cfg.progress)
-                        for layer in layers] for side in models}
-        matrices = _matrices(cfg, sides["a"], sides["b"], progress and cfg.progress)
+        per_layer = [_layer_results(cfg, models, layer, ids["a"], folder, progress and cfg.progress)
+                     for layer in layers]
+        matrices = _matrices(cfg, [r["a"] for r in per_layer], [r["b"] for r in per_layer],
+                             progress and cfg.progress)
         store.publish(run_id, {"similarities": _rows(run_id, cfg, layers, matrices)})
     for measure, matrix in matrices.items():
         print(f"{measure}: layer matching accuracy {similarity.matching_accuracy(matrix):.3f}")
@@ -126,29 +127,35 @@ def _source(cfg: CompareLayersConfig, loaded: LoadedModel, layer: int) -> Activa
                             context=cfg.context)
 
 
-def _layer_result(cfg: CompareLayersConfig, loaded: LoadedModel, side: str, layer: int, stream: str, folder: Path,
-                  progress: bool) -> dict[str, torch.Tensor]:
-    """{labels, paired, ordinary} for one model's layer, read back if an earlier run saved it."""
-    path = folder / f"{side}-{layer}.safetensors"
-    if path.exists():
-        return load_file(str(path))
-    source = _source(cfg, loaded, layer)
-    seed = cfg.itda.seed if side == "a" else cfg.seed_b
-    itda = ITDA(dataclasses.replace(cfg.itda, d_in=hook_width(loaded, source.hook_point), hook_point=source.hook_point,
-                                    model_name=loaded.name, seed=seed))
-    rows = activation_rows(loaded, source, "train", cfg.tokens, cfg.forward_batch, cache=False, progress=False,
-                           rule=cfg.token_rule)
-    if progress:
-        print(f"model {side} ({loaded.name}) layer {layer}: building ITDA")
-    itda.build(rows, progress=progress, stream=stream)
-    paired = Rows.cat(list(activation_rows(loaded, source, "eval", cfg.paired_tokens, cfg.forward_batch, cache=False,
-                                           progress=False)))
-    result = {"labels": itda.labels[:, :2].contiguous(), "paired": paired.acts,
-              "ordinary": cfg.token_rule.rows_mask(paired, loaded.tokenizer.all_special_ids)}
+def _layer_results(cfg: CompareLayersConfig, models: dict[str, LoadedModel], layer: int, stream: str, folder: Path,
+                   progress: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """Side -> {labels, paired, ordinary} at one layer, read back if an earlier run saved it. When
+    both sides are one model, its activations are read once and only the builds differ."""
+    paths = {side: folder / f"{side}-{layer}.safetensors" for side in models}
+    if all(p.exists() for p in paths.values()):
+        return {side: load_file(str(p)) for side, p in paths.items()}
+    same = cfg.model_a == cfg.model_b
+    seeds = {"a": cfg.itda.seed, "b": cfg.seed_b}
+    results: dict[str, dict[str, torch.Tensor]] = {}
+    for side, loaded in models.items():
+        if not (same and side == "b"):
+            source = _source(cfg, loaded, layer)
+            train = list(activation_rows(loaded, source, "train", cfg.tokens, cfg.forward_batch, cache=False,
+                                         progress=False, rule=cfg.token_rule))
+            paired = Rows.cat(list(activation_rows(loaded, source, "eval", cfg.paired_tokens, cfg.forward_batch,
+                                                   cache=False, progress=False)))
+            ordinary = cfg.token_rule.rows_mask(paired, loaded.tokenizer.all_special_ids)
+        itda = ITDA(dataclasses.replace(cfg.itda, d_in=train[0].acts.shape[1], hook_point=source.hook_point,
+                                        model_name=loaded.name, seed=seeds[side]))
+        if progress:
+            print(f"layer {layer}, model {side} ({loaded.name}): building ITDA")
+        itda.build(iter(train), progress=progress, stream=stream)
+        results[side] = {"labels": itda.labels[:, :2].contiguous(), "paired": paired.acts, "ordinary": ordinary}
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(result, str(path.with_suffix(".tmp")))
-    path.with_suffix(".tmp").rename(path)
-    return result
+    for side, result in results.items():
+        save_file(result, str(paths[side].with_suffix(".tmp")))
+        paths[side].with_suffix(".tmp").rename(paths[side])
+    return results
 
 
 def _matrices(cfg: CompareLayersConfig, a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]],

@@ -86,9 +86,16 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
     _, loaded, sae = load_registered(store, cfg.dict_id)   # d_in must match the hook point
     source = ActivationSource(model=row["model"], hook_point=row["hook_point"], corpus=corpus, layout=layout,
                               context=cfg.context)
+    trained_on = ActivationSource(model=row["model"], hook_point=row["hook_point"],
+                                  corpus=train_cfg.get("corpus", "wiki"), layout=layout,
+                                  context=train_cfg.get("context", cfg.context))
     rule = TokenRule.stored(train_cfg.get("token_rule"))   # the rule the dictionary was fitted with
     with store.running(run_id, "features", {**to_dict(cfg), "corpus": corpus, "token_rule": to_dict(rule)}):
-        store.publish(run_id, build_tables(cfg, loaded, sae, source, rule, run_id, progress))
+        tables = build_tables(cfg, loaded, sae, source, rule, run_id, progress)
+        origins = sae.origins()
+        if origins is not None:
+            tables["atom_origins"] = atom_origins(cfg, loaded, origins, trained_on)
+        store.publish(run_id, tables)
     return run_id
 
 
@@ -203,12 +210,35 @@ def _documents(loaded: LoadedModel, seqs: list[torch.Tensor], corpus: str,
                          "text": [tok.decode(s) for s in seqs], "label": None,
                          "source": "evaluation sequence", "licence": "as the corpus"})
     flat = torch.cat(seqs).tolist()
-    vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
-    pieces = [tok.convert_tokens_to_string([vocab[i]]) if i < len(vocab) else "" for i in flat]
+    names = token_names(tok)
+    pieces = [names[i] if i < len(names) else "" for i in flat]
     tokens = pa.table({"doc_id": np.repeat(doc_ids, [len(s) for s in seqs]),
                        "pos": np.concatenate([np.arange(len(s), dtype=np.int32) for s in seqs]),
                        "token_id": np.array(flat, np.int32), "token": pieces})
     return docs, tokens
+
+
+def token_names(tokenizer) -> list[str]:
+    """The text of every token id, as a token shown on its own."""
+    return [tokenizer.convert_tokens_to_string([t]) if t is not None else ""
+            for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
+
+
+def atom_origins(cfg: FeaturesConfig, loaded: LoadedModel, origins: torch.Tensor,
+                 trained_on: ActivationSource) -> pd.DataFrame:
+    """One row per latent whose direction was taken from the training stream (ITDA): the sequence and
+    position of the token it came from, and the tokens of the window around it."""
+    wanted = {int(s) for s in origins[:, 0].tolist()}
+    sequences = {i: seq for i, seq in enumerate(itertools.islice(token_sequences(loaded, trained_on, "train")(),
+                                                                 max(wanted) + 1)) if i in wanted}
+    names = token_names(loaded.tokenizer)
+    rows = []
+    for feature, (seq, pos, _) in enumerate(origins.tolist()):
+        ids = sequences[seq].tolist()
+        start, end = max(pos - cfg.window_before, 0), min(pos + cfg.window_after + 1, len(ids))
+        rows.append({"dict_id": cfg.dict_id, "feature": feature, "seq": seq, "pos": pos, "window_start": start,
+                     "window_tokens": [names[i] for i in ids[start:end]]})
+    return pd.DataFrame(rows)
 
 
 @torch.no_grad()
@@ -219,8 +249,8 @@ def logit_effects(loaded: LoadedModel, sae: saes.Dictionary, n: int,
     if sae.d_in != loaded.model.cfg.d_model or n == 0:
         return None
     W_U = loaded.model.W_U                                   # [d_model, vocab]
-    vocab = loaded.tokenizer.convert_ids_to_tokens(list(range(W_U.shape[1])))
-    name = [loaded.tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in vocab]
+    name = token_names(loaded.tokenizer)
+    name += [""] * (W_U.shape[1] - len(name))             # ids past the tokenizer's (padding rows)
     top, bottom = [], []
     directions = sae.decoder_directions()
     for start in range(0, sae.d_sae, chunk):

@@ -149,7 +149,7 @@ def run(cfg: TrainDictionaryConfig, store: Store, progress: bool = True) -> str:
     with store.running(run_id, "train", to_dict(cfg)):
         out_dir = data_dir() / "artifacts" / "dicts" / dict_id
         started = time.monotonic()
-        fit(sae, _fit_source(cfg, loaded, out_dir / "checkpoints", progress, callbacks))
+        fit(sae, fit_source(cfg, loaded, out_dir / "checkpoints", progress, callbacks))
         minutes = (time.monotonic() - started) / 60
         row = _evaluate_and_save(cfg, loaded, sae, out_dir, dict_id, minutes, progress)
         store.publish(run_id, {"dictionaries": pd.DataFrame([row])})
@@ -164,8 +164,10 @@ def _callbacks(cfg: TrainDictionaryConfig, sae: saes.Dictionary) -> list[StepCal
     return [GroupBiasAdaptation(cfg.gba, sae)]
 
 
-def _fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool,
-                callbacks: list[StepCallback]) -> FitSource:
+def fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool,
+               callbacks: list[StepCallback]) -> FitSource:
+    """What `fit` gets: the train split's counted rows (fewer than the budget fails) and the trainer
+    settings of `cfg`."""
     def rows() -> Iterator[Rows]:
         served = 0
         for r in activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=False,

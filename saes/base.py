@@ -103,6 +103,11 @@ class Dictionary(nn.Module, ABC):
         """Directions `[len(features), d_in]` (all `d_dict` of them for None) in model units: what
         one unit of each latent adds to the reconstruction."""
 
+    def origins(self) -> Tensor | None:
+        """`[d_dict, 3]` (sequence, position, token id) in the training stream that each latent's
+        direction was taken from, for methods whose atoms are data (ITDA); None for the others."""
+        return None
+
     def forward(self, x: Tensor) -> tuple[Tensor, SparseCode]:
         code = self.encode(x)
         return self.decode(code), code

@@ -120,6 +120,9 @@ class ITDA(Dictionary):
     def decoder_directions(self, features: Sequence[int] | None = None) -> Tensor:
         return self.atoms if features is None else self.atoms[list(features)]
 
+    def origins(self) -> Tensor:
+        return self.labels
+
     # --- construction --------------------------------------------------------------------------
 
     @torch.no_grad()

@@ -10,7 +10,7 @@ import torch
 
 from pipelines.evaluate import EvaluateConfig
 from pipelines.evaluate import run as evaluate_run
-from pipelines.train import TrainDictionaryConfig, _fit_source
+from pipelines.train import TrainDictionaryConfig, fit_source
 from pipelines.train import run as train_run
 from saes.bias_adaptation import GBAConfig
 from workbench import corpora, queries, strategies
@@ -41,7 +41,7 @@ def test_bt_f_packs_the_same_conversations_and_both_see_the_budget(tiny, data_di
     assert all(len(b) == 64 for b in blocks) and len(blocks) > 1
     counts = {}
     for cfg in (fast, packed):
-        source = _fit_source(cfg, tiny, data_dir / "ckpt", progress=False, callbacks=[])
+        source = fit_source(cfg, tiny, data_dir / "ckpt", progress=False, callbacks=[])
         counts[cfg.strategy] = sum(len(rows) for rows in source.rows())
     assert counts == {"fast": 2000, "bt-f": 2000}
 

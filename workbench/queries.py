@@ -77,6 +77,14 @@ def feature_examples(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
     return store.query(FEATURE_EXAMPLES_SQL, [dict_id, int(feature)])
 
 
+def atom_origin(store: Source, dict_id: str, feature: int) -> dict | None:
+    """Where a latent's atom was taken from (seq, pos, window_start, tokens), for methods whose atoms
+    are data (ITDA); None for the others."""
+    df = store.query("SELECT seq, pos, window_start, window_tokens AS tokens FROM atom_origins "
+                     "WHERE dict_id = ? AND feature = ? LIMIT 1", [dict_id, int(feature)])
+    return None if df.empty else df.iloc[0].to_dict()
+
+
 def explanations(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
     """Explanations of one feature with their scores (one row per explanation x scorer)."""
     return store.query(

@@ -43,17 +43,8 @@ def save_variant(store: Store, name: str, parent: str, how: Mapping[str, Any], h
                  extras: Mapping[str, Tensor] | None = None) -> Path:
     """Save `hf_model` + `tokenizer` (+ `extras`) under data/artifacts/models/`name` and register it.
 
-    ValueError, before anything is written, for a name that is malformed, a built-in model's or
-    already registered, or a parent that is neither a known model nor a registered variant."""
-    from workbench.models import model_names
-
-    if not NAME.fullmatch(name):
-        raise ValueError(f"variant name {name!r} must be 1-64 lowercase letters, digits, '.', '_' or '-'")
-    if name in model_names() or variant_path(store, name) is not None:
-        raise ValueError(f"model {name!r} already exists: choose another variant name")
-    if parent not in model_names() and variant_path(store, parent) is None and not Path(parent).is_dir():
-        raise ValueError(f"unknown parent model {parent!r}: expected one of {model_names()}, a registered variant "
-                         "or a local Hugging Face folder")
+    ValueError, before anything is written, for the cases `check_new_variant` names."""
+    check_new_variant(store, name, parent)
     folder = data_dir() / "artifacts" / "models" / name
     partial = folder.with_name(name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -70,6 +61,21 @@ def save_variant(store: Store, name: str, parent: str, how: Mapping[str, Any], h
     with store.running(run_id, "variant", {"name": name, "parent": parent, "how": dict(how)}):
         store.publish(run_id, {"models": pd.DataFrame([row])})
     return folder
+
+
+def check_new_variant(store: Store, name: str, parent: str) -> None:
+    """ValueError for a variant name that is malformed, a built-in model's or already registered, or a
+    parent that is neither a known model, a registered variant nor a local folder (pipelines that
+    make a variant call this before their work)."""
+    from workbench.models import model_names
+
+    if not NAME.fullmatch(name):
+        raise ValueError(f"variant name {name!r} must be 1-64 lowercase letters, digits, '.', '_' or '-'")
+    if name in model_names() or variant_path(store, name) is not None:
+        raise ValueError(f"model {name!r} already exists: choose another variant name")
+    if parent not in model_names() and variant_path(store, parent) is None and not Path(parent).is_dir():
+        raise ValueError(f"unknown parent model {parent!r}: expected one of {model_names()}, a registered variant "
+                         "or a local Hugging Face folder")
 
 
 def load_extras(folder: str | Path) -> dict[str, Tensor]:

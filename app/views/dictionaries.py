@@ -5,10 +5,12 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from app import charts, html
+import torch
+
+from app import charts, data, html
 from app.views.common import AppContext, guarded
 from saes import registry
-from workbench import queries
+from workbench import queries, similarity
 
 ALL = "all methods"
 COLUMNS = ["dict_id", "method", "recipe", "model", "hook_point", "d_in", "d_dict", "fvu", "l0", "dead_frac_eval",
@@ -52,6 +54,12 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                               interactive=False, wrap=True, elem_id="eval-table")
     probing = gr.Plot(label="Sparse probing vs k", elem_id="probing-k")
     outputs = [message, grid, frontier, dead, evals_grid, probing]
+    with gr.Accordion("Layer similarity between two models (workbench compare-layers)", open=False):
+        with gr.Row():
+            sim_run = gr.Dropdown([], label="Run", elem_id="sim-run", scale=3)
+            sim_measure = gr.Radio(list(similarity.MEASURES), value="jaccard", label="Measure", scale=2)
+        sim_accuracy = gr.HTML(elem_id="sim-accuracy")
+        sim_plot = gr.Plot(label="Similarity by layer", elem_id="sim-heatmap")
 
     @guarded(lambda m: {message: m})
     def show(chosen: str) -> dict:
@@ -65,3 +73,17 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 evals_grid: evaluation_table(evals), probing: charts.probing_vs_k(evals)}
 
     gr.on([demo.load, refresh.click, method.change], show, inputs=method, outputs=outputs)
+
+    @guarded(lambda m: {message: m})
+    def show_similarity(run_id: str | None, measure: str) -> dict:
+        if not run_id:
+            return {message: "", sim_accuracy: "", sim_plot: None}
+        matrix = data.similarity_matrix(ctx.store, run_id, measure)
+        accuracy = similarity.matching_accuracy(torch.tensor(matrix.to_numpy()))
+        note = html.notice(f"Layer matching accuracy ({measure}): {accuracy:.3f} of {len(matrix)} layers of A "
+                           "have their own index as the most similar layer of B.")
+        return {message: "", sim_accuracy: note, sim_plot: charts.similarity_heatmap(matrix, measure)}
+
+    gr.on([sim_run.change, sim_measure.change], show_similarity, inputs=[sim_run, sim_measure],
+          outputs=[message, sim_accuracy, sim_plot])
+    demo.load(lambda: gr.update(choices=data.similarity_runs(ctx.store)), outputs=sim_run)

@@ -39,11 +39,21 @@ def _logits(stats: dict) -> str:
 
 
 def examples(page: FeaturePage) -> str:
-    """Top and quantile examples, each token's background ∝ its activation (scaled to max_act)."""
+    """Where an ITDA atom came from, then top and quantile examples, each token's background ∝ its
+    activation (scaled to max_act)."""
+    origin = _origin(page.origin) if page.origin is not None else ""
     if page.examples.empty:
-        return html.notice("No examples recorded for this feature.")
+        return origin + html.notice("No examples recorded for this feature.")
     scale = float(page.stats["max_act"]) if page.stats else max(max(a, default=0.0) for a in page.examples["acts"])
-    return html.example_rows(page.examples, scale)
+    return origin + html.example_rows(page.examples, scale)
+
+
+def _origin(origin: dict) -> str:
+    """The training-stream window the atom was taken from, its token marked."""
+    tokens = list(origin["tokens"])
+    marked = html.highlighted(tokens, [0.0] * len(tokens), 1.0, int(origin["pos"]) - int(origin["window_start"]))
+    return (f'<h4>Taken from: the marked token of training sequence {int(origin["seq"])} (this atom is its '
+            f'activation, normalised)</h4><div class="wb-example" id="wb-origin">{marked}</div>')
 
 
 def histogram(page: FeaturePage) -> PlotData | None:

@@ -105,6 +105,11 @@ STEERING = [  # (markup, feature, alpha, question, answer), as `workbench steer-
     ("turn_start", 3, 0.0, "Name a city.", "Paris."),
     ("turn_start", 3, 50.0, "Name a city.", IMG),
 ]
+SIMILARITY_RUN = "compare-layers-test"
+SIMILARITY = {  # measure -> [layer of A][layer of B], as `workbench compare-layers` writes them
+    "jaccard": [[0.30, 0.10, 0.05], [0.08, 0.25, 0.12], [0.02, 0.11, 0.20]],   # diagonal wins: accuracy 1
+    "cka": [[0.99, 0.95, 0.90], [0.97, 0.96, 0.93], [0.90, 0.94, 0.98]],       # row 1 picks layer 0: 2/3
+}
 
 
 def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
@@ -136,5 +141,11 @@ def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
         "steering_generations": pd.DataFrame([
             dict(run_id=STEERING_RUN, dict_id="tiny-topk", markup=m, feature=f, alpha=a,
                  question_id=0 if q.startswith("Where") else 1, question=q, answer=ans,
-                 created_at=pd.Timestamp("2026-11-28 23:00")) for m, f, a, q, ans in STEERING])})
+                 created_at=pd.Timestamp("2026-11-28 23:00")) for m, f, a, q, ans in STEERING]),
+        "similarities": pd.DataFrame([
+            dict(run_id=SIMILARITY_RUN, measure=m, model_a="tiny", layer_a=i, model_b="tiny-lora", layer_b=j,
+                 value=v, created_at=pd.Timestamp("2026-11-28 23:30"))
+            for m, matrix in SIMILARITY.items() for i, row in enumerate(matrix) for j, v in enumerate(row)]),
+        "atom_origins": pd.DataFrame([dict(dict_id="tiny-topk", feature=HOSTILE_FEATURE, seq=4, pos=13,
+                                           window_start=10, window_tokens=HOSTILE_TOKENS)])})
     return BuiltStore(store, list(DICTS))

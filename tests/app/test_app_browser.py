@@ -8,7 +8,7 @@ import textwrap
 
 from app.server import build_app
 from tests.app.app_helpers import REPO, free_port
-from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, STEERING_RUN, BuiltStore
+from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, SIMILARITY_RUN, STEERING_RUN, BuiltStore
 from workbench.store import Store
 
 CELLS = "div[role=gridcell]"
@@ -43,6 +43,19 @@ def test_dictionaries_tab(page, server: str) -> None:
     assert page.locator("#probing-k .legend .traces").count() == 3        # and the raw baseline, off by default
 
 
+def test_layer_similarity_heatmap(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_text("Layer similarity between two models").click()
+    page.locator("#sim-run input").click()
+    page.get_by_role("option", name=SIMILARITY_RUN).click()
+    page.wait_for_selector("#sim-heatmap .gtitle")
+    assert page.locator("#sim-heatmap .gtitle").text_content() == "jaccard by layer"
+    assert "accuracy (jaccard): 1.000 of 3 layers" in page.locator("#sim-accuracy").inner_text()
+    page.get_by_label("cka").check()
+    page.wait_for_function("() => document.querySelector('#sim-heatmap .gtitle')?.textContent === 'cka by layer'")
+    assert "accuracy (cka): 0.667" in page.locator("#sim-accuracy").inner_text()
+
+
 def test_search_and_open_feature_page(page, server: str) -> None:
     open_features(page, server)
     page.fill("#fb-query textarea, #fb-query input", "river")
@@ -68,6 +81,8 @@ def test_hostile_document_renders_as_text(page, server: str) -> None:
     page.wait_for_timeout(500)  # give an injected onerror handler time to fire, were there one
     text = page.locator("#fb-examples").inner_text()
     assert SCRIPT in text and IMG in text
+    origin = page.locator("#wb-origin")   # the atom's training window (ITDA), its token marked
+    assert SCRIPT in origin.inner_text() and origin.locator("span.wb-peak").inner_text() == " " + SCRIPT
     assert "<img src=x onerror=alert(2)>" in page.locator("#fb-header").inner_text()
     assert "<b>bold</b>" in page.locator("#fb-header").inner_text()  # a token from the logit table
     page.fill("#fb-query textarea, #fb-query input", "script tags")
