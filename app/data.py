@@ -95,7 +95,8 @@ def steering_answers(store: Store, run_id: str) -> pd.DataFrame:
 
 def similarity_runs(store: Store) -> list[str]:
     """Stored layer-matching runs (`workbench compare-layers`), newest first."""
-    return store.query("SELECT run_id FROM similarities GROUP BY run_id ORDER BY max(created_at) DESC")["run_id"].tolist()
+    return store.query("SELECT run_id FROM similarities GROUP BY run_id "
+                       "ORDER BY max(created_at) DESC")["run_id"].tolist()
 
 
 def similarity_matrix(store: Store, run_id: str, measure: str) -> pd.DataFrame:

@@ -89,7 +89,31 @@ def test_compare_layers_stores_every_measure_for_every_layer_pair(data_dir):
     assert ((jaccard > 0) & (jaccard < 1)).all()               # seeds 0 and 1 pick some tokens alike, not all
 
 
-def test_compare_layers_refuses_a_missing_layer_before_any_write(data_dir):
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--layers", "0,5"], "layers [5] do not exist"), (["--itda.threshold", "1.5"], "threshold is a relative loss"),
+    (["--itda.l0", "200"], "l0 must be in"), (["--model-b", "smollm2-135m-instruct"], "layers: matching by relative"),
+])
+def test_compare_layers_refuses_bad_input_before_any_write(data_dir, extra, message, capsys):
     store = Store(data_dir / "w.duckdb")
-    assert cli.main(["--store", str(store.path), *COMPARE, "--layers", "0,5"]) == 2
-    assert store.query("SELECT count(*) AS n FROM runs")["n"].item() == 0
+    assert cli.main(["--store", str(store.path), *COMPARE, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not store.path.exists() or store.query("SELECT count(*) AS n FROM runs")["n"].item() == 0
+
+
+def test_an_interrupted_compare_resumes_from_the_layers_it_saved(data_dir):
+    store = Store(data_dir / "w.duckdb")
+    assert cli.main(["--store", str(store.path), *COMPARE]) == 0
+    first = store.query("SELECT measure, layer_a, layer_b, value FROM similarities ORDER BY ALL")
+    run_id = store.query("SELECT run_id FROM runs")["run_id"].item()
+    saved = sorted((data_dir / "artifacts" / "compare" / run_id).iterdir())
+    assert [p.name for p in saved] == ["a-0.safetensors", "a-1.safetensors", "b-0.safetensors", "b-1.safetensors"]
+    kept = {p.name: p.stat().st_mtime_ns for p in saved if p.name.endswith("-0.safetensors")}
+    for p in saved:
+        if p.name.endswith("-1.safetensors"):
+            p.unlink()                                    # as if killed while building layer 1
+    with store.writer() as con:
+        con.execute("UPDATE runs SET status = 'interrupted'")
+    assert cli.main(["--store", str(store.path), *COMPARE]) == 0
+    assert {p: (data_dir / "artifacts" / "compare" / run_id / p).stat().st_mtime_ns for p in kept} == kept
+    again = store.query("SELECT measure, layer_a, layer_b, value FROM similarities ORDER BY ALL")
+    assert again.equals(first)                             # the same builds: the stream and seeds are fixed

@@ -54,33 +54,47 @@ def _paired(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def linear_cka(x: Tensor, y: Tensor) -> float:
     """||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) on centred activations."""
     x, y = _paired(x, y)
-    cross = (y.T @ x).norm() ** 2
-    return float(cross / ((x.T @ x).norm() * (y.T @ y).norm()))
+    return cka_of_centred(x, y, (x.T @ x).norm(), (y.T @ y).norm())
 
 
-def _top_directions(x: Tensor, keep: float) -> Tensor:
-    """Centred `x` projected on its leading singular directions holding `keep` of the variance."""
+def cka_of_centred(xc: Tensor, yc: Tensor, x_self: Tensor, y_self: Tensor) -> float:
+    """Linear CKA from centred activations and each side's ||Xc^T Xc||_F, computed once per side
+    when many pairs share it."""
+    return float((yc.T @ xc).norm() ** 2 / (x_self * y_self))
+
+
+def svcca_basis(x: Tensor, keep: float = 0.99) -> Tensor:
+    """Orthonormal basis `[n, r]` of centred `x` projected on its leading singular directions that
+    hold `keep` of the variance (SVCCA's SVD step, done once per representation)."""
+    x = x.double() - x.double().mean(0)
     u, s, _ = torch.linalg.svd(x, full_matrices=False)
     share = (s**2).cumsum(0) / (s**2).sum()
-    rank = int((share < keep).sum()) + 1
-    return u[:, :rank] * s[:rank]
+    rank = min(int((share < keep).sum()) + 1, len(s))
+    return torch.linalg.qr(u[:, :rank] * s[:rank])[0]
+
+
+def mean_canonical_correlation(qx: Tensor, qy: Tensor) -> float:
+    """Mean canonical correlation of two orthonormal bases of paired tokens."""
+    return float(torch.linalg.svdvals(qx.T @ qy).clamp(max=1).mean())
 
 
 def svcca(x: Tensor, y: Tensor, keep: float = 0.99) -> float:
     """Mean canonical correlation after reducing each side to the directions holding `keep` of its variance."""
     x, y = _paired(x, y)
-    qx, _ = torch.linalg.qr(_top_directions(x, keep))
-    qy, _ = torch.linalg.qr(_top_directions(y, keep))
-    return float(torch.linalg.svdvals(qx.T @ qy).clamp(max=1).mean())
+    return mean_canonical_correlation(svcca_basis(x, keep), svcca_basis(y, keep))
+
+
+def relative_representation(x: Tensor, anchors: Tensor) -> Tensor:
+    """Each token as its cosines to the `anchors` rows `[n, n_anchors]` (after centring)."""
+    unit = torch.nn.functional.normalize(x.double() - x.double().mean(0), dim=-1)
+    return unit @ unit[anchors].T
 
 
 def relative_similarity(x: Tensor, y: Tensor, anchors: Tensor) -> float:
-    """Mean cosine between each token's relative representations (cosines to the `anchors` rows) in
-    the two spaces."""
+    """Mean cosine between each token's relative representations in the two spaces."""
     x, y = _paired(x, y)
-    unit_x, unit_y = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
-    rel_x, rel_y = unit_x @ unit_x[anchors].T, unit_y @ unit_y[anchors].T
-    return float(torch.nn.functional.cosine_similarity(rel_x, rel_y, dim=-1).mean())
+    rx, ry = relative_representation(x, anchors), relative_representation(y, anchors)
+    return float(torch.nn.functional.cosine_similarity(rx, ry, dim=-1).mean())
 
 
 def matching_accuracy(similarity: Tensor, expected: Tensor | None = None) -> float:

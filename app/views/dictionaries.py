@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
-
 import torch
 
 from app import charts, data, html
