@@ -8,8 +8,9 @@ the token rule. Model B's dictionaries use `seed_b`, so comparing a model with i
 two builds that visit the same prompts in different orders pick the same tokens at the same layer.
 
 Both models must share a tokenizer (a LoRA variant and its parent do): atom labels are (sequence,
-position) in the token stream, which means nothing across tokenizers. Per-(model, layer) results are
-kept in an artifacts folder, so an interrupted run resumes at the next layer. One row per (measure,
+position) in the token stream, which means nothing across tokenizers. Each model's layer (its atom
+labels and paired activations) is kept in an artifacts folder under a key of everything that decides
+it, so an interrupted run resumes at the next layer and a later comparison reuses what it shares. One row per (measure,
 layer of A, layer of B) goes to the `similarities` table.
 """
 
@@ -102,10 +103,8 @@ def run(cfg: CompareLayersConfig, store: Store, progress: bool = True) -> str:
     if ids["a"] != ids["b"]:
         raise ValueError(f"{cfg.model_a} and {cfg.model_b} have different tokenizers: ITDA atom labels cannot be "
                          "aligned across tokenizers (not supported)")
-    folder = data_dir() / "artifacts" / "compare" / run_id
     with store.running(run_id, "compare-layers", to_dict(cfg)):
-        per_layer = [_layer_results(cfg, models, layer, ids["a"], folder, progress and cfg.progress)
-                     for layer in layers]
+        per_layer = [_layer_results(cfg, models, layer, ids["a"], progress and cfg.progress) for layer in layers]
         matrices = _matrices(cfg, [r["a"] for r in per_layer], [r["b"] for r in per_layer],
                              progress and cfg.progress)
         store.publish(run_id, {"similarities": _rows(run_id, cfg, layers, matrices)})
@@ -131,33 +130,42 @@ def _source(cfg: CompareLayersConfig, loaded: LoadedModel, layer: int) -> Activa
                             context=cfg.context)
 
 
-def _layer_results(cfg: CompareLayersConfig, models: dict[str, LoadedModel], layer: int, stream: str, folder: Path,
+def _saved_path(cfg: CompareLayersConfig, model: str, layer: int, seed: int) -> Path:
+    """Where one model's layer is kept once built: keyed by everything that decides its labels and
+    paired activations, so a later comparison involving the same model and settings reuses it."""
+    key = {k: v for k, v in to_dict(cfg).items() if k not in ("model_a", "model_b", "layers", "seed_b", "anchors",
+                                                               "progress")}
+    key.update(model=model, layer=layer, itda={**key["itda"], "seed": seed})
+    return data_dir() / "artifacts" / "compare" / f"{config_id('layer', key)}.safetensors"
+
+
+def _layer_results(cfg: CompareLayersConfig, models: dict[str, LoadedModel], layer: int, stream: str,
                    progress: bool) -> dict[str, dict[str, torch.Tensor]]:
-    """Side -> {labels, paired, ordinary} at one layer, read back if an earlier run saved it. When
+    """Side -> {labels, paired, ordinary} at one layer, read back where an earlier run saved it. When
     both sides are one model, its activations are read once and only the builds differ."""
-    paths = {side: folder / f"{side}-{layer}.safetensors" for side in models}
-    if all(p.exists() for p in paths.values()):
-        return {side: load_file(str(p)) for side, p in paths.items()}
-    same = cfg.model_a == cfg.model_b
     seeds = {"a": cfg.itda.seed, "b": cfg.seed_b}
-    results: dict[str, dict[str, torch.Tensor]] = {}
+    paths = {side: _saved_path(cfg, loaded.name, layer, seeds[side]) for side, loaded in models.items()}
+    results = {side: load_file(str(p)) for side, p in paths.items() if p.exists()}
+    read: str | None = None
     for side, loaded in models.items():
-        if not (same and side == "b"):
+        if side in results:
+            continue
+        if read != loaded.name:
             source = _source(cfg, loaded, layer)
             train = list(activation_rows(loaded, source, "train", cfg.tokens, cfg.forward_batch, cache=False,
                                          progress=False, rule=cfg.token_rule))
             paired = Rows.cat(list(activation_rows(loaded, source, "eval", cfg.paired_tokens, cfg.forward_batch,
                                                    cache=False, progress=False)))
             ordinary = cfg.token_rule.rows_mask(paired, loaded.tokenizer.all_special_ids)
+            read = loaded.name
         itda = ITDA(dataclasses.replace(cfg.itda, d_in=train[0].acts.shape[1], hook_point=source.hook_point,
                                         model_name=loaded.name, seed=seeds[side]))
         if progress:
             print(f"layer {layer}, model {side} ({loaded.name}): building ITDA")
         itda.build(iter(train), progress=progress, stream=stream)
         results[side] = {"labels": itda.labels[:, :2].contiguous(), "paired": paired.acts, "ordinary": ordinary}
-    folder.mkdir(parents=True, exist_ok=True)
-    for side, result in results.items():
-        save_file(result, str(paths[side].with_suffix(".tmp")))
+        paths[side].parent.mkdir(parents=True, exist_ok=True)
+        save_file(results[side], str(paths[side].with_suffix(".tmp")))
         paths[side].with_suffix(".tmp").rename(paths[side])
     return results
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipelines.compare_layers import CompareLayersConfig, _saved_path
 from saes.itda import ITDA, ITDAConfig
 from workbench import cli, similarity
+from workbench.config import build_config
 from workbench.store import Store
 
 
@@ -104,16 +106,19 @@ def test_an_interrupted_compare_resumes_from_the_layers_it_saved(data_dir):
     store = Store(data_dir / "w.duckdb")
     assert cli.main(["--store", str(store.path), *COMPARE]) == 0
     first = store.query("SELECT measure, layer_a, layer_b, value FROM similarities ORDER BY ALL")
-    run_id = store.query("SELECT run_id FROM runs")["run_id"].item()
-    saved = sorted((data_dir / "artifacts" / "compare" / run_id).iterdir())
-    assert [p.name for p in saved] == ["a-0.safetensors", "a-1.safetensors", "b-0.safetensors", "b-1.safetensors"]
-    kept = {p.name: p.stat().st_mtime_ns for p in saved if p.name.endswith("-0.safetensors")}
-    for p in saved:
-        if p.name.endswith("-1.safetensors"):
+    cfg = build_config(CompareLayersConfig, values={"model_a": "tiny", "model_b": "tiny", "corpus": "wiki-sample",
+                                                    "context": 64, "tokens": 3000, "paired_tokens": 500,
+                                                    "anchors": 50, "itda": {"d_sae": 128, "l0": 4, "batch_rows": 256,
+                                                                            "mix_rows": 1024}, "progress": False})
+    saved = {(layer, seed): _saved_path(cfg, "tiny", layer, seed) for layer in (0, 1) for seed in (0, 1)}
+    assert all(p.exists() for p in saved.values())
+    kept = {p: p.stat().st_mtime_ns for (layer, _), p in saved.items() if layer == 0}
+    for (layer, _), p in saved.items():
+        if layer == 1:
             p.unlink()                                    # as if killed while building layer 1
     with store.writer() as con:
         con.execute("UPDATE runs SET status = 'interrupted'")
     assert cli.main(["--store", str(store.path), *COMPARE]) == 0
-    assert {p: (data_dir / "artifacts" / "compare" / run_id / p).stat().st_mtime_ns for p in kept} == kept
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept   # layer 0 read back, not rebuilt
     again = store.query("SELECT measure, layer_a, layer_b, value FROM similarities ORDER BY ALL")
     assert again.equals(first)                             # the same builds: the stream and seeds are fixed
