@@ -15,7 +15,7 @@ case "${1:-}" in
   self) wb compare-layers ;;
   lora)
     if ! wb sql "SELECT name FROM models WHERE name = '$VARIANT'" | grep -q "$VARIANT"; then
-      wb lora --name "$VARIANT" --corpus bbc --steps 200
+      wb lora --name "$VARIANT" --corpus bbc --steps 80 --lr 2e-3   # ~5 s a step here
     fi
     wb compare-layers --model-b "$VARIANT" --seed-b 0 ;;
   interp)

@@ -10,8 +10,8 @@ two builds that visit the same prompts in different orders pick the same tokens 
 Both models must share a tokenizer (a LoRA variant and its parent do): atom labels are (sequence,
 position) in the token stream, which means nothing across tokenizers. Each model's layer (its atom
 labels and paired activations) is kept in an artifacts folder under a key of everything that decides
-it, so an interrupted run resumes at the next layer and a later comparison reuses what it shares. One row per (measure,
-layer of A, layer of B) goes to the `similarities` table.
+it, so an interrupted run resumes at the next layer and a later comparison reuses what it shares.
+One row per (measure, layer of A, layer of B) goes to the `similarities` table.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from saes.itda import ITDA, ITDAConfig
-from workbench import similarity
+from workbench import corpora, similarity
 from workbench.activations import Rows
 from workbench.config import comma_list, config_id, to_dict
-from workbench.models import LoadedModel, load_model
+from workbench.models import LoadedModel, load_model, parse_hook_point
 from workbench.paths import data_dir
 from workbench.sources import ActivationSource, activation_rows, prompt_stream_id
 from workbench.store import Store
@@ -61,7 +61,7 @@ class CompareLayersConfig:
     paired_tokens: int = 4096
     """Held-out tokens read at every layer for CKA, SVCCA and relative representations."""
     anchors: int = 256
-    """Anchor tokens of the relative representations (the first of the paired tokens, shuffled)."""
+    """Anchor tokens of the relative representations (a seeded random subset of the paired tokens)."""
     itda: ITDAConfig = field(default_factory=lambda: ITDAConfig(d_in=1, d_sae=2048, l0=16, threshold=0.4,
                                                                 batch_rows=256))
     """The dictionaries' settings (`--itda.l0`, `--itda.threshold`, ...; d_in is the hook's). Small
@@ -96,8 +96,12 @@ def run(cfg: CompareLayersConfig, store: Store, progress: bool = True) -> str:
     if store.run_status(run_id) == "finished":
         print(f"{run_id} already finished")
         return run_id
-    models = {"a": load_model(cfg.model_a, store=store), "b": load_model(cfg.model_b, store=store)}
+    first = load_model(cfg.model_a, store=store)
+    models = {"a": first, "b": first if cfg.model_b == cfg.model_a else load_model(cfg.model_b, store=store)}
     layers = _layers(cfg, models)
+    for loaded in models.values():
+        parse_hook_point(loaded, f"blocks.{layers[0]}.{cfg.site}")   # a bad site fails here, not mid-run
+    corpora.load_corpus(cfg.corpus, "train")                             # and so does an unknown corpus
     streams = {side: _source(cfg, m, layers[0]) for side, m in models.items()}
     ids = {side: prompt_stream_id(s, "train", models[side].tokenizer, cfg.token_rule) for side, s in streams.items()}
     if ids["a"] != ids["b"]:
@@ -158,6 +162,8 @@ def _layer_results(cfg: CompareLayersConfig, models: dict[str, LoadedModel], lay
                                                    cache=False, progress=False)))
             ordinary = cfg.token_rule.rows_mask(paired, loaded.tokenizer.all_special_ids)
             read = loaded.name
+            if not train:
+                raise ValueError(f"the train split of {cfg.corpus} gives no counted tokens at {source.hook_point}")
         itda = ITDA(dataclasses.replace(cfg.itda, d_in=train[0].acts.shape[1], hook_point=source.hook_point,
                                         model_name=loaded.name, seed=seeds[side]))
         if progress:
@@ -174,24 +180,18 @@ def _matrices(cfg: CompareLayersConfig, a: list[dict[str, torch.Tensor]], b: lis
               progress: bool) -> dict[str, torch.Tensor]:
     """Measure -> [layers of A, layers of B] similarity."""
     keep = torch.stack([r["ordinary"] for r in a + b]).all(0)
+    if int(keep.sum()) < cfg.anchors:
+        raise ValueError(f"only {int(keep.sum())} paired tokens are ordinary at every layer of both models, fewer "
+                         f"than anchors={cfg.anchors}: raise paired_tokens")
     anchors = torch.randperm(int(keep.sum()), generator=torch.Generator().manual_seed(0))[: cfg.anchors]
-    views = [[_views(r["paired"][keep], anchors) for r in side] for side in (a, b)]
+    views = [[similarity.prepare(r["paired"][keep], anchors) for r in side] for side in (a, b)]
     out = {m: torch.zeros(len(a), len(b)) for m in similarity.MEASURES}
     pairs = [(i, j) for i in range(len(a)) for j in range(len(b))]
     for i, j in tqdm(pairs, disable=not progress, desc="similarities"):
-        x, y = views[0][i], views[1][j]
         out["jaccard"][i, j] = similarity.label_jaccard(a[i]["labels"], b[j]["labels"])
-        out["cka"][i, j] = similarity.cka_of_centred(x["centred"], y["centred"], x["self"], y["self"])
-        out["svcca"][i, j] = similarity.mean_canonical_correlation(x["basis"], y["basis"])
-        out["relative"][i, j] = float(torch.nn.functional.cosine_similarity(x["relative"], y["relative"]).mean())
+        for measure, value in similarity.baselines(views[0][i], views[1][j]).items():
+            out[measure][i, j] = value
     return out
-
-
-def _views(acts: torch.Tensor, anchors: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What each baseline needs of one layer's paired activations, computed once per layer."""
-    centred = acts.double() - acts.double().mean(0)
-    return {"centred": centred, "self": (centred.T @ centred).norm(), "basis": similarity.svcca_basis(acts),
-            "relative": similarity.relative_representation(acts, anchors)}
 
 
 def _rows(run_id: str, cfg: CompareLayersConfig, layers: list[int], matrices: dict[str, torch.Tensor]) -> pd.DataFrame:

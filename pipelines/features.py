@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -25,7 +26,7 @@ from workbench import queries
 from workbench.config import config_id, to_dict
 from workbench.models import LoadedModel
 from workbench.registered import load_registered
-from workbench.sources import SPLITS, ActivationSource, activation_rows, token_sequences
+from workbench.sources import SPLITS, ActivationSource, activation_rows, prompt_stream_id, token_sequences
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
@@ -90,11 +91,14 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
                                   corpus=train_cfg.get("corpus", "wiki"), layout=layout,
                                   context=train_cfg.get("context", cfg.context))
     rule = TokenRule.stored(train_cfg.get("token_rule"))   # the rule the dictionary was fitted with
+    origins = sae.origins()
+    if origins is not None and origins[0] != prompt_stream_id(trained_on, "train", loaded.tokenizer, rule):
+        raise ValueError(f"{cfg.dict_id}'s atoms were taken from another stream than its training config "
+                         "describes: their origins cannot be shown")
     with store.running(run_id, "features", {**to_dict(cfg), "corpus": corpus, "token_rule": to_dict(rule)}):
         tables = build_tables(cfg, loaded, sae, source, rule, run_id, progress)
-        origins = sae.origins()
         if origins is not None:
-            tables["atom_origins"] = atom_origins(cfg, loaded, origins, trained_on)
+            tables["atom_origins"] = atom_origins(cfg, loaded, origins[1], trained_on)
         store.publish(run_id, tables)
     return run_id
 
@@ -218,7 +222,7 @@ def _documents(loaded: LoadedModel, seqs: list[torch.Tensor], corpus: str,
     return docs, tokens
 
 
-def token_names(tokenizer) -> list[str]:
+def token_names(tokenizer: Any) -> list[str]:
     """The text of every token id, as a token shown on its own."""
     return [tokenizer.convert_tokens_to_string([t]) if t is not None else ""
             for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]

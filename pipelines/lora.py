@@ -96,6 +96,10 @@ def adapt(hf: nn.Module, cfg: LoraConfig) -> dict[str, LoraLinear]:
     missing = sorted(set(cfg.targets) - {name.rsplit(".", 1)[-1] for name in found})
     if missing:
         raise ValueError(f"no linear layer named {missing} in {cfg.model}")
+    tied = [name for name, module in found.items() if module.weight is hf.get_input_embeddings().weight]
+    if tied:
+        raise ValueError(f"{tied} share their weight with the input embeddings: merging an adapter there would "
+                         "change the embeddings too")
     adapters = {name: LoraLinear(module, cfg.rank, cfg.alpha, generator) for name, module in found.items()}
     for name, adapter in adapters.items():
         _swap(hf, name, adapter)
@@ -108,6 +112,7 @@ def _swap(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def blocks(loaded: LoadedModel, cfg: LoraConfig, split: str) -> Iterator[torch.Tensor]:
+    """Packed blocks of the corpus's `split`, in corpus order."""
     texts = corpora.document_texts(corpora.load_corpus(cfg.corpus, split), loaded.tokenizer)
     return corpora.packed_blocks(texts, loaded.tokenizer, cfg.context)
 
@@ -123,10 +128,10 @@ def run(cfg: LoraConfig, store: Store, progress: bool = True) -> str:
     check_new_variant(store, cfg.name, cfg.model)
     loaded = load_model(cfg.model, store=store)
     hf = loaded.hf
+    hf.requires_grad_(False)
+    adapters = adapt(hf, cfg)                  # bad targets fail here; B = 0, so the model is unchanged
     eval_blocks = list(itertools.islice(blocks(loaded, cfg, "eval"), cfg.eval_blocks))
     before = held_out_loss(hf, eval_blocks)
-    hf.requires_grad_(False)
-    adapters = adapt(hf, cfg)
     params = [p for a in adapters.values() for p in (a.A, a.B)]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     train = itertools.cycle(blocks(loaded, cfg, "train"))

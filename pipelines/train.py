@@ -53,7 +53,7 @@ class TrainDictionaryConfig(ActivationSource):
     (`workbench/strategies.py`: bt-p, bt-f, fast), `bias_adaptation` the GBA rule (`--gba.*`)."""
 
     PIPELINE_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "sae": tuple(f.name for f in dataclasses.fields(saes.DictionaryConfig)),
+        "sae": (*(f.name for f in dataclasses.fields(saes.DictionaryConfig)), "stream"),   # stream: ITDA's
         "trainer": ("total_steps", "total_tokens", "checkpoint_dir", "progress_bar", "seed"),
     }
     """Group fields the pipeline sets (from the hook point, `tokens`, `seed`, the output folder)."""

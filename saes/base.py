@@ -103,9 +103,10 @@ class Dictionary(nn.Module, ABC):
         """Directions `[len(features), d_in]` (all `d_dict` of them for None) in model units: what
         one unit of each latent adds to the reconstruction."""
 
-    def origins(self) -> Tensor | None:
-        """`[d_dict, 3]` (sequence, position, token id) in the training stream that each latent's
-        direction was taken from, for methods whose atoms are data (ITDA); None for the others."""
+    def origins(self) -> tuple[str, Tensor] | None:
+        """For methods whose atoms are data (ITDA): the identity of the prompt stream they were taken
+        from (`workbench.sources.prompt_stream_id`) and `[d_dict, 3]` (sequence, position, token id)
+        of each latent's atom in it; None for the others, and for atoms of an unnamed stream."""
         return None
 
     def forward(self, x: Tensor) -> tuple[Tensor, SparseCode]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -87,15 +86,18 @@ class ITDA(Dictionary):
         super().__init__(cfg)
         self.register_buffer("atoms", torch.zeros(cfg.d_sae, cfg.d_in))
         self.register_buffer("labels", torch.full((cfg.d_sae, len(LABEL_FIELDS)), -1, dtype=torch.long))
-        self._gram: Tensor | None = None
+        self._gram: tuple[tuple, Tensor] | None = None
 
     # --- encoding ------------------------------------------------------------------------------
 
     def gram(self) -> Tensor:
-        """`atoms @ atoms.T`, cached: MP updates correlations with it instead of a GEMM per step."""
-        if self._gram is None or self._gram.shape[0] != len(self.atoms):
-            self._gram = self.atoms @ self.atoms.T
-        return self._gram
+        """`atoms @ atoms.T`, cached while the atoms tensor is unchanged (same storage, version, device
+        and dtype): MP updates correlations with it instead of a GEMM per step."""
+        atoms = self.atoms
+        key = (atoms.data_ptr(), atoms._version, atoms.shape, atoms.device, atoms.dtype)
+        if self._gram is None or self._gram[0] != key:
+            self._gram = (key, atoms @ atoms.T)
+        return self._gram[1]
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> SparseCode:
@@ -110,7 +112,7 @@ class ITDA(Dictionary):
         """(values, indices) `[n, l0]`: coefficients merged per atom, largest first."""
         coef = matching_pursuit(x, self.atoms, self.gram(), self.cfg.l0)[0] if self.cfg.pursuit == "mp" \
             else orthogonal_matching_pursuit(x, self.atoms, self.cfg.l0)
-        _, indices = coef.abs().topk(min(self.cfg.l0, coef.shape[-1]), dim=-1)   # fewer atoms only mid-build
+        _, indices = coef.abs().topk(self.cfg.l0, dim=-1)
         values, order = coef.gather(-1, indices).sort(dim=-1, descending=True)
         return values, indices.gather(-1, order)
 
@@ -120,8 +122,8 @@ class ITDA(Dictionary):
     def decoder_directions(self, features: Sequence[int] | None = None) -> Tensor:
         return self.atoms if features is None else self.atoms[list(features)]
 
-    def origins(self) -> Tensor:
-        return self.labels
+    def origins(self) -> tuple[str, Tensor] | None:
+        return (self.cfg.stream, self.labels) if self.cfg.stream else None
 
     # --- construction --------------------------------------------------------------------------
 
@@ -137,8 +139,7 @@ class ITDA(Dictionary):
         for x, where in _mixed(_labelled(rows), cfg):
             if not len(atoms):
                 atoms, labels = _frequent(x, where, min(cfg.init_atoms, cfg.d_sae))
-            self.atoms, self._gram = atoms, None
-            new = _poorly_reconstructed(self, x, cfg.threshold)
+            new = _poorly_reconstructed(self, atoms, x, cfg.threshold)
             new = new[_distinct(x[new], cfg.dedupe_cosine)][: cfg.d_sae - len(atoms)]
             atoms = torch.cat([atoms, torch.nn.functional.normalize(x[new], dim=-1)])
             labels = torch.cat([labels, where[new]])
@@ -150,11 +151,7 @@ class ITDA(Dictionary):
             raise ValueError(f"the stream gave only {len(atoms)} atoms at threshold {cfg.threshold}, fewer than "
                              f"l0={cfg.l0}: lower the threshold or give more tokens")
         cfg.d_sae, cfg.stream = len(atoms), stream or cfg.stream
-        self.atoms, self.labels, self._gram = atoms.contiguous(), labels, None
-
-    def _assign_saved(self, tensors: Any) -> None:
-        super()._assign_saved(tensors)
-        self._gram = None
+        self.atoms, self.labels = atoms.contiguous(), labels
 
 
 def matching_pursuit(x: Tensor, atoms: Tensor, gram: Tensor, l0: int,
@@ -169,7 +166,7 @@ def matching_pursuit(x: Tensor, atoms: Tensor, gram: Tensor, l0: int,
     corr = x @ atoms.T
     coef, row = torch.zeros_like(corr), torch.empty_like(corr)
     energy = x.pow(2).sum(-1)
-    live = torch.arange(len(x))
+    live = torch.arange(len(x), device=x.device)
     for _ in range(l0):
         if stop_below is not None:
             going = energy[live] > stop_below[live]
@@ -194,11 +191,11 @@ def _largest_magnitude(values: Tensor) -> tuple[Tensor, Tensor]:
 def orthogonal_matching_pursuit(x: Tensor, atoms: Tensor, l0: int) -> Tensor:
     """Dense coefficients `[n, d_dict]` after `l0` OMP steps: each step adds the atom most correlated
     with the residual and refits every chosen coefficient by least squares."""
-    chosen = torch.empty(len(x), 0, dtype=torch.long)
+    chosen = torch.empty(len(x), 0, dtype=torch.long, device=x.device)
     residual, c = x, x.new_zeros(len(x), 0)
     for _ in range(min(l0, len(atoms))):
-        corr = (residual @ atoms.T).scatter(-1, chosen, 0.0)
-        chosen = torch.cat([chosen, corr.abs().argmax(-1, keepdim=True)], -1)
+        score = (residual @ atoms.T).abs().scatter(-1, chosen, -1.0)     # an atom is never chosen twice
+        chosen = torch.cat([chosen, score.argmax(-1, keepdim=True)], -1)
         basis = atoms[chosen]                                            # [n, l, d]
         c = torch.linalg.lstsq(basis.transpose(1, 2), x.unsqueeze(-1)).solution.squeeze(-1)
         residual = x - (c.unsqueeze(-1) * basis).sum(1)
@@ -240,20 +237,23 @@ def _first_occurrences(values: Tensor) -> tuple[Tensor, Tensor]:
     return first, counts
 
 
-def _poorly_reconstructed(itda: ITDA, x: Tensor, threshold: float) -> Tensor:
-    """Row indices whose relative reconstruction loss exceeds `threshold` (zero rows never count)."""
+def _poorly_reconstructed(itda: ITDA, atoms: Tensor, x: Tensor, threshold: float) -> Tensor:
+    """Row indices whose relative reconstruction loss with `atoms` (the dictionary so far, under
+    `itda`'s settings) exceeds `threshold`; zero rows never count."""
     norm2 = x.pow(2).sum(-1)
-    if not len(itda.atoms):
+    if not len(atoms):
         loss = torch.ones_like(norm2)
     elif itda.cfg.pursuit == "mp":
-        loss = matching_pursuit(x, itda.atoms, itda.gram(), itda.cfg.l0, threshold * norm2)[1] / norm2
+        loss = matching_pursuit(x, atoms, atoms @ atoms.T, itda.cfg.l0, threshold * norm2)[1] / norm2
     else:
-        loss = (x - itda.decode(itda.encode(x))).pow(2).sum(-1) / norm2
+        coef = orthogonal_matching_pursuit(x, atoms, itda.cfg.l0)
+        loss = (x - coef @ atoms).pow(2).sum(-1) / norm2
     return ((loss > threshold) & (norm2 > 0)).nonzero().squeeze(-1)
 
 
 def _distinct(candidates: Tensor, max_cosine: float) -> Tensor:
-    """Bool mask keeping each candidate unless an earlier one has cosine above `max_cosine` with it."""
+    """Bool mask keeping each candidate unless an earlier candidate (kept or not: one vectorised pass)
+    has cosine above `max_cosine` with it."""
     unit = torch.nn.functional.normalize(candidates, dim=-1)
     similar = torch.triu(unit @ unit.T, diagonal=1) > max_cosine
     return ~similar.any(0)

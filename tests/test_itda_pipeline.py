@@ -35,7 +35,7 @@ def test_itda_is_trained_paged_and_shows_where_each_atom_came_from(data_dir):
     train = list(token_sequences(tiny, ActivationSource(model="tiny", corpus="wiki-sample", context=64), "train")())
     names = tiny.tokenizer.convert_ids_to_tokens
     for feature in (0, itda.d_dict // 2, itda.d_dict - 1):
-        seq, pos, token = itda.labels[feature].tolist()
+        seq, pos, token = itda.origins()[1][feature].tolist()
         stored = origins.iloc[feature]
         assert (stored.seq, stored.pos) == (seq, pos) and int(train[seq][pos]) == token
         marked = stored.window_tokens[pos - stored.window_start]

@@ -41,7 +41,7 @@ def test_a_lora_variant_changes_only_its_targets_and_lowers_the_held_out_loss(da
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--name", "tiny"], "already exists"), (["--name", "x", "--targets", "nope_proj"], "no linear layer"),
-    (["--name", "x", "--rank", "0"], "rank must be"),
+    (["--name", "x", "--rank", "0"], "rank must be"), (["--name", "x", "--targets", "lm_head"], "input embeddings"),
 ])
 def test_bad_lora_input_is_refused_and_registers_nothing(data_dir, extra, message, capsys):
     store = Store(data_dir / "w.duckdb")

@@ -73,6 +73,8 @@ def test_jaccard_of_a_dictionary_with_itself_is_one_with_a_disjoint_one_zero_and
         similarity.jaccard(a, itda([(0, 1)], stream="other"))
     with pytest.raises(ValueError, match="compares ITDA dictionaries"):
         similarity.jaccard(a, torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="built dictionaries"):
+        similarity.jaccard(a, itda([(-1, -1)]))
 
 
 COMPARE = ["compare-layers", "--model-a", "tiny", "--model-b", "tiny", "--corpus", "wiki-sample", "--context", "64",
@@ -94,6 +96,7 @@ def test_compare_layers_stores_every_measure_for_every_layer_pair(data_dir):
 @pytest.mark.parametrize(("extra", "message"), [
     (["--layers", "0,5"], "layers [5] do not exist"), (["--itda.threshold", "1.5"], "threshold is a relative loss"),
     (["--itda.l0", "200"], "l0 must be in"), (["--model-b", "smollm2-135m-instruct"], "layers: matching by relative"),
+    (["--site", "hook_nothing"], "hook_nothing"), (["--corpus", "no-such-corpus"], "no-such-corpus"),
 ])
 def test_compare_layers_refuses_bad_input_before_any_write(data_dir, extra, message, capsys):
     store = Store(data_dir / "w.duckdb")

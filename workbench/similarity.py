@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +22,11 @@ MEASURES = ("jaccard", "cka", "svcca", "relative")
 
 
 def label_jaccard(a: Tensor, b: Tensor) -> float:
-    """|A ∩ B| / |A ∪ B| of two sets of (sequence, position) labels, given as `[n, 2]` rows."""
+    """|A ∩ B| / |A ∪ B| of two sets of (sequence, position) labels, given as `[n, 2]` rows.
+
+    ValueError for an empty set or a negative label (an unbuilt dictionary)."""
+    if not len(a) or not len(b) or bool((a < 0).any()) or bool((b < 0).any()):
+        raise ValueError("Jaccard similarity needs built dictionaries: a label set is empty or unset (-1)")
     la, lb = {tuple(r) for r in a.tolist()}, {tuple(r) for r in b.tolist()}
     return len(la & lb) / len(la | lb)
 
@@ -41,60 +46,57 @@ def jaccard(a: Any, b: Any) -> float:
     return label_jaccard(a.labels[:, :2], b.labels[:, :2])
 
 
-def _paired(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"need paired activations [n, d_a] and [n, d_b] of the same tokens, got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
-    if len(x) < 2:
-        raise ValueError("need at least 2 paired tokens")
-    x, y = x.double(), y.double()
-    return x - x.mean(0), y - y.mean(0)
+@dataclass(frozen=True)
+class Prepared:
+    """One representation's activations of the paired tokens in the forms the baselines read,
+    computed once when it is compared with many others."""
+
+    centred: Tensor
+    """`[n, d]` float64, mean removed."""
+    gram_norm: Tensor
+    """||Xc^T Xc||_F (CKA's normaliser)."""
+    basis: Tensor
+    """`[n, r]` orthonormal: the centred activations' leading left singular vectors holding `keep` of
+    the variance (SVCCA's SVD step)."""
+    relative: Tensor | None
+    """`[n, n_anchors]` each token's cosines to the anchor tokens (after centring), if anchors were given."""
+
+
+def prepare(acts: Tensor, anchors: Tensor | None = None, keep: float = 0.99) -> Prepared:
+    """`acts` `[n, d]` ready for `baselines`."""
+    if acts.ndim != 2 or len(acts) < 2:
+        raise ValueError(f"need activations [n >= 2, d], got {tuple(acts.shape)}")
+    centred = acts.double() - acts.double().mean(0)
+    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
+    share = (s**2).cumsum(0) / (s**2).sum()
+    rank = min(int((share < keep).sum()) + 1, len(s))
+    unit = torch.nn.functional.normalize(centred, dim=-1)
+    return Prepared(centred, (centred.T @ centred).norm(), u[:, :rank],
+                    None if anchors is None else unit @ unit[anchors].T)
+
+
+def baselines(x: Prepared, y: Prepared) -> dict[str, float]:
+    """Linear CKA ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), SVCCA's mean canonical correlation
+    of the two bases, and (given anchors) the mean cosine between each token's relative representations."""
+    if len(x.centred) != len(y.centred):
+        raise ValueError(f"need paired activations of the same tokens, got {len(x.centred)} and {len(y.centred)} rows")
+    out = {"cka": float((y.centred.T @ x.centred).norm() ** 2 / (x.gram_norm * y.gram_norm)),
+           "svcca": float(torch.linalg.svdvals(x.basis.T @ y.basis).clamp(max=1).mean())}
+    if x.relative is not None and y.relative is not None:
+        out["relative"] = float(torch.nn.functional.cosine_similarity(x.relative, y.relative, dim=-1).mean())
+    return out
 
 
 def linear_cka(x: Tensor, y: Tensor) -> float:
-    """||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) on centred activations."""
-    x, y = _paired(x, y)
-    return cka_of_centred(x, y, (x.T @ x).norm(), (y.T @ y).norm())
-
-
-def cka_of_centred(xc: Tensor, yc: Tensor, x_self: Tensor, y_self: Tensor) -> float:
-    """Linear CKA from centred activations and each side's ||Xc^T Xc||_F, computed once per side
-    when many pairs share it."""
-    return float((yc.T @ xc).norm() ** 2 / (x_self * y_self))
-
-
-def svcca_basis(x: Tensor, keep: float = 0.99) -> Tensor:
-    """Orthonormal basis `[n, r]` of centred `x` projected on its leading singular directions that
-    hold `keep` of the variance (SVCCA's SVD step, done once per representation)."""
-    x = x.double() - x.double().mean(0)
-    u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    share = (s**2).cumsum(0) / (s**2).sum()
-    rank = min(int((share < keep).sum()) + 1, len(s))
-    return torch.linalg.qr(u[:, :rank] * s[:rank])[0]
-
-
-def mean_canonical_correlation(qx: Tensor, qy: Tensor) -> float:
-    """Mean canonical correlation of two orthonormal bases of paired tokens."""
-    return float(torch.linalg.svdvals(qx.T @ qy).clamp(max=1).mean())
+    return baselines(prepare(x), prepare(y))["cka"]
 
 
 def svcca(x: Tensor, y: Tensor, keep: float = 0.99) -> float:
-    """Mean canonical correlation after reducing each side to the directions holding `keep` of its variance."""
-    x, y = _paired(x, y)
-    return mean_canonical_correlation(svcca_basis(x, keep), svcca_basis(y, keep))
-
-
-def relative_representation(x: Tensor, anchors: Tensor) -> Tensor:
-    """Each token as its cosines to the `anchors` rows `[n, n_anchors]` (after centring)."""
-    unit = torch.nn.functional.normalize(x.double() - x.double().mean(0), dim=-1)
-    return unit @ unit[anchors].T
+    return baselines(prepare(x, keep=keep), prepare(y, keep=keep))["svcca"]
 
 
 def relative_similarity(x: Tensor, y: Tensor, anchors: Tensor) -> float:
-    """Mean cosine between each token's relative representations in the two spaces."""
-    x, y = _paired(x, y)
-    rx, ry = relative_representation(x, anchors), relative_representation(y, anchors)
-    return float(torch.nn.functional.cosine_similarity(rx, ry, dim=-1).mean())
+    return baselines(prepare(x, anchors), prepare(y, anchors))["relative"]
 
 
 def matching_accuracy(similarity: Tensor, expected: Tensor | None = None) -> float:

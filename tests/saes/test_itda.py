@@ -132,3 +132,29 @@ def test_a_stream_too_small_for_l0_atoms_is_refused():
 def test_bad_settings_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         ITDAConfig(d_in=32, d_sae=64, **fields)
+
+
+def test_the_gram_cache_follows_the_atoms_even_when_changed_in_place():
+    atoms = torch.linalg.qr(torch.randn(12, 12, generator=torch.Generator().manual_seed(1)))[0]
+    itda = itda_with(atoms, l0=3)
+    code = known_code(10, 12, 3)
+    itda.encode(code @ atoms)
+    with torch.no_grad():
+        itda.atoms.copy_(atoms.flip(0))            # same storage and shape: the cache must notice
+    assert torch.allclose(itda.encode_dense(code @ atoms.flip(0)), code, atol=1e-5)
+
+
+def test_omp_on_zero_rows_gives_zero_codes_and_never_repeats_an_atom():
+    atoms = torch.nn.functional.normalize(torch.randn(30, 8, generator=torch.Generator().manual_seed(6)), dim=-1)
+    x = torch.cat([torch.zeros(3, 8), torch.randn(3, 8, generator=torch.Generator().manual_seed(7))])
+    dense = orthogonal_matching_pursuit(x, atoms, 5)
+    assert torch.isfinite(dense).all() and (dense[:3] == 0).all() and ((dense[3:] != 0).sum(-1) == 5).all()
+
+
+def test_a_failed_build_leaves_the_dictionary_as_it_was():
+    _, chunks = directions_stream(600)
+    itda = ITDA(ITDAConfig(d_in=32, d_sae=64, l0=30, batch_rows=256, mix_rows=1024))
+    before = {name: t.clone() for name, t in itda.state_dict().items()}
+    with pytest.raises(ValueError):
+        itda.build(iter(chunks), progress=False)
+    assert itda.d_sae == 64 and all(torch.equal(t, itda.state_dict()[name]) for name, t in before.items())
