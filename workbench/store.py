@@ -78,12 +78,15 @@ MIGRATIONS: list[str] = [
     CREATE TABLE steering_generations(run_id VARCHAR, dict_id VARCHAR, markup VARCHAR, feature INTEGER,
         alpha DOUBLE, question_id INTEGER, question VARCHAR, answer VARCHAR, created_at TIMESTAMP);
     """,
-    # 7: ITDA (#16). Layer-by-layer similarity of two models (pipelines/compare_layers.py), one row
-    # per (measure, layer of A, layer of B); and where each atom of a dictionary whose atoms are data
-    # was taken from (the feature pass writes it beside the examples).
+    # 7: layer-by-layer similarity of two models (pipelines/compare_layers.py), one row per
+    # (measure, layer of A, layer of B).
     """
     CREATE TABLE similarities(run_id VARCHAR, measure VARCHAR, model_a VARCHAR, layer_a INTEGER,
         model_b VARCHAR, layer_b INTEGER, value DOUBLE, created_at TIMESTAMP);
+    """,
+    # 8: where each atom of a dictionary whose atoms are data (ITDA) was taken from; the feature pass
+    # writes it beside the examples.
+    """
     CREATE TABLE atom_origins(run_id VARCHAR, dict_id VARCHAR, feature INTEGER, seq INTEGER, pos INTEGER,
         window_start INTEGER, window_tokens VARCHAR[]);
     """,
