@@ -15,6 +15,7 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,6 +26,9 @@ from workbench.config import comma_list, to_dict
 from workbench.models import LoadedModel, load_model
 from workbench.store import Store
 from workbench.variants import check_new_variant, save_variant
+
+if TYPE_CHECKING:  # transformers loads with the model, not with the command's parser
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -88,8 +92,9 @@ class LoraLinear(nn.Module):
         return self.base
 
 
-def adapt(hf: nn.Module, cfg: LoraConfig) -> dict[str, LoraLinear]:
-    """Replace every target linear layer by a LoraLinear; ValueError if a target matches nothing."""
+def adapt(hf: PreTrainedModel, cfg: LoraConfig) -> dict[str, LoraLinear]:
+    """Replace every target linear layer by a LoraLinear; ValueError if a target matches nothing or
+    shares its weight with the input embeddings."""
     generator = torch.Generator().manual_seed(cfg.seed)
     found = {name: module for name, module in hf.named_modules()
              if name.rsplit(".", 1)[-1] in cfg.targets and isinstance(module, nn.Linear)}
