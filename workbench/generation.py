@@ -24,10 +24,16 @@ def prompt_tokens(loaded: LoadedModel, text: str, chat: bool = False, limit: int
     return tokens
 
 
-@torch.inference_mode()
 def greedy_continuation(loaded: LoadedModel, tokens: torch.Tensor, max_new_tokens: int) -> str:
     """The model's greedy continuation of `tokens` [1, T] (under whatever hooks are in place)."""
+    return greedy_continuations(loaded, tokens, max_new_tokens)[0]
+
+
+@torch.inference_mode()
+def greedy_continuations(loaded: LoadedModel, tokens: torch.Tensor, max_new_tokens: int) -> list[str]:
+    """Greedy continuations of each row of `tokens` [N, T] (equal-length prompts, no padding), in one
+    batched generation; a row that reaches end-of-sequence stops there."""
     out = loaded.model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=False, verbose=False,
                                 return_type="tokens")
     assert isinstance(out, torch.Tensor)
-    return loaded.tokenizer.decode(out[0, tokens.shape[1]:].tolist(), skip_special_tokens=True)
+    return [loaded.tokenizer.decode(row[tokens.shape[1]:].tolist(), skip_special_tokens=True) for row in out]

@@ -132,6 +132,45 @@ def clamp(model: HookedRootModule, sae: Dictionary, values: Mapping[int, float])
         yield
 
 
+def ordinary_positions(x: Tensor, max_norm_ratio: float) -> Tensor:
+    """Bool mask `x.shape[:-1]`: positions whose norm is at most `max_norm_ratio` times the median norm
+    of the forward call (the token rule's norm test, per call); all True when the ratio is 0. A cached
+    generation step of one token is its own median, so it always counts."""
+    norms = x.float().norm(dim=-1)
+    if not max_norm_ratio:
+        return torch.ones_like(norms, dtype=torch.bool)
+    return norms <= max_norm_ratio * norms.median()
+
+
+@contextmanager
+def clamp_active(model: HookedRootModule, sae: Dictionary, values: Mapping[int, float],
+                 max_norm_ratio: float = 0.0) -> Iterator[None]:
+    """SAUCE-style clamp: where a listed feature fires (activation > 0), set it to its value; where it
+    does not, and at positions `ordinary_positions` leaves out, nothing changes. The error term is
+    kept, as in `clamp`."""
+    features = list(values)
+    targets = torch.tensor([float(values[f]) for f in features])
+
+    def set_where_active(x: Tensor) -> Tensor:
+        current = sae.encode(x).dense()[..., features]
+        change = torch.where(current > 0, targets.to(x) - current, 0.0)
+        change = change * ordinary_positions(x, max_norm_ratio)[..., None]
+        return x + change @ sae.decoder_directions(features).to(x)
+
+    with _on_dictionary_input(model, sae, set_where_active):
+        yield
+
+
+@contextmanager
+def add_vector(model: HookedRootModule, sae: Dictionary, vector: Tensor, max_norm_ratio: float = 0.0) -> Iterator[None]:
+    """Add `vector` (`[d_in]`, the dictionary's input space) at every position `ordinary_positions` keeps."""
+    def shift(x: Tensor) -> Tensor:
+        return x + ordinary_positions(x, max_norm_ratio)[..., None] * vector.to(x)
+
+    with _on_dictionary_input(model, sae, shift):
+        yield
+
+
 @contextmanager
 def ablate(model: HookedRootModule, sae: Dictionary, features: Iterable[int]) -> Iterator[None]:
     """Clamp the listed features to zero."""

@@ -36,6 +36,8 @@ JOBS: dict[str, Job] = {
                         "FAST's special-token steering: answers with a markup feature added at a grid of strengths"),
     "compare-layers": Job("pipelines.compare_layers", "CompareLayersConfig",
                           "match each layer of one model to the most similar of another's (ITDA Jaccard, CKA, SVCCA)"),
+    "unlearn": Job("pipelines.unlearn", "UnlearnConfig",
+                   "SAUCE-style concept unlearning: clamp each concept's features, measure forgetting and utility"),
     "lora": Job("pipelines.lora", "LoraConfig",
                 "finetune a model with LoRA adapters on one corpus; save the merged model as a variant"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",

@@ -90,6 +90,20 @@ MIGRATIONS: list[str] = [
     CREATE TABLE atom_origins(run_id VARCHAR, dict_id VARCHAR, feature INTEGER, seq INTEGER, pos INTEGER,
         window_start INTEGER, window_tokens VARCHAR[]);
     """,
+    # 9: SAUCE-style concept unlearning (pipelines/unlearn.py): each concept's selected features, its
+    # scores per method, and the generations before and after.
+    """
+    CREATE TABLE unlearn_features(run_id VARCHAR, dict_id VARCHAR, concept VARCHAR, rank INTEGER,
+        feature INTEGER, score DOUBLE, freq_concept DOUBLE, freq_other DOUBLE, mean_concept DOUBLE,
+        mean_other DOUBLE);
+    CREATE TABLE unlearn_scores(run_id VARCHAR, dict_id VARCHAR, concept VARCHAR, method VARCHAR,
+        draw INTEGER, n_features INTEGER, ce_concept_before DOUBLE, ce_concept DOUBLE,
+        ce_other_before DOUBLE, ce_other DOUBLE, forgetting DOUBLE, utility_cost DOUBLE,
+        selectivity DOUBLE, content_before DOUBLE, content DOUBLE, content_drop DOUBLE,
+        other_similarity DOUBLE, concept_tokens INTEGER, other_tokens INTEGER);
+    CREATE TABLE unlearn_generations(run_id VARCHAR, concept VARCHAR, method VARCHAR, draw INTEGER,
+        kind VARCHAR, prompt_id INTEGER, prompt VARCHAR, before VARCHAR, after VARCHAR);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -21,6 +21,7 @@ import pandas as pd
 from pipelines.autointerp import storage
 from pipelines.autointerp.examples import Example, rows_to_examples
 from workbench import queries
+from workbench.embedding import embed
 from workbench.store import Store
 
 GENERIC_PATTERNS = (
@@ -46,8 +47,6 @@ def generic_fraction(texts: Sequence[str]) -> float:
 
 def mean_similarity(texts: Sequence[str]) -> float:
     """Mean cosine similarity over pairs of different explanations (NaN for fewer than two)."""
-    from pipelines.autointerp.scorers.embedding import embed
-
     if len(texts) < 2:
         return float("nan")
     vectors = embed(list(texts))
