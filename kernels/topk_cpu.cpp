@@ -16,6 +16,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -128,8 +129,12 @@ void encode_tiles(const at::Tensor& xc, const at::Tensor& W_enc, const float* bi
   at::Tensor scratch = at::empty({n_threads, tile_rows * tile_cols}, xc.options());
   // Each thread takes whole row blocks (dynamically: no barrier, robust to a busy core) and
   // sweeps every column tile of W_enc for them; MKL runs single-threaded inside.
+  // OpenMP workers do not inherit the caller's thread-local state (inference mode above all: writing
+  // into `scratch`, an inference tensor when the caller is in inference mode, aborts outside it).
+  const at::ThreadLocalState caller_state;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
   for (int64_t b = 0; b < n_blocks; ++b) {
+    at::ThreadLocalStateGuard caller(caller_state);
     at::NoGradGuard no_grad;
     at::Tensor buf = scratch[omp_get_thread_num()];
     const int64_t r0 = b * tile_rows, rows = std::min(tile_rows, n - r0);
@@ -300,8 +305,10 @@ void encode_screened(const at::Tensor& xc, const at::Tensor& W_enc, const float*
   at::Tensor pre_scratch = at::empty({n_threads, tile_rows * tw}, xc.options());
   const float* xp = xc.data_ptr<float>();
   const float* wp = W_enc.data_ptr<float>();
+  const at::ThreadLocalState caller_state;  // see encode_tiles
 #pragma omp parallel num_threads(n_threads)
   {
+    at::ThreadLocalStateGuard caller(caller_state);
     at::NoGradGuard no_grad;
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t my_begin = n * tid / nt, my_end = n * (tid + 1) / nt;

@@ -185,3 +185,19 @@ def test_fallback_warns_once_without_toolchain(monkeypatch: pytest.MonkeyPatch) 
         check_topk(values, indices, x, W_enc, b_enc, b_dec, case.k, thr)
     finally:
         kcpu.load_extension.cache_clear()
+
+
+@pytest.mark.parametrize("screen", [False, True])
+def test_both_paths_work_under_inference_mode_with_several_threads(screen: bool, monkeypatch) -> None:
+    """Generation runs under `torch.inference_mode`; the OpenMP workers must see it too (they once
+    aborted the process: in-place update of an inference tensor outside inference mode)."""
+    monkeypatch.setattr(kcpu, "TILE_ROWS", 16)          # several row blocks, so every thread gets one
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        x, W_enc, b_enc, b_dec, thr = make_inputs(Case(200, 32, 600, 8))
+        with torch.inference_mode():
+            values, indices = kcpu.topk_encode_cpu(x - b_dec, W_enc, b_enc, 8, thr, screen=screen)
+    finally:
+        torch.set_num_threads(threads)
+    check_topk(values.clone(), indices.clone(), x, W_enc, b_enc, b_dec, 8, thr)
