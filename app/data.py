@@ -108,3 +108,38 @@ def similarity_matrix(store: Store, run_id: str, measure: str) -> pd.DataFrame:
     if len(df):
         wide.attrs = {"model_a": df["model_a"].iloc[0], "model_b": df["model_b"].iloc[0]}
     return wide
+
+
+UNLEARN_SCORE_COLUMNS = ["method", "draw", "n_features", "forgetting", "utility_cost", "selectivity", "content_drop",
+                         "other_similarity", "ce_concept_before", "ce_other_before"]
+
+
+def unlearn_runs(store: Store) -> list[str]:
+    """Stored concept-unlearning runs (`workbench unlearn`)."""
+    return store.query("SELECT DISTINCT run_id FROM unlearn_scores ORDER BY run_id")["run_id"].tolist()
+
+
+def unlearn_concepts(store: Store, run_id: str) -> list[str]:
+    return store.query("SELECT DISTINCT concept FROM unlearn_scores WHERE run_id = ? ORDER BY concept",
+                       [run_id])["concept"].tolist()
+
+
+def unlearn_scores(store: Store, run_id: str, concept: str) -> pd.DataFrame:
+    """Every method's forgetting and utility on one concept, rounded, SAUCE first."""
+    df = store.query("SELECT * FROM unlearn_scores WHERE run_id = ? AND concept = ?", [run_id, concept])
+    df = df.reindex(columns=UNLEARN_SCORE_COLUMNS)
+    df[UNLEARN_SCORE_COLUMNS[3:]] = df[UNLEARN_SCORE_COLUMNS[3:]].round(4)
+    return df.assign(later=df["method"] != "sauce").sort_values(["later", "method", "draw"]).drop(columns="later")
+
+
+def unlearn_features(store: Store, run_id: str, concept: str) -> pd.DataFrame:
+    df = store.query("SELECT rank, feature, score, freq_concept, freq_other, mean_concept, mean_other "
+                     "FROM unlearn_features WHERE run_id = ? AND concept = ? ORDER BY rank", [run_id, concept])
+    return df.round(4)
+
+
+def unlearn_generations(store: Store, run_id: str, concept: str, method: str) -> pd.DataFrame:
+    """Prompt, the unchanged model's continuation and the intervened one, concept prompts first
+    (random baseline: its first draw)."""
+    return store.query("SELECT kind, prompt, before, after FROM unlearn_generations WHERE run_id = ? AND concept = ? "
+                       "AND method = ? AND draw = 0 ORDER BY kind, prompt_id", [run_id, concept, method])

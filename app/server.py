@@ -1,4 +1,4 @@
-"""The Blocks app: four tabs over one store and one live model."""
+"""The Blocks app: five tabs over one store and one live model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gradio as gr
 from app import html
 from app.live import LiveModels
 from app.semantic import SemanticIndex
-from app.views import dictionaries, features, inspector, steering
+from app.views import dictionaries, features, inspector, steering, unlearning
 from app.views.common import AppContext
 from workbench.store import Store
 
@@ -29,4 +29,6 @@ def build_app(store: Store, model_name: str, threads: int = 1) -> gr.Blocks:
                 inspector.build(ctx, demo, nav)
             with gr.Tab("Steering", id=steering.TAB_ID):
                 steering.build(ctx, demo, nav)
+            with gr.Tab("Unlearning", id="unlearning"):
+                unlearning.build(ctx, demo)
     return demo

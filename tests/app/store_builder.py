@@ -111,6 +111,29 @@ SIMILARITY = {  # measure -> [layer of A][layer of B], as `workbench compare-lay
     "cka": [[0.99, 0.95, 0.90], [0.97, 0.96, 0.93], [0.90, 0.94, 0.98]],       # row 1 picks layer 0: 2/3
 }
 
+UNLEARN_RUN = "unlearn-test"
+UNLEARN = {  # method -> (forgetting, utility cost, after-text of the concept prompt), as `workbench unlearn` writes
+    "sauce": (0.30, 0.02, "The weather was mild."),
+    "random": (0.01, 0.01, "The match ended 2-1."),
+    "diff-means": (0.20, 0.10, IMG),
+}
+
+
+def _unlearn_tables() -> dict[str, pd.DataFrame]:
+    scores = [dict(run_id=UNLEARN_RUN, dict_id="tiny-topk", concept="sport", method=m, draw=0,
+                   n_features=0 if m == "diff-means" else 2, ce_concept_before=3.0, ce_concept=3.0 + f,
+                   ce_other_before=3.5, ce_other=3.5 + c, forgetting=f, utility_cost=c, selectivity=f - c,
+                   content_before=0.1, content=0.05, content_drop=0.05, other_similarity=0.9, concept_tokens=256,
+                   other_tokens=256) for m, (f, c, _) in UNLEARN.items()]
+    generations = [dict(run_id=UNLEARN_RUN, concept="sport", method=m, draw=0, kind="concept", prompt_id=0,
+                        prompt="The striker scored", before="a goal in the final minute.", after=text)
+                   for m, (_, _, text) in UNLEARN.items()]
+    features = [dict(run_id=UNLEARN_RUN, dict_id="tiny-topk", concept="sport", rank=r, feature=f, score=s,
+                     freq_concept=0.5, freq_other=0.1, mean_concept=s + 0.2, mean_other=0.2)
+                for r, (f, s) in enumerate([(7, 1.5), (3, 0.9)])]
+    return {"unlearn_scores": pd.DataFrame(scores), "unlearn_generations": pd.DataFrame(generations),
+            "unlearn_features": pd.DataFrame(features)}
+
 
 def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
     rng = np.random.default_rng(seed)
@@ -147,5 +170,6 @@ def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
                  value=v, created_at=pd.Timestamp("2026-11-28 23:30"))
             for m, matrix in SIMILARITY.items() for i, row in enumerate(matrix) for j, v in enumerate(row)]),
         "atom_origins": pd.DataFrame([dict(dict_id="tiny-topk", feature=HOSTILE_FEATURE, seq=4, pos=13,
-                                           window_start=10, window_tokens=HOSTILE_TOKENS)])})
+                                           window_start=10, window_tokens=HOSTILE_TOKENS)]),
+        **_unlearn_tables()})
     return BuiltStore(store, list(DICTS))

@@ -8,7 +8,7 @@ import textwrap
 
 from app.server import build_app
 from tests.app.app_helpers import REPO, free_port
-from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, SIMILARITY_RUN, STEERING_RUN, BuiltStore
+from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, SIMILARITY_RUN, STEERING_RUN, UNLEARN_RUN, BuiltStore
 from workbench.store import Store
 
 CELLS = "div[role=gridcell]"
@@ -137,6 +137,24 @@ def test_stored_markup_steering_side_by_side(page, server: str) -> None:
     assert [h for h in headers if h.startswith("alpha")] == ["alpha=0", "alpha=50"]
     cells = page.locator(f"#st-stored {CELLS}").all_inner_texts()
     assert "To the sea." in cells and "sea sea sea sea" in cells and IMG in cells   # the answer shows as text
+
+
+def test_unlearning_tab_shows_features_scores_and_generations_side_by_side(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Unlearning").click()
+    page.wait_for_selector(f"#ul-features {CELLS}")           # the only run and its only concept open at once
+    assert page.locator("#ul-run input").input_value() == UNLEARN_RUN
+    features = page.locator(f"#ul-features {CELLS}").all_inner_texts()
+    assert features[:3] == ["0", "7", "1.5"]                  # rank, feature, score
+    scores = page.locator(f"#ul-scores {CELLS}").all_inner_texts()
+    assert scores[0] == "sauce" and "0.28" in scores          # SAUCE first; selectivity 0.30 - 0.02
+    generations = page.locator(f"#ul-generations {CELLS}").all_inner_texts()
+    assert generations == ["concept", "The striker scored", "a goal in the final minute.", "The weather was mild."]
+    page.get_by_label("diff-means").check()
+    page.wait_for_function(f"() => [...document.querySelectorAll('#ul-generations {CELLS}')]"
+                           ".some(c => c.textContent.includes('<img'))")
+    page.wait_for_timeout(500)  # give an injected onerror handler time to fire, were there one
+    assert IMG in page.locator(f"#ul-generations {CELLS}").all_inner_texts()   # the text shows as text
 
 
 def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str, built: BuiltStore) -> None:
