@@ -1,9 +1,8 @@
 """`workbench lora`: a short LoRA finetune of a model on one corpus, merged and saved as a model
 variant (workbench/variants.py), so every pipeline can load it by name.
 
-Low-rank adapters (Hu et al. 2021) on chosen linear layers of every block: W x + (alpha / r) B A x,
-A `[r, in]` Gaussian (std 1/r), B `[out, r]` zero, so training starts from the parent exactly. Only
-A and B train (AdamW, next-token loss on packed blocks of the corpus's train split); after the last
+Low-rank adapters (`workbench/lora.py`) on chosen linear layers of every block; only they train
+(AdamW, next-token loss on packed blocks of the corpus's train split); after the last
 step B A is added into W and the plain model is saved. The eval split's next-token loss before and
 after is printed and stored in the variant's `how`. The finetune is short (minutes); an interrupted
 one starts over.
@@ -15,20 +14,15 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from workbench import corpora
+from workbench import corpora, lora
 from workbench.config import comma_list, to_dict
 from workbench.models import LoadedModel, load_model
 from workbench.store import Store
 from workbench.variants import check_new_variant, save_variant
-
-if TYPE_CHECKING:  # transformers loads with the model, not with the command's parser
-    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -74,48 +68,6 @@ class LoraConfig:
             raise ValueError(f"lr and alpha must be positive, got {self.lr}, {self.alpha}")
 
 
-class LoraLinear(nn.Module):
-    """A frozen linear layer plus a trainable low-rank update."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator) -> None:
-        super().__init__()
-        self.base, self.scale = base, alpha / rank
-        self.A = nn.Parameter(torch.randn(rank, base.in_features, generator=generator) / rank)
-        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T
-
-    @torch.no_grad()
-    def merged(self) -> nn.Linear:
-        self.base.weight += self.scale * self.B @ self.A
-        return self.base
-
-
-def adapt(hf: PreTrainedModel, cfg: LoraConfig) -> dict[str, LoraLinear]:
-    """Replace every target linear layer by a LoraLinear; ValueError if a target matches nothing or
-    shares its weight with the input embeddings."""
-    generator = torch.Generator().manual_seed(cfg.seed)
-    found = {name: module for name, module in hf.named_modules()
-             if name.rsplit(".", 1)[-1] in cfg.targets and isinstance(module, nn.Linear)}
-    missing = sorted(set(cfg.targets) - {name.rsplit(".", 1)[-1] for name in found})
-    if missing:
-        raise ValueError(f"no linear layer named {missing} in {cfg.model}")
-    tied = [name for name, module in found.items() if module.weight is hf.get_input_embeddings().weight]
-    if tied:
-        raise ValueError(f"{tied} share their weight with the input embeddings: merging an adapter there would "
-                         "change the embeddings too")
-    adapters = {name: LoraLinear(module, cfg.rank, cfg.alpha, generator) for name, module in found.items()}
-    for name, adapter in adapters.items():
-        _swap(hf, name, adapter)
-    return adapters
-
-
-def _swap(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, module)
-
-
 def blocks(loaded: LoadedModel, cfg: LoraConfig, split: str) -> Iterator[torch.Tensor]:
     """Packed blocks of the corpus's `split`, in corpus order."""
     texts = corpora.document_texts(corpora.load_corpus(cfg.corpus, split), loaded.tokenizer)
@@ -123,7 +75,7 @@ def blocks(loaded: LoadedModel, cfg: LoraConfig, split: str) -> Iterator[torch.T
 
 
 @torch.no_grad()
-def held_out_loss(hf: nn.Module, eval_blocks: list[torch.Tensor]) -> float:
+def held_out_loss(hf: torch.nn.Module, eval_blocks: list[torch.Tensor]) -> float:
     batch = torch.stack(eval_blocks)
     return float(hf(input_ids=batch, labels=batch).loss)
 
@@ -133,12 +85,10 @@ def run(cfg: LoraConfig, store: Store, progress: bool = True) -> str:
     check_new_variant(store, cfg.name, cfg.model)
     loaded = load_model(cfg.model, store=store)
     hf = loaded.hf
-    hf.requires_grad_(False)
-    adapters = adapt(hf, cfg)                  # bad targets fail here; B = 0, so the model is unchanged
+    adapters = lora.adapt(hf, cfg.targets, cfg.rank, cfg.alpha, cfg.seed)   # bad targets fail here; B = 0
     eval_blocks = list(itertools.islice(blocks(loaded, cfg, "eval"), cfg.eval_blocks))
     before = held_out_loss(hf, eval_blocks)
-    params = [p for a in adapters.values() for p in (a.A, a.B)]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(lora.parameters(adapters), lr=cfg.lr, weight_decay=0.0)
     train = itertools.cycle(blocks(loaded, cfg, "train"))
     hf.train()
     for _ in tqdm(range(cfg.steps), disable=not (progress and cfg.progress), desc="lora"):
@@ -148,8 +98,7 @@ def run(cfg: LoraConfig, store: Store, progress: bool = True) -> str:
         loss.backward()
         optimizer.step()
     hf.eval()
-    for name, adapter in adapters.items():
-        _swap(hf, name, adapter.merged())
+    lora.merge(hf, adapters)
     after = held_out_loss(hf, eval_blocks)
     how = {"method": "lora", **{k: v for k, v in to_dict(cfg).items() if k not in ("name", "model", "progress")},
            "eval_loss_before": before, "eval_loss_after": after}

@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from pipelines.lora import LoraConfig, LoraLinear
+from pipelines.lora import LoraConfig
 from workbench import cli
+from workbench.lora import LoraLinear
 from workbench.models import load_model
 from workbench.store import Store
 
