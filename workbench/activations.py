@@ -74,7 +74,7 @@ class _StopForward(Exception):
     """Raised by a hook to end the forward once the wanted activation is captured."""
 
 
-def _hf_target(hf, hook_point: str) -> tuple[torch.nn.Module, str] | None:
+def hf_target(hf, hook_point: str) -> tuple[torch.nn.Module, str] | None:
     """Map a TransformerLens hook name onto (HF module, which tensor) for Llama-style models."""
     parts = hook_point.split(".")
     if parts[0] != "blocks" or not hasattr(getattr(hf, "model", None), "layers"):
@@ -97,7 +97,7 @@ def _first_tensor(value) -> torch.Tensor:
 
 
 def _hf_forward(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor) -> torch.Tensor:
-    target = _hf_target(loaded.hf, hook_point)
+    target = hf_target(loaded.hf, hook_point)
     if target is None:
         raise ValueError(f"hook point {hook_point!r} has no HF fast path for {loaded.name}")
     module, which = target
@@ -137,7 +137,7 @@ def hook_activations(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor,
                      backend: str = "auto") -> torch.Tensor:
     """Activations [B, T, ...] at `hook_point` for token ids [B, T], running only as far as needed."""
     layer = parse_hook_point(loaded, hook_point)
-    mappable = loaded.hf is not None and _hf_target(loaded.hf, hook_point) is not None
+    mappable = loaded.hf is not None and hf_target(loaded.hf, hook_point) is not None
     if backend == "hf" and not mappable:
         raise ValueError(f"hook point {hook_point!r} has no HF fast path for {loaded.name}")
     if backend == "hf" or (backend == "auto" and mappable):

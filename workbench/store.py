@@ -104,6 +104,11 @@ MIGRATIONS: list[str] = [
     CREATE TABLE unlearn_generations(run_id VARCHAR, concept VARCHAR, method VARCHAR, draw INTEGER,
         kind VARCHAR, prompt_id INTEGER, prompt VARCHAR, before VARCHAR, after VARCHAR);
     """,
+    # 10: Resa SAE-tuning against plain SFT (pipelines/sae_tune.py): held-out accuracy per model and seed.
+    """
+    CREATE TABLE sae_tune_results(run_id VARCHAR, method VARCHAR, seed INTEGER, train_seconds DOUBLE,
+        accuracy DOUBLE, lenient_accuracy DOUBLE, n_eval INTEGER, details JSON, created_at TIMESTAMP);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
