@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from workbench.config import config_id, to_dict
+from workbench.config import config_id, require_positive, to_dict
 from workbench.models import load_model, parse_hook_point
 from workbench.sources import SPLITS, ActivationSource, activation_rows
 from workbench.store import Store
@@ -34,9 +34,7 @@ class CollectConfig(ActivationSource):
         super().__post_init__()
         if self.split not in SPLITS:
             raise ValueError(f"split must be train or eval, got {self.split!r}")
-        for name in ("tokens", "batch_size", "shard_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "tokens", "batch_size", "shard_rows")
 
     def derived_run_id(self) -> str:
         return self.run_id or config_id("collect", {k: v for k, v in to_dict(self).items() if k != "run_id"})

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from saes.itda import ITDA, ITDAConfig
 from workbench import corpora, similarity
 from workbench.activations import Rows
-from workbench.config import comma_list, config_id, to_dict
+from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.models import LoadedModel, load_model, parse_hook_point
 from workbench.paths import data_dir
 from workbench.sources import ActivationSource, activation_rows, prompt_stream_id
@@ -78,9 +78,7 @@ class CompareLayersConfig:
 
     def __post_init__(self) -> None:
         self.layers = [int(x) for x in comma_list([str(x) for x in self.layers])]
-        for name in ("context", "tokens", "paired_tokens", "anchors", "forward_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "context", "tokens", "paired_tokens", "anchors", "forward_batch")
         if self.anchors > self.paired_tokens:
             raise ValueError(f"anchors ({self.anchors}) must not exceed paired_tokens ({self.paired_tokens})")
         if any(layer < 0 for layer in self.layers):

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field
 
 from workbench import corpora, queries
+from workbench.config import require_positive
 from workbench.jobs import run_job
 from workbench.store import Store
 
@@ -46,9 +47,7 @@ class DemoConfig:
     """Seed of the feature choice."""
 
     def __post_init__(self) -> None:
-        for name in ("train_tokens", "feature_tokens", "k", "expansion"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "train_tokens", "feature_tokens", "k", "expansion")
         if self.interpret_features < 0:
             raise ValueError(f"interpret_features must be >= 0, got {self.interpret_features}")
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 import saes
 from workbench import queries
-from workbench.config import config_id, to_dict
+from workbench.config import config_id, require_positive, to_dict
 from workbench.models import LoadedModel
 from workbench.registered import load_registered
 from workbench.sources import SPLITS, ActivationSource, activation_rows, prompt_stream_id, token_sequences
@@ -69,9 +69,7 @@ class FeaturesConfig:
             raise ValueError("dict_id is required")
         if self.split not in SPLITS:
             raise ValueError(f"split must be train or eval, got {self.split!r}")
-        for name in ("tokens", "context", "n_top", "n_quantiles", "hist_bins", "forward_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "tokens", "context", "n_top", "n_quantiles", "hist_bins", "forward_batch")
         if self.per_quantile < 0 or self.window_before < 0 or self.window_after < 0 or self.n_logits < 0:
             raise ValueError("per_quantile, window sizes and n_logits must be >= 0")
 

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench import corpora, lora
-from workbench.config import comma_list, to_dict
+from workbench.config import comma_list, require_positive, to_dict
 from workbench.models import LoadedModel, load_model
 from workbench.store import Store
 from workbench.variants import check_new_variant, save_variant
@@ -61,9 +61,7 @@ class LoraConfig:
         self.targets = comma_list(self.targets)
         if not self.targets:
             raise ValueError("targets must name at least one linear layer")
-        for name in ("context", "steps", "batch", "rank", "eval_blocks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "context", "steps", "batch", "rank", "eval_blocks")
         if not (self.lr > 0 and math.isfinite(self.lr)) or not (self.alpha > 0 and math.isfinite(self.alpha)):
             raise ValueError(f"lr and alpha must be positive, got {self.lr}, {self.alpha}")
 

@@ -47,7 +47,7 @@ from saes.base import Dictionary
 from saes.training import TrainConfig, Trainer
 from workbench import corpora, lora
 from workbench.activations import hf_target, hook_activations
-from workbench.config import comma_list, config_id, to_dict
+from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.hooks import ordinary_positions
 from workbench.models import LoadedModel, load_model
 from workbench.paths import data_dir
@@ -107,10 +107,8 @@ class SaeTuneConfig:
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
-        for name in ("rank", "steps", "source_steps", "batch", "sae_k", "sae_expansion", "sae_tokens", "sae_epochs",
-                     "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "rank", "steps", "source_steps", "batch", "sae_k", "sae_expansion", "sae_tokens",
+                         "sae_epochs", "max_new_tokens")
         if self.layer < 0:
             raise ValueError(f"layer must be >= 0, got {self.layer}")
         for name in ("lr", "alpha"):

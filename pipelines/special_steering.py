@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from workbench import corpora
 from workbench.activations import hook_activations, merge_heads
-from workbench.config import comma_list, config_id, to_dict
+from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.evaluation.chat import ROLES, ChatMarkup, chat_markup, role_starts
 from workbench.generation import greedy_continuation, prompt_tokens
 from workbench.hooks import steer
@@ -65,10 +65,8 @@ class SteerMarkupConfig:
             raise ValueError(f"markup kinds must be among {TURN_START}, {', '.join(ROLES)}; got {unknown or 'none'}")
         if not self.alphas or not all(math.isfinite(a) for a in self.alphas):
             raise ValueError(f"alphas must be finite numbers, got {self.alphas}")
-        for name in ("selection_conversations", "selection_context", "questions", "max_question_chars",
-                     "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "selection_conversations", "selection_context", "questions", "max_question_chars",
+                         "max_new_tokens")
 
     def run_id(self) -> str:
         return config_id(f"steer-markup-{self.dict_id}", {k: v for k, v in to_dict(self).items() if k != "progress"})

@@ -21,7 +21,7 @@ from saes.fitting import FitSource, fit
 from saes.training import StepCallback, TrainConfig
 from workbench import strategies
 from workbench.activations import MixingBuffer, Rows
-from workbench.config import config_id, to_dict
+from workbench.config import config_id, require_positive, to_dict
 from workbench.evaluation import core
 from workbench.models import LoadedModel, load_model, parse_hook_point
 from workbench.paths import data_dir
@@ -106,9 +106,7 @@ class TrainDictionaryConfig(ActivationSource):
             raise ValueError(f"bias_adaptation must be none or gba, got {self.bias_adaptation!r}")
         if self.bias_adaptation == "gba":
             self.gba.check_applies(self.architecture)   # the width is known in `run`
-        for name in ("expansion", "tokens", "batch_tokens", "eval_tokens", "ce_sequences", "forward_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "expansion", "tokens", "batch_tokens", "eval_tokens", "ce_sequences", "forward_batch")
         if self.buffer_tokens < 2 * self.batch_tokens:
             raise ValueError("buffer_tokens must be at least 2 * batch_tokens")
 

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from saes.base import Dictionary
 from workbench import corpora
 from workbench.activations import hook_activations, merge_heads
-from workbench.config import comma_list, config_id, to_dict
+from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.embedding import embed
 from workbench.generation import greedy_continuations
 from workbench.hooks import add_vector, clamp_active
@@ -140,10 +140,8 @@ class UnlearnConfig:
         for name in ("clamp_value", "diffmeans_scale"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
-        for name in ("n_features", "select_tokens", "min_docs", "eval_tokens", "prompts", "prompt_tokens",
-                     "new_tokens", "centroid_docs", "random_draws", "context", "forward_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "n_features", "select_tokens", "min_docs", "eval_tokens", "prompts", "prompt_tokens",
+                         "new_tokens", "centroid_docs", "random_draws", "context", "forward_batch")
         if self.features and len(self.concepts) != 1:
             raise ValueError("features can be given for one concept only")
         if any(f < 0 for f in self.features):

@@ -199,6 +199,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
+def require_positive(config: Any, *names: str) -> None:
+    """ValueError naming the first of `config`'s integer fields `names` that is below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
 def comma_list(value: str | list[str]) -> list[str]:
     """A list field given as 'a, b' (flags, API) -> ['a', 'b']; a list is returned as is."""
     return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pipelines.autointerp import prompts, scorers
 from pipelines.autointerp.serve import ServeConfig
-from workbench.config import comma_list, config_id
+from workbench.config import comma_list, config_id, require_positive
 from workbench.llm import LLMConfig
 
 RUN_ID_IGNORES = ("features", "run_id", "progress", "export_dir", "llm", "server")
@@ -95,9 +95,7 @@ class InterpretConfig:
         unknown = [s for s in self.scorers if s not in scorers.SCORERS]
         if unknown or not self.scorers:
             raise ValueError(f"unknown scorers {unknown or '(none given)'}; choose from {', '.join(scorers.SCORERS)}")
-        for name in ("n_train", "n_test", "n_inactive", "intervention_prompts", "intervention_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "n_train", "n_test", "n_inactive", "intervention_prompts", "intervention_tokens")
         if not 0 <= self.n_top_train <= self.n_train:
             raise ValueError("n_top_train must be in 0..n_train")
         if not 0 <= self.n_test_top <= self.n_test:
