@@ -74,14 +74,16 @@ class SaeTuneConfig:
     """LoRA scale numerator."""
     targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
     """Linear layers adapted in every block (Resa: all projections)."""
-    steps: int = 150
+    steps: int = 100
     """Optimizer steps of SFT and of SAE-tuning."""
-    source_steps: int = 300
+    source_steps: int = 150
     """Optimizer steps that give the source its skill."""
     batch: int = 8
     """Questions per step."""
-    lr: float = 1e-3
-    """AdamW learning rate of the adapters (every run)."""
+    lr: float = 3e-4
+    """AdamW learning rate of the adapters (every run). At 1e-3 and 300 steps the source learned the
+    answer-only format but answered 9% of held-out countries right (the untouched model names 40% in
+    a sentence): it had overwritten what it knew."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """Seeds of SFT and SAE-tuning (adapters and data order); the source uses the first."""
     sae_k: int = 32
