@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,17 @@ def link_shared_caches(cache: Path) -> None:
         link = cache / name
         if not link.exists():
             link.symlink_to(REAL_CACHE / name)
+
+
+@pytest.fixture
+def sigint_reaches_children():
+    """For a test that interrupts a child with SIGINT. A shell that runs the suite in the background
+    (`... &` without job control) starts it with SIGINT ignored; an ignored signal stays ignored
+    across exec, and Python then installs no KeyboardInterrupt handler, so the signal would do
+    nothing. A handled signal is reset to the default at exec, so handling it here is enough."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def test_kill_9_then_rerun_completes_with_one_copy(data_dir):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_marks_the_run_interrupted_and_a_rerun_resumes(data_dir, signum):
+def test_ctrl_c_or_sigterm_marks_the_run_interrupted_and_a_rerun_resumes(data_dir, signum, sigint_reaches_children):
     store = data_dir / "w.duckdb"
     proc = subprocess.Popen(_cmd(store), env=subprocess_env(data_dir), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

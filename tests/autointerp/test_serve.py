@@ -32,7 +32,7 @@ def test_llama_cpp_backend_says_how_to_install():
         llamacpp.gguf_for_server()
 
 
-def test_serve_answers_and_stops_on_ctrl_c(data_dir):
+def test_serve_answers_and_stops_on_ctrl_c(data_dir, sigint_reaches_children):
     port = free_port()
     code = ("from pipelines.autointerp.serve import ServeConfig, run; "
             f"run(ServeConfig(backend='transformers', model='tiny', port={port}))")
