@@ -57,7 +57,7 @@ def test_only_adapters_receive_gradients_and_the_kl_starts_at_zero(tiny, tiny_ba
     hf = copy.deepcopy(tiny.hf)
     adapters = lora.adapt(hf, sae_tune.LORA_TARGETS, rank=2, alpha=4.0, seed=0)
     kl = kl_to_parent(hf, adapters, exact_sae(tiny.d_model), 1, 0.0, tiny_batch)
-    assert abs(float(kl)) < 1e-5                         # B = 0 and an exact SAE: student = teacher
+    assert abs(kl.item()) < 1e-5                         # B = 0 and an exact SAE: student = teacher
     with torch.no_grad():
         for adapter in adapters.values():
             adapter.B.normal_(std=0.1)
