@@ -119,6 +119,14 @@ def unlearn_runs(store: Store) -> list[str]:
     return store.query("SELECT DISTINCT run_id FROM unlearn_scores ORDER BY run_id")["run_id"].tolist()
 
 
+def unlearn_dictionary(store: Store, run_id: str) -> str:
+    """The dictionary whose features a stored unlearn run clamped."""
+    df = store.query("SELECT any_value(dict_id) AS dict_id FROM unlearn_features WHERE run_id = ?", [run_id])
+    if df.empty or df["dict_id"].isna().all():
+        raise LookupError(f"no unlearn run {run_id!r} in the store")
+    return str(df["dict_id"].iloc[0])
+
+
 def unlearn_concepts(store: Store, run_id: str) -> list[str]:
     return store.query("SELECT DISTINCT concept FROM unlearn_scores WHERE run_id = ? ORDER BY concept",
                        [run_id])["concept"].tolist()

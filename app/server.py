@@ -30,5 +30,5 @@ def build_app(store: Store, model_name: str, threads: int = 1) -> gr.Blocks:
             with gr.Tab("Steering", id=steering.TAB_ID):
                 steering.build(ctx, demo, nav)
             with gr.Tab("Unlearning", id="unlearning"):
-                unlearning.build(ctx, demo)
+                unlearning.build(ctx, demo, nav)
     return demo

@@ -7,11 +7,12 @@ import gradio as gr
 
 from app import data
 from app.views.common import AppContext, guarded
+from app.views.features import FeatureNav
 
 METHODS = ["sauce", "random", "coarse", "diff-means", "all-concepts"]
 
 
-def build(ctx: AppContext, demo: gr.Blocks) -> None:
+def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
     with gr.Row():
         run_menu = gr.Dropdown([], label="Run (workbench unlearn)", elem_id="ul-run", scale=2)
         concept_menu = gr.Dropdown([], label="Concept", elem_id="ul-concept", scale=1)
@@ -22,7 +23,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                                 "similarity of other generations to the unchanged model's",
                           interactive=False, elem_id="ul-scores")
     features = gr.Dataframe(label="Selected features (train split: firing frequency and mean activation, concept "
-                                  "vs other)", interactive=False, elem_id="ul-features")
+                                  "vs other; click a row to open the feature)",
+                            interactive=False, elem_id="ul-features")
     generations = gr.Dataframe(label="Continuations of held-out openings: unchanged model (before) and with the "
                                      "intervention (after)", interactive=False, wrap=True, elem_id="ul-generations")
 
@@ -44,6 +46,13 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         runs = data.unlearn_runs(ctx.store)
         return {message: "", run_menu: gr.Dropdown(choices=runs, value=runs[0] if runs else None)}
 
+    @guarded(lambda m: {message: m})
+    def open_feature(run_id: str | None, evt: gr.SelectData) -> dict:
+        if not run_id:
+            raise ValueError("Choose a run.")
+        return nav.open(data.unlearn_dictionary(ctx.store, run_id), int(evt.row_value[1]))
+
+    features.select(open_feature, inputs=run_menu, outputs=[message, *nav.outputs])
     run_menu.change(choose_run, inputs=run_menu, outputs=[message, concept_menu])
     for trigger in (concept_menu.change, method.change):
         trigger(show, inputs=[run_menu, concept_menu, method], outputs=[message, scores, features, generations])

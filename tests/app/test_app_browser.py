@@ -155,6 +155,9 @@ def test_unlearning_tab_shows_features_scores_and_generations_side_by_side(page,
                            ".some(c => c.textContent.includes('<img'))")
     page.wait_for_timeout(500)  # give an injected onerror handler time to fire, were there one
     assert IMG in page.locator(f"#ul-generations {CELLS}").all_inner_texts()   # the text shows as text
+    page.locator(f"#ul-features {CELLS}").nth(1).click()       # feature 7's row opens its page
+    wait_page(page, 7)
+    assert page.get_by_role("tab", name="Features").get_attribute("aria-selected") == "true"
 
 
 def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str, built: BuiltStore) -> None:
