@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,7 +32,7 @@ from workbench import corpora, similarity
 from workbench.activations import Rows
 from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.models import LoadedModel, load_model, parse_hook_point
-from workbench.paths import data_dir
+from workbench.paths import data_dir, write_atomically
 from workbench.sources import ActivationSource, activation_rows, prompt_stream_id
 from workbench.store import Store
 from workbench.token_rule import TokenRule
@@ -168,9 +169,7 @@ def _layer_results(cfg: CompareLayersConfig, models: dict[str, LoadedModel], lay
             print(f"layer {layer}, model {side} ({loaded.name}): building ITDA")
         itda.build(iter(train), progress=progress, stream=stream)
         results[side] = {"labels": itda.labels[:, :2].contiguous(), "paired": paired.acts, "ordinary": ordinary}
-        paths[side].parent.mkdir(parents=True, exist_ok=True)
-        save_file(results[side], str(paths[side].with_suffix(".tmp")))
-        paths[side].with_suffix(".tmp").rename(paths[side])
+        write_atomically(paths[side], partial(save_file, results[side]))
     return results
 
 

@@ -50,7 +50,7 @@ from workbench.activations import hf_target, hook_activations
 from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.hooks import ordinary_positions
 from workbench.models import LoadedModel, load_model
-from workbench.paths import data_dir
+from workbench.paths import data_dir, write_atomically
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
@@ -314,7 +314,7 @@ def run(cfg: SaeTuneConfig, store: Store, progress: bool = True) -> str:
                          if loaded.hf is not None else f"{cfg.model} has no Hugging Face model to finetune")
     train, held_out = (questions(loaded, split, cfg.eval_fraction) for split in ("train", "eval"))
     corpora.load_corpus(cfg.sae_corpus, "train")                            # an unknown corpus fails here
-    lora.adapt(copy.deepcopy(loaded.hf), cfg.targets, cfg.rank, cfg.alpha, 0)   # and so do bad targets
+    lora.target_layers(loaded.hf, cfg.targets)                              # and so do bad targets
     folder = data_dir() / "artifacts" / "sae_tune" / run_id
     show = progress and cfg.progress
     with store.running(run_id, "sae-tune", to_dict(cfg)):
@@ -346,10 +346,11 @@ def _results(cfg: SaeTuneConfig, loaded: LoadedModel, train: list[Question], hel
         path = folder / f"{method}-{seed}.json"
         if path.exists():
             return json.loads(path.read_text())
+        if loss is None:
+            return evaluated(method, seed, loaded.hf, 0.0)
         hf = copy.deepcopy(loaded.hf)
-        seconds = 0.0 if loss is None else finetune(cfg, hf, train, pad, seed, cfg.steps, loss, f"{method} {seed}",
-                                                     progress)
-        return evaluated(method, seed, hf, seconds)
+        return evaluated(method, seed, hf, finetune(cfg, hf, train, pad, seed, cfg.steps, loss, f"{method} {seed}",
+                                                    progress))
 
     def sft_loss(m: nn.Module, a: dict[str, lora.LoraLinear], b: Batch) -> torch.Tensor:
         return answer_ce(m, b)
@@ -376,9 +377,7 @@ def _results(cfg: SaeTuneConfig, loaded: LoadedModel, train: list[Question], hel
 
 
 def _keep(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".tmp").write_text(json.dumps(result))
-    path.with_suffix(".tmp").rename(path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(result)))
 
 
 def _stage_one(cfg: SaeTuneConfig, source: LoadedModel, train: list[Question], path: Path, progress: bool) -> None:
@@ -386,7 +385,4 @@ def _stage_one(cfg: SaeTuneConfig, source: LoadedModel, train: list[Question], p
     acts = source_activations(cfg, source, train)
     if progress:
         print(f"stage I: TopK SAE on {len(acts)} source activations")
-    sae = train_sae(cfg, acts, progress)
-    tmp = path.with_name(path.name + ".partial")
-    sae.save(tmp)
-    tmp.rename(path)
+    write_atomically(path, train_sae(cfg, acts, progress).save)

@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
@@ -54,7 +55,7 @@ from workbench.generation import greedy_continuations
 from workbench.hooks import add_vector, clamp_active
 from workbench.metrics import next_token_ce
 from workbench.models import LoadedModel
-from workbench.paths import data_dir
+from workbench.paths import data_dir, write_atomically
 from workbench.registered import load_registered
 from workbench.store import Store
 from workbench.token_rule import TokenRule
@@ -219,8 +220,7 @@ def select_features(cfg: UnlearnConfig, concept: dict[str, torch.Tensor],
                     other: dict[str, torch.Tensor]) -> torch.Tensor:
     """The `n_features` highest-scoring features, best first (ties: lower index first)."""
     score = SCORES[cfg.score](concept, other)
-    order = sorted(range(len(score)), key=lambda f: (-float(score[f]), f))
-    return torch.tensor(order[: cfg.n_features])
+    return torch.sort(score, descending=True, stable=True).indices[: cfg.n_features]
 
 
 @torch.no_grad()
@@ -353,14 +353,9 @@ def _profiles(cfg: UnlearnConfig, loaded: LoadedModel, sae: Dictionary, texts: C
         print(f"{texts.concept.name}: scoring features on {cfg.select_tokens} tokens per side")
     profiles = {"concept": feature_profile(cfg, loaded, sae, texts.train),
                 "other": feature_profile(cfg, loaded, sae, texts.train_other)}
-    _save(path, {f"{side}.{k}": v for side, p in profiles.items() for k, v in p.items()})
+    flat = {f"{side}.{k}": v.contiguous() for side, p in profiles.items() for k, v in p.items()}
+    write_atomically(path, partial(save_file, flat))
     return profiles
-
-
-def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path.with_suffix(".tmp")))
-    path.with_suffix(".tmp").rename(path)
 
 
 def _evaluated(cfg: UnlearnConfig, loaded: LoadedModel, sae: Dictionary, index: int, texts: list[ConceptTexts],
@@ -380,13 +375,14 @@ def _evaluated(cfg: UnlearnConfig, loaded: LoadedModel, sae: Dictionary, index: 
     bar.update(1)
     scores, generations = [], []
     content_before = float(concept_content(before.concept_texts, centroids).mean())
+    other_before = embed(before.other_texts)
     for condition in todo:
         with condition.intervention():
             after = measure(cfg, loaded, mine, prompts)
         bar.update(1)
         content = float(concept_content(after.concept_texts, centroids).mean())
         forgetting, cost = after.ce_concept - before.ce_concept, after.ce_other - before.ce_other
-        similarity = float((embed(after.other_texts) * embed(before.other_texts)).sum(-1).mean())
+        similarity = float((embed(after.other_texts) * other_before).sum(-1).mean())
         scores.append({"concept": mine.concept.name, "method": condition.method, "draw": condition.draw,
                        "n_features": len(condition.features), "ce_concept_before": before.ce_concept,
                        "ce_concept": after.ce_concept, "ce_other_before": before.ce_other, "ce_other": after.ce_other,
@@ -397,10 +393,8 @@ def _evaluated(cfg: UnlearnConfig, loaded: LoadedModel, sae: Dictionary, index: 
         generations += _generation_rows(cfg, loaded, mine.concept.name, condition, prompts, before, after)
     bar.close()
     frames = {"unlearn_scores": pd.DataFrame(scores), "unlearn_generations": pd.DataFrame(generations)}
-    folder.mkdir(parents=True, exist_ok=True)
     for name, frame in frames.items():
-        frame.to_parquet(paths[name].with_suffix(".tmp"))
-        paths[name].with_suffix(".tmp").rename(paths[name])
+        write_atomically(paths[name], frame.to_parquet)
     return frames
 
 

@@ -35,10 +35,9 @@ class LoraLinear(nn.Module):
         return self.base
 
 
-def adapt(hf: nn.Module, targets: Sequence[str], rank: int, alpha: float, seed: int) -> dict[str, LoraLinear]:
-    """Freeze `hf` and replace every linear layer named in `targets` (last name part) by a LoraLinear;
-    ValueError if a target matches nothing or shares its weight with the input embeddings."""
-    generator = torch.Generator().manual_seed(seed)
+def target_layers(hf: nn.Module, targets: Sequence[str]) -> dict[str, nn.Linear]:
+    """The linear layers named in `targets` (last name part), by module name; ValueError if a target
+    matches nothing or shares its weight with the input embeddings."""
     found = {name: module for name, module in hf.named_modules()
              if name.rsplit(".", 1)[-1] in targets and isinstance(module, nn.Linear)}
     missing = sorted(set(targets) - {name.rsplit(".", 1)[-1] for name in found})
@@ -49,6 +48,13 @@ def adapt(hf: nn.Module, targets: Sequence[str], rank: int, alpha: float, seed: 
     if tied:
         raise ValueError(f"{tied} share their weight with the input embeddings: merging an adapter there would "
                          "change the embeddings too")
+    return found
+
+
+def adapt(hf: nn.Module, targets: Sequence[str], rank: int, alpha: float, seed: int) -> dict[str, LoraLinear]:
+    """Freeze `hf` and replace every `target_layers` layer by a LoraLinear."""
+    found = target_layers(hf, targets)
+    generator = torch.Generator().manual_seed(seed)
     hf.requires_grad_(False)
     adapters = {name: LoraLinear(module, rank, alpha, generator) for name, module in found.items()}
     for name, adapter in adapters.items():

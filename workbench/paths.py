@@ -7,6 +7,7 @@ Everything lives under one data folder (default `./data`, override with `WORKBEN
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -22,6 +23,15 @@ def cache_dir() -> Path:
 
 def default_store_path() -> Path:
     return data_dir() / "workbench.duckdb"
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` next to `path`, then rename it into place: a killed writer never leaves a partial
+    `path` for a resumed run to read back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    write(tmp)
+    tmp.rename(path)
 
 
 def fixtures_dir() -> Path:
