@@ -90,3 +90,34 @@ def similarity_heatmap(matrix: pd.DataFrame, measure: str) -> go.Figure:
                       yaxis_title=f"layer of A ({matrix.attrs.get('model_a', '')})", showlegend=False,
                       **{**LAYOUT, "height": 420})
     return fig
+
+
+def head_heatmap(heads: pd.DataFrame, title: str) -> go.Figure:
+    """Layer (rows) by head (columns) scores; the ground-truth circuit's heads are ringed."""
+    matrix = heads.pivot(index="layer", columns="head", values="score")
+    circuit = heads[heads["in_circuit"]]
+    fig = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index),
+                               colorscale="Viridis", hovertemplate="L%{y}H%{x}<br>%{z:.4g}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=circuit["head"], y=circuit["layer"], mode="markers", name="patching circuit",
+                             marker=dict(symbol="square-open", size=11, color="red", line=dict(width=2)),
+                             hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", showlegend=False,
+                      **{**LAYOUT, "height": 560})
+    return fig
+
+
+def edge_graph(edges: pd.DataFrame, title: str) -> go.Figure:
+    """Top edges between heads, drawn from (head, layer) to (head2, layer2), wider for higher scores."""
+    fig = go.Figure()
+    top = float(edges["score"].max()) if len(edges) else 1.0
+    for row in edges.itertuples():
+        fig.add_trace(go.Scatter(x=[row.head, row.head2], y=[row.layer, row.layer2], mode="lines",
+                                 line=dict(width=0.5 + 3 * row.score / top, color="rgba(70, 70, 160, 0.5)"),
+                                 hoverinfo="skip"))
+    nodes = pd.concat([edges[["layer", "head"]], edges[["layer2", "head2"]].set_axis(["layer", "head"], axis=1)])
+    nodes = nodes.drop_duplicates()
+    fig.add_trace(go.Scatter(x=nodes["head"], y=nodes["layer"], mode="markers", marker=dict(size=9, color="#d62728"),
+                             hovertemplate="L%{y}H%{x}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", showlegend=False,
+                      **{**LAYOUT, "height": 560})
+    return fig

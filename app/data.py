@@ -151,3 +151,38 @@ def unlearn_generations(store: Store, run_id: str, concept: str, method: str) ->
     (random baseline: its first draw)."""
     return store.query("SELECT kind, prompt, before, after FROM unlearn_generations WHERE run_id = ? AND concept = ? "
                        "AND method = ? AND draw = 0 ORDER BY kind, prompt_id", [run_id, concept, method])
+
+
+def circuit_runs(store: Store) -> list[str]:
+    """Stored circuit-discovery runs (`workbench circuits`)."""
+    return store.query("SELECT DISTINCT run_id FROM circuit_results ORDER BY run_id")["run_id"].tolist()
+
+
+def circuit_tasks(store: Store, run_id: str) -> pd.DataFrame:
+    """Each task of a run: the model's accuracy on its candidates, the pairs kept, one example pair."""
+    return store.query("SELECT task, accuracy, pairs, prompt_tokens, logit_diff_positive, logit_diff_negative, "
+                       "example_positive, example_negative FROM circuit_tasks WHERE run_id = ? ORDER BY task",
+                       [run_id]).round(3)
+
+
+def circuit_results(store: Store, run_id: str, task: str) -> pd.DataFrame:
+    """ROC-AUC against the patching ground truth per method (and SAE training prompts), mean and
+    spread over seeds, with wall seconds."""
+    return store.query(
+        "SELECT method, sae_prompts, count(*) AS runs, avg(auc) AS auc, stddev_samp(auc) AS auc_std, "
+        "avg(seconds) AS seconds FROM circuit_results WHERE run_id = ? AND task = ? "
+        "GROUP BY method, sae_prompts ORDER BY method, sae_prompts", [run_id, task]).round(3)
+
+
+def circuit_heads(store: Store, run_id: str, task: str, method: str) -> pd.DataFrame:
+    """One method's score for every head (layer, head, score, in_circuit)."""
+    df = store.query("SELECT layer, head, score, in_circuit FROM circuit_heads WHERE run_id = ? AND task = ? "
+                     "AND method = ? ORDER BY layer, head", [run_id, task, method])
+    if df.empty:
+        raise LookupError(f"no head scores for {method!r} on {task!r} in run {run_id!r}")
+    return df
+
+
+def circuit_edges(store: Store, run_id: str, task: str, method: str) -> pd.DataFrame:
+    return store.query("SELECT rank, layer, head, layer2, head2, score FROM circuit_edges WHERE run_id = ? "
+                       "AND task = ? AND method = ? ORDER BY rank", [run_id, task, method])

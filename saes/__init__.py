@@ -11,6 +11,7 @@ from typing import Any
 
 from saes import registry
 from saes.base import Dictionary, DictionaryConfig, SparseCode
+from saes.discrete import DiscreteConfig, DiscreteSAE
 from saes.itda import ITDA, ITDAConfig
 from saes.jumprelu import JumpReLUConfig, JumpReLUSAE
 from saes.relu import ReLUConfig, ReLUSAE
@@ -27,7 +28,7 @@ def create(architecture: str, **fields: Any) -> Dictionary:
 load = Dictionary.load
 
 __all__ = [
-    "ITDA", "SAE", "Dictionary", "DictionaryConfig", "ITDAConfig",
+    "ITDA", "SAE", "Dictionary", "DictionaryConfig", "DiscreteConfig", "DiscreteSAE", "ITDAConfig",
     "JumpReLUConfig", "JumpReLUSAE", "ReLUConfig", "ReLUSAE", "SAEConfig",
     "SparseCode", "TopKConfig", "TopKSAE", "TrainOutput", "create", "load", "registry",
 ]

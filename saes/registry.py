@@ -75,8 +75,9 @@ def names(fit: str | None = None) -> list[str]:
 
 def by_saelens_architecture(saelens_name: str) -> str:
     """Our architecture name for a SAELens `cfg.json` "architecture" value (e.g. standard -> relu)."""
-    readers = {m.module_class.saelens_architecture: name for name, m in _REGISTRY.items()
-               if hasattr(m.module_class, "saelens_architecture")}
+    # Declared, not inherited: the discrete SAE saves as "standard" but is not its reader.
+    readers = {vars(m.module_class)["saelens_architecture"]: name for name, m in _REGISTRY.items()
+               if "saelens_architecture" in vars(m.module_class)}
     if saelens_name in readers:
         return readers[saelens_name]
     raise ValueError(f"no dictionary method reads SAELens architecture {saelens_name!r}; "

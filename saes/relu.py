@@ -46,8 +46,11 @@ class ReLUSAE(SAE):
         acts = torch.relu((x_n - self.b_dec) @ self.W_enc + self.b_enc)  # [N, d_sae]
         x_n_hat = acts @ self.W_dec + self.b_dec
         l1 = (acts * self.W_dec.norm(dim=-1)).sum(-1).mean()
-        code = sparse_code_from_dense(acts.detach(), self.d_sae)
-        return x_n_hat, code, {"l1_penalty": sparsity_scale * self.cfg.l1_coefficient * l1}
+        return x_n_hat, self._code_of(acts.detach()), {"l1_penalty": sparsity_scale * self.cfg.l1_coefficient * l1}
+
+    def _code_of(self, acts: Tensor) -> SparseCode:
+        """The sparse code of dense training activations `[N, d_sae]`."""
+        return sparse_code_from_dense(acts, self.d_sae)
 
 
 registry.register(ReLUSAE.architecture, ReLUSAE, ReLUConfig, fit="gradient")

@@ -40,6 +40,8 @@ JOBS: dict[str, Job] = {
                    "SAUCE-style concept unlearning: clamp each concept's features, measure forgetting and utility"),
     "sae-tune": Job("pipelines.sae_tune", "SaeTuneConfig",
                     "Resa SAE-tuning against plain SFT on the answer-only capitals skill: held-out accuracy"),
+    "circuits": Job("pipelines.circuits", "CircuitsConfig",
+                    "circuit discovery: discrete-SAE head scores against activation patching and attribution patching"),
     "lora": Job("pipelines.lora", "LoraConfig",
                 "finetune a model with LoRA adapters on one corpus; save the merged model as a variant"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",

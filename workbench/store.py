@@ -109,6 +109,19 @@ MIGRATIONS: list[str] = [
     CREATE TABLE sae_tune_results(run_id VARCHAR, method VARCHAR, seed INTEGER, train_seconds DOUBLE,
         accuracy DOUBLE, lenient_accuracy DOUBLE, n_eval INTEGER, details JSON, created_at TIMESTAMP);
     """,
+    # 11: circuit discovery (pipelines/circuits.py): each task's prompts and accuracy, every method's
+    # score per head, its top edges, and its ROC-AUC against the patching ground truth with wall time.
+    """
+    CREATE TABLE circuit_tasks(run_id VARCHAR, task VARCHAR, candidates INTEGER, accuracy DOUBLE,
+        pairs INTEGER, prompt_tokens INTEGER, logit_diff_positive DOUBLE, logit_diff_negative DOUBLE,
+        example_positive VARCHAR, example_negative VARCHAR);
+    CREATE TABLE circuit_heads(run_id VARCHAR, task VARCHAR, method VARCHAR, layer INTEGER, head INTEGER,
+        score DOUBLE, in_circuit BOOLEAN);
+    CREATE TABLE circuit_edges(run_id VARCHAR, task VARCHAR, method VARCHAR, rank INTEGER, layer INTEGER,
+        head INTEGER, layer2 INTEGER, head2 INTEGER, score DOUBLE);
+    CREATE TABLE circuit_results(run_id VARCHAR, task VARCHAR, method VARCHAR, sae_prompts INTEGER,
+        seed INTEGER, seconds DOUBLE, auc DOUBLE);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

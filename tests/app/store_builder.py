@@ -135,6 +135,27 @@ def _unlearn_tables() -> dict[str, pd.DataFrame]:
             "unlearn_features": pd.DataFrame(features)}
 
 
+CIRCUIT_RUN = "circuits-test"
+CIRCUIT_SCORES = {  # method -> score per head (layer-major, 2 layers x 2 heads); heads 1 and 2 are the circuit
+    "discrete": [0.0, 3.0, 2.0, 1.0], "mean-ablation": [0.01, 0.4, 0.3, 0.02]}
+
+
+def _circuit_tables() -> dict[str, pd.DataFrame]:
+    heads = [dict(run_id=CIRCUIT_RUN, task="ioi", method=m, layer=i // 2, head=i % 2, score=v, in_circuit=i in (1, 2))
+             for m, values in CIRCUIT_SCORES.items() for i, v in enumerate(values)]
+    results = [dict(run_id=CIRCUIT_RUN, task="ioi", method="discrete", sae_prompts=10, seed=s, seconds=2.0, auc=a)
+               for s, a in enumerate([0.75, 1.0])]
+    results.append(dict(run_id=CIRCUIT_RUN, task="ioi", method="mean-ablation", sae_prompts=None, seed=None,
+                        seconds=60.0, auc=1.0))
+    edges = [dict(run_id=CIRCUIT_RUN, task="ioi", method="discrete-edge", rank=0, layer=0, head=1, layer2=1, head2=0,
+                  score=4.0)]
+    tasks = [dict(run_id=CIRCUIT_RUN, task="ioi", candidates=10, accuracy=0.9, pairs=5, prompt_tokens=14,
+                  logit_diff_positive=3.0, logit_diff_negative=0.1, example_positive=IMG,
+                  example_negative="When Mary and John went to the store, Tom gave a drink to")]
+    return {"circuit_heads": pd.DataFrame(heads), "circuit_results": pd.DataFrame(results),
+            "circuit_edges": pd.DataFrame(edges), "circuit_tasks": pd.DataFrame(tasks)}
+
+
 def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
     rng = np.random.default_rng(seed)
     docs = documents(seed=seed)
@@ -171,5 +192,5 @@ def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
             for m, matrix in SIMILARITY.items() for i, row in enumerate(matrix) for j, v in enumerate(row)]),
         "atom_origins": pd.DataFrame([dict(dict_id="tiny-topk", feature=HOSTILE_FEATURE, seq=4, pos=13,
                                            window_start=10, window_tokens=HOSTILE_TOKENS)]),
-        **_unlearn_tables()})
+        **_unlearn_tables(), **_circuit_tables()})
     return BuiltStore(store, list(DICTS))

@@ -8,7 +8,16 @@ import textwrap
 
 from app.server import build_app
 from tests.app.app_helpers import REPO, free_port
-from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, SIMILARITY_RUN, STEERING_RUN, UNLEARN_RUN, BuiltStore
+from tests.app.store_builder import (
+    CIRCUIT_RUN,
+    HOSTILE_FEATURE,
+    IMG,
+    SCRIPT,
+    SIMILARITY_RUN,
+    STEERING_RUN,
+    UNLEARN_RUN,
+    BuiltStore,
+)
 from workbench.store import Store
 
 CELLS = "div[role=gridcell]"
@@ -158,6 +167,25 @@ def test_unlearning_tab_shows_features_scores_and_generations_side_by_side(page,
     page.locator(f"#ul-features {CELLS}").nth(1).click()       # feature 7's row opens its page
     wait_page(page, 7)
     assert page.get_by_role("tab", name="Features").get_attribute("aria-selected") == "true"
+
+
+def test_circuits_tab_shows_aucs_head_heatmap_and_edges(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Circuits").click()
+    page.wait_for_selector(f"#ci-results {CELLS}")             # the only run and its only task open at once
+    assert page.locator("#ci-run input").input_value() == CIRCUIT_RUN
+    results = page.locator(f"#ci-results {CELLS}").all_inner_texts()
+    assert results[:6] == ["discrete", "10", "2", "0.875", "0.177", "2"]   # mean and spread of two seeds
+    page.wait_for_timeout(500)  # give an injected onerror handler time to fire, were there one
+    assert IMG in page.locator(f"#ci-tasks {CELLS}").all_inner_texts()   # prompt text shows as text
+    page.wait_for_selector("#ci-heatmap .gtitle")
+    assert page.locator("#ci-heatmap .gtitle").text_content() == "discrete · ioi"
+    assert page.locator("#ci-heatmap .scatterlayer .point").count() == 2    # the two circuit heads ringed
+    assert page.locator("#ci-edges .gtitle").text_content() == "discrete-edge edges · ioi"
+    assert page.locator("#ci-edges .scatterlayer .point").count() == 2     # one edge, two heads
+    page.get_by_label("mean-ablation").check()
+    page.wait_for_function("() => document.querySelector('#ci-heatmap .gtitle')?.textContent "
+                           "=== 'mean-ablation · ioi'")
 
 
 def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str, built: BuiltStore) -> None:
