@@ -121,3 +121,27 @@ def edge_graph(edges: pd.DataFrame, title: str) -> go.Figure:
     fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", showlegend=False,
                       **{**LAYOUT, "height": 560})
     return fig
+
+
+CLUSTER_COLOURS = {"HH": "#d62728", "LL": "#1f77b4", "HL": "#ff9896", "LH": "#aec7e8"}
+
+
+def unit_map(places: pd.DataFrame, title: str, clusters: bool, max_p: float = 0.01) -> go.Figure:
+    """A unit's activation over places on a world map, or its local Moran clusters (p < max_p;
+    the rest grey). Hover shows only numbers: place names are corpus text."""
+    fig = go.Figure()
+    if clusters:
+        significant = places["local_p"] < max_p
+        fig.add_trace(go.Scattergeo(lat=places.loc[~significant, "lat"], lon=places.loc[~significant, "lon"],
+                                    mode="markers", name="not significant", marker=dict(size=3, color="#ccc")))
+        for quadrant, colour in CLUSTER_COLOURS.items():
+            rows = places[significant & (places["quadrant"] == quadrant)]
+            fig.add_trace(go.Scattergeo(lat=rows["lat"], lon=rows["lon"], mode="markers", name=quadrant,
+                                        marker=dict(size=5, color=colour)))
+    else:
+        fig.add_trace(go.Scattergeo(lat=places["lat"], lon=places["lon"], mode="markers",
+                                    marker=dict(size=4, color=places["value"], colorscale="Viridis", showscale=True),
+                                    hovertemplate="%{lat:.2f}, %{lon:.2f}<br>%{marker.color:.3g}<extra></extra>"))
+    fig.update_layout(title=title, geo=dict(showcountries=True, projection_type="natural earth"),
+                      **{**LAYOUT, "height": 520, "margin": dict(l=10, r=10, t=50, b=10)})
+    return fig

@@ -186,3 +186,38 @@ def circuit_heads(store: Store, run_id: str, task: str, method: str) -> pd.DataF
 def circuit_edges(store: Store, run_id: str, task: str, method: str) -> pd.DataFrame:
     return store.query("SELECT rank, layer, head, layer2, head2, score FROM circuit_edges WHERE run_id = ? "
                        "AND task = ? AND method = ? ORDER BY rank", [run_id, task, method])
+
+
+def geo_runs(store: Store) -> list[str]:
+    """Stored geospatial runs (`workbench geo`)."""
+    return store.query("SELECT DISTINCT run_id FROM geo_units ORDER BY run_id")["run_id"].tolist()
+
+
+def geo_summary(store: Store, run_id: str, min_i: float = 0.3, max_p: float = 0.01) -> pd.DataFrame:
+    """Per layer and kind: units with a defined I, those with I >= min_i and p < max_p, the largest I,
+    and the held-out R^2 of the layer's latitude and longitude probes."""
+    units = store.query(
+        "SELECT layer, kind, count(morans_i) AS units, "
+        "count(*) FILTER (WHERE morans_i >= ? AND p_value < ?) AS autocorrelated, max(morans_i) AS max_i "
+        "FROM geo_units WHERE run_id = ? GROUP BY layer, kind ORDER BY layer, kind", [min_i, max_p, run_id])
+    probes = store.query("SELECT layer, target, r2 FROM geo_probes WHERE run_id = ?", [run_id])
+    r2 = probes.pivot(index="layer", columns="target", values="r2").add_prefix("probe_r2_").reset_index()
+    return units.merge(r2, on="layer", how="left").round(3)
+
+
+def geo_mapped_units(store: Store, run_id: str) -> list[str]:
+    """'layer/kind/unit' of every unit with stored per-place values, highest I first."""
+    df = store.query("SELECT DISTINCT v.layer, v.kind, v.unit, u.morans_i FROM geo_values v JOIN geo_units u "
+                     "USING (run_id, layer, kind, unit) WHERE v.run_id = ? ORDER BY u.morans_i DESC", [run_id])
+    return [f"{r.layer}/{r.kind}/{r.unit}" for r in df.itertuples()]
+
+
+def geo_unit_map(store: Store, run_id: str, unit: str) -> pd.DataFrame:
+    """One mapped unit's value, local I, local p and quadrant at every place, with the place."""
+    layer, kind, index = unit.split("/")
+    df = store.query("SELECT p.name, p.country, p.lat, p.lon, v.value, v.local_i, v.local_p, v.quadrant "
+                     "FROM geo_values v JOIN geo_places p USING (run_id, place) WHERE v.run_id = ? AND v.layer = ? "
+                     "AND v.kind = ? AND v.unit = ? ORDER BY v.place", [run_id, int(layer), kind, int(index)])
+    if df.empty:
+        raise LookupError(f"no stored values for unit {unit!r} in run {run_id!r}")
+    return df

@@ -53,10 +53,12 @@ def main() -> None:
                         "WHERE run_id = ? ORDER BY task", [run_id])
     print(markdown(tasks.round(3)), end="\n\n")
     results = store.query("SELECT * FROM circuit_results WHERE run_id = ?", [run_id])
-    results["sae_prompts"] = results["sae_prompts"].astype("Int64").astype(str).replace("<NA>", "-")
+    results["sae_prompts"] = results["sae_prompts"].fillna(0)   # 0: a method without an SAE
     table = results.groupby(["task", "method", "sae_prompts"])[["auc", "seconds"]].agg(["mean", "std", "count"])
     table.columns = [f"{a} {b}" for a, b in table.columns]
-    print(markdown(table.drop(columns="seconds count").round(3).reset_index()), end="\n\n")
+    table = table.drop(columns="seconds count").round(3).reset_index()
+    table["sae_prompts"] = table["sae_prompts"].map(lambda n: str(int(n)) if n else "-")
+    print(markdown(table), end="\n\n")
     rows = []
     for task in tasks["task"]:
         heads = store.query("SELECT method, layer, head, score FROM circuit_heads WHERE run_id = ? AND task = ?",

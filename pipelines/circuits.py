@@ -136,16 +136,21 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def discrete_scores(cfg: CircuitsConfig, outputs: torch.Tensor, positive: torch.Tensor, n_prompts: int,
-                    seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(node scores [heads], edge pair scores [heads, heads], seconds) for one SAE trained on
-    `n_prompts` random prompts' head outputs `outputs` [E, heads, d]."""
-    start = time.perf_counter()
+def discrete_codes(cfg: CircuitsConfig, outputs: torch.Tensor, n_prompts: int, seed: int) -> torch.Tensor:
+    """[E, heads] argmax codes of every prompt's head outputs `outputs` [E, heads, d] under one SAE
+    trained on `n_prompts` prompts drawn with `seed`."""
     drawn = torch.randperm(len(outputs), generator=torch.Generator().manual_seed(seed))[:n_prompts]
     sae = DiscreteSAE(DiscreteConfig(d_in=outputs.shape[-1], d_sae=cfg.sae_latents, seed=seed,
                                      l1_coefficient=cfg.l1_coefficient, hook_point=f"blocks.*.{cfg.head_output}"))
     fit_full_batch(sae, outputs[drawn].flatten(0, 1), epochs=cfg.epochs, lr=cfg.lr)
-    codes = sae.codes(outputs)
+    return sae.codes(outputs)
+
+
+def discrete_scores(cfg: CircuitsConfig, outputs: torch.Tensor, positive: torch.Tensor, n_prompts: int,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(node scores [heads], edge pair scores [heads, heads], seconds) of `discrete_codes`."""
+    start = time.perf_counter()
+    codes = discrete_codes(cfg, outputs, n_prompts, seed)
     nodes = circuits.node_scores(codes, positive, cfg.sae_latents)
     edges = circuits.edge_scores(codes, positive, cfg.sae_latents)
     return nodes, edges, time.perf_counter() - start

@@ -42,6 +42,8 @@ JOBS: dict[str, Job] = {
                     "Resa SAE-tuning against plain SFT on the answer-only capitals skill: held-out accuracy"),
     "circuits": Job("pipelines.circuits", "CircuitsConfig",
                     "circuit discovery: discrete-SAE head scores against activation patching and attribution patching"),
+    "geo": Job("pipelines.geo", "GeoConfig",
+               "Moran's I of neurons and SAE features over world cities; latitude/longitude probes per layer"),
     "lora": Job("pipelines.lora", "LoraConfig",
                 "finetune a model with LoRA adapters on one corpus; save the merged model as a variant"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",

@@ -122,6 +122,16 @@ MIGRATIONS: list[str] = [
     CREATE TABLE circuit_results(run_id VARCHAR, task VARCHAR, method VARCHAR, sae_prompts INTEGER,
         seed INTEGER, seconds DOUBLE, auc DOUBLE);
     """,
+    # 12: geospatial interpretability (pipelines/geo.py): the places, Moran's I of every unit, the
+    # lat/lon probes, and per-place values with local Moran's I of the mapped units.
+    """
+    CREATE TABLE geo_places(run_id VARCHAR, place INTEGER, name VARCHAR, country VARCHAR, lat DOUBLE, lon DOUBLE);
+    CREATE TABLE geo_units(run_id VARCHAR, layer INTEGER, kind VARCHAR, unit INTEGER, morans_i DOUBLE,
+        p_value DOUBLE);
+    CREATE TABLE geo_probes(run_id VARCHAR, layer INTEGER, target VARCHAR, r2 DOUBLE, alpha DOUBLE, n_eval INTEGER);
+    CREATE TABLE geo_values(run_id VARCHAR, layer INTEGER, kind VARCHAR, unit INTEGER, place INTEGER,
+        value DOUBLE, local_i DOUBLE, local_p DOUBLE, quadrant VARCHAR);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}

@@ -156,6 +156,24 @@ def _circuit_tables() -> dict[str, pd.DataFrame]:
             "circuit_edges": pd.DataFrame(edges), "circuit_tasks": pd.DataFrame(tasks)}
 
 
+GEO_RUN = "geo-test"
+GEO_PLACES = [("Oslo", "Norway", 59.9, 10.7), ("Lima", "Peru", -12.0, -77.0), (IMG, "Nowhere", 0.0, 0.0)]
+GEO_UNITS = {("neuron", 0): (0.45, 0.001), ("neuron", 1): (0.10, 0.2), ("feature", 3): (0.80, 0.001)}
+
+
+def _geo_tables() -> dict[str, pd.DataFrame]:
+    places = [dict(run_id=GEO_RUN, place=i, name=n, country=c, lat=la, lon=lo)
+              for i, (n, c, la, lo) in enumerate(GEO_PLACES)]
+    units = [dict(run_id=GEO_RUN, layer=1, kind=k, unit=u, morans_i=i, p_value=p)
+             for (k, u), (i, p) in GEO_UNITS.items()]
+    probes = [dict(run_id=GEO_RUN, layer=1, target=t, r2=r, alpha=10.0, n_eval=50)
+              for t, r in (("lat", 0.6), ("lon", 0.4))]
+    values = [dict(run_id=GEO_RUN, layer=1, kind="feature", unit=3, place=i, value=float(i), local_i=0.5, local_p=p,
+                   quadrant=q) for i, (p, q) in enumerate([(0.001, "HH"), (0.5, "LL"), (0.002, "LH")])]
+    return {"geo_places": pd.DataFrame(places), "geo_units": pd.DataFrame(units), "geo_probes": pd.DataFrame(probes),
+            "geo_values": pd.DataFrame(values)}
+
+
 def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
     rng = np.random.default_rng(seed)
     docs = documents(seed=seed)
@@ -192,5 +210,5 @@ def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
             for m, matrix in SIMILARITY.items() for i, row in enumerate(matrix) for j, v in enumerate(row)]),
         "atom_origins": pd.DataFrame([dict(dict_id="tiny-topk", feature=HOSTILE_FEATURE, seq=4, pos=13,
                                            window_start=10, window_tokens=HOSTILE_TOKENS)]),
-        **_unlearn_tables(), **_circuit_tables()})
+        **_unlearn_tables(), **_circuit_tables(), **_geo_tables()})
     return BuiltStore(store, list(DICTS))

@@ -10,6 +10,7 @@ from app.server import build_app
 from tests.app.app_helpers import REPO, free_port
 from tests.app.store_builder import (
     CIRCUIT_RUN,
+    GEO_RUN,
     HOSTILE_FEATURE,
     IMG,
     SCRIPT,
@@ -186,6 +187,22 @@ def test_circuits_tab_shows_aucs_head_heatmap_and_edges(page, server: str) -> No
     page.get_by_label("mean-ablation").check()
     page.wait_for_function("() => document.querySelector('#ci-heatmap .gtitle')?.textContent "
                            "=== 'mean-ablation · ioi'")
+
+
+def test_geography_tab_counts_autocorrelated_units_and_maps_one(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Geography").click()
+    page.wait_for_selector(f"#geo-summary {CELLS}")
+    assert page.locator("#geo-run input").input_value() == GEO_RUN
+    rows = page.locator(f"#geo-summary {CELLS}").all_inner_texts()
+    assert rows == ["1", "feature", "1", "1", "0.8", "0.6", "0.4", "1", "neuron", "2", "1", "0.45", "0.6", "0.4"]
+    page.wait_for_selector("#geo-map .gtitle")
+    assert page.locator("#geo-map .gtitle").text_content() == "1/feature/3 · activation"
+    page.get_by_label("local clusters").check()
+    page.wait_for_function("() => document.querySelector('#geo-map .gtitle')?.textContent "
+                           "=== '1/feature/3 · local clusters'")
+    legend = page.locator("#geo-map .legendtext").evaluate_all("els => els.map(e => e.textContent)")
+    assert {"not significant", "HH", "LH"} <= set(legend)
 
 
 def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str, built: BuiltStore) -> None:
