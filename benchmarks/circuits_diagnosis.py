@@ -66,7 +66,7 @@ def main() -> None:
                          "heads with one code": round(sum(s[1] for s in spreads) / len(spreads), 3)})
         separation = (outputs[:task.pairs] - outputs[task.pairs:]).norm(dim=-1).mean(0)
         separation = separation / outputs.std(0).norm(dim=-1).clamp_min(1e-8)
-        rows.append({"task": name, "input": "no SAE: |positive - negative| / spread", "node AUC":
+        rows.append({"task": name, "input": "no SAE: distance positive-negative over spread", "node AUC":
                      f"{circuits.roc_auc(separation, truth):.3f}", "codes per head": "-", "heads with one code": "-"})
     table = pd.DataFrame(rows)
     print("| " + " | ".join(table.columns) + " |")

@@ -77,7 +77,7 @@ class PermutationData(NamedTuple):
     rows: Tensor
     cols: Tensor
     vals: Tensor
-    """The non-zero entries of `dense` (float64 values)."""
+    """The non-zero entries of `dense` (int32 rows and columns, float64 values)."""
     mean: Tensor
     total: Tensor
     ss: Tensor
@@ -88,7 +88,7 @@ def permutation_data(values: Tensor) -> PermutationData:
     x = values.float()
     dense_columns = (x != 0).float().mean(0) > 0.5
     x = torch.where(dense_columns, x - x.mean(0, keepdim=True), x)
-    rows, cols = x.nonzero(as_tuple=True)
+    rows, cols = (i.int() for i in x.nonzero(as_tuple=True))   # int32: half the index traffic
     total = x.double().sum(0)
     mean = total / len(x)
     ss = (x.double() ** 2).sum(0) - len(x) * mean ** 2
@@ -108,7 +108,8 @@ def permuted_i(data: PermutationData, neighbours: Tensor, perm: Tensor) -> Tenso
     moved = torch.empty_like(neighbours)
     moved[perm] = perm[neighbours]
     units = data.dense.shape[1]
-    around = data.dense[moved[data.rows], data.cols[:, None]].double().sum(1)   # [nnz]
+    flat = (moved * units).int()[data.rows] + data.cols[:, None]   # [nnz, k] int32 positions in the flat values
+    around = data.dense.view(-1).index_select(0, flat.view(-1)).view(-1, k).sum(1).double()   # [nnz]
     cross = torch.zeros(units, dtype=torch.float64).index_add_(0, data.cols, data.vals * around)
     indegree = torch.bincount(moved.flatten(), minlength=n).double()
     weighted = torch.zeros(units, dtype=torch.float64).index_add_(0, data.cols, data.vals * indegree[data.rows])
