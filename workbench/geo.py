@@ -145,9 +145,9 @@ def local_permutation_test(values: Tensor, neighbours: Tensor, permutations: int
     direction of the observed I_i (PySAL's folded p_sim), so without a pattern it is uniform on (0, 1/2].
     """
     n, k = neighbours.shape
-    z = values.float() - values.float().mean()
-    m2 = (z * z).mean().clamp_min(1e-30)
-    observed = z * z[neighbours].mean(1) / m2
+    z, ss = _centred(values[:, None])
+    z, m2 = z[:, 0], (ss / n).clamp_min(1e-30)
+    observed = local_morans_i(values[:, None], neighbours)[:, 0]
     gen = torch.Generator().manual_seed(seed)
     exceed = torch.zeros(n)
     for start in range(0, n, chunk):
