@@ -21,7 +21,6 @@ import json
 import pandas as pd
 import torch
 
-from benchmarks.circuits_table import markdown
 from pipelines.circuits import CircuitsConfig, discrete_codes, kept_task
 from workbench import circuits
 from workbench.circuit_tasks import build_task
@@ -70,7 +69,10 @@ def main() -> None:
         rows.append({"task": name, "input": "no SAE: distance positive-negative over spread", "node AUC":
                      f"{circuits.roc_auc(separation, truth):.3f}", "codes per head": "-", "heads with one code": "-"})
     table = pd.DataFrame(rows)
-    print(markdown(table))
+    print("| " + " | ".join(table.columns) + " |")
+    print("|" + "---|" * len(table.columns))
+    for row in table.itertuples(index=False):
+        print("| " + " | ".join(map(str, row)) + " |")
     raw = table[table["input"] == "raw (paper)"]
     print("RESULT " + " ".join(f"{t}_raw_auc={a.split()[0]}" for t, a in zip(raw["task"], raw["node AUC"]))
           + f" run_id={run_id}")
