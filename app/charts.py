@@ -145,3 +145,33 @@ def unit_map(places: pd.DataFrame, title: str, clusters: bool, max_p: float = 0.
     fig.update_layout(title=title, geo=dict(showcountries=True, projection_type="natural earth"),
                       **{**LAYOUT, "height": 520, "margin": dict(l=10, r=10, t=50, b=10)})
     return fig
+
+
+def sparsity_profile(sparsity: pd.DataFrame) -> go.Figure:
+    """Per layer, the fraction of MLP neurons below each threshold: per token (solid) and below at
+    every token of the sequence (dotted)."""
+    fig = go.Figure()
+    for threshold, rows in sparsity.groupby("threshold", sort=True):
+        for column, dash in (("token_fraction", "solid"), ("sentence_fraction", "dot")):
+            name = f"|a| < {threshold:g} ({'per token' if column == 'token_fraction' else 'whole sequence'})"
+            fig.add_trace(go.Scatter(x=rows["layer"], y=rows[column], mode="lines+markers", name=name,
+                                     line=dict(dash=dash), hovertemplate="layer %{x}<br>%{y:.1%}<extra></extra>"))
+    fig.update_layout(title="MLP neurons below threshold", xaxis_title="layer", yaxis_title="fraction of neurons",
+                      yaxis_tickformat=".0%", **LAYOUT)
+    return fig
+
+
+def expert_loads(routing: pd.DataFrame) -> go.Figure:
+    """Per balance coefficient and layer, the expert loads sorted from largest, averaged over seeds
+    (expert numbers mean nothing across seeds); a dashed line at the uniform load."""
+    fig = go.Figure()
+    experts = len(routing["load"].iloc[0])
+    for (coefficient, layer), rows in routing.groupby(["balance_coefficient", "layer"], sort=True):
+        loads = pd.DataFrame([sorted(load, reverse=True) for load in rows["load"]]).mean()
+        fig.add_trace(go.Bar(x=[f"#{i + 1}" for i in range(experts)], y=loads.tolist(),
+                             name=f"balance {coefficient:g} · layer {layer}",
+                             hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    fig.add_hline(y=1 / experts, line_dash="dash", line_color="#888")
+    fig.update_layout(title="Expert loads (largest first)", xaxis_title="expert rank",
+                      yaxis_title="share of routed slots", yaxis_tickformat=".0%", barmode="group", **LAYOUT)
+    return fig

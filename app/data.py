@@ -221,3 +221,36 @@ def geo_unit_map(store: Store, run_id: str, unit: str) -> pd.DataFrame:
     if df.empty:
         raise LookupError(f"no stored values for unit {unit!r} in run {run_id!r}")
     return df
+
+
+def probe_runs(store: Store) -> list[str]:
+    """Stored sparse-model probe runs (`workbench probes`)."""
+    return store.query("SELECT DISTINCT run_id FROM probe_sparsity ORDER BY run_id")["run_id"].tolist()
+
+
+def probe_table(store: Store, run_id: str, table: str) -> pd.DataFrame:
+    """All rows of one probe table for a run, ordered by its leading columns."""
+    order = {"probe_sparsity": "layer, threshold", "probe_core": "layer, core_fraction",
+             "probe_core_cost": "core_fraction, selection", "probe_routing": "balance_coefficient, seed, layer"}
+    if table not in order:
+        raise LookupError(f"unknown probe table {table!r}")
+    return store.query(f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ? ORDER BY {order[table]}", [run_id])
+
+
+def probe_layer(store: Store, run_id: str, layer: int) -> dict[str, pd.DataFrame]:
+    """At one layer: the model's own MLP sparsity ("sparsity") and core-neuron figures ("core"), and
+    the dictionaries trained on the same model at that layer, any hook point of the block, with their
+    L0 and FVU ("dictionaries")."""
+    sparsity = store.query("SELECT model, threshold, token_fraction, sentence_fraction FROM probe_sparsity "
+                           "WHERE run_id = ? AND layer = ? ORDER BY threshold", [run_id, layer])
+    core = store.query("SELECT core_fraction, stability, stability_random, same_topic, different_topic, topic_p_value "
+                       "FROM probe_core "
+                       "WHERE run_id = ? AND layer = ? ORDER BY core_fraction", [run_id, layer])
+    dicts = queries.list_dictionaries(store)
+    if dicts.empty or sparsity.empty:
+        dicts = pd.DataFrame()
+    else:
+        same_model = dicts["model"] == sparsity["model"].iloc[0]
+        dicts = dicts[same_model & dicts["hook_point"].str.startswith(f"blocks.{layer}.")]
+    return {"sparsity": sparsity.round(3), "core": core.round(3),
+            "dictionaries": dicts.reindex(columns=["dict_id", "method", "hook_point", "d_dict", "l0", "fvu"])}

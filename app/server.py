@@ -1,4 +1,4 @@
-"""The Blocks app: seven tabs over one store and one live model."""
+"""The Blocks app: eight tabs over one store and one live model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gradio as gr
 from app import html
 from app.live import LiveModels
 from app.semantic import SemanticIndex
-from app.views import circuits, dictionaries, features, geo, inspector, steering, unlearning
+from app.views import circuits, dictionaries, features, geo, inspector, probes, steering, unlearning
 from app.views.common import AppContext
 from workbench.store import Store
 
@@ -35,4 +35,6 @@ def build_app(store: Store, model_name: str, threads: int = 1) -> gr.Blocks:
                 circuits.build(ctx, demo)
             with gr.Tab("Geography", id="geography"):
                 geo.build(ctx, demo)
+            with gr.Tab("Model sparsity", id="probes"):
+                probes.build(ctx, demo)
     return demo

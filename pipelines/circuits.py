@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -32,7 +31,7 @@ from workbench import circuits
 from workbench.circuit_tasks import TASKS, Task, build_task, task_from_prompts
 from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.models import LoadedModel, load_model
-from workbench.paths import data_dir, write_atomically
+from workbench.paths import resumable, run_artifacts
 from workbench.store import Store
 
 TABLES = ("circuit_tasks", "circuit_heads", "circuit_edges", "circuit_results")
@@ -216,15 +215,14 @@ def _edge_rows(task: str, tables: dict[str, torch.Tensor], kept: int, n_heads: i
 def run(cfg: CircuitsConfig, store: Store, progress: bool = True) -> str:
     """Every task's ground truth, baselines and discrete-SAE scores; the four tables in the store."""
     run_id = cfg.run_id()
-    if store.run_status(run_id) == "finished":
-        print(f"{run_id} already finished")
+    if store.finished(run_id):
         return run_id
     loaded = load_model(cfg.model, store=store)
     candidates = [build_task(name, loaded.tokenizer, cfg.candidates, cfg.seed) for name in cfg.tasks]
-    folder = data_dir() / "artifacts" / "circuits" / run_id
+    folder = run_artifacts("circuits", run_id)
     show = progress and cfg.progress
     with store.running(run_id, "circuits", to_dict(cfg)):
-        frames = [_resumable(folder, c.name, partial(_task_tables, cfg, loaded, c, show)) for c in candidates]
+        frames = [resumable(folder, c.name, TABLES, partial(_task_tables, cfg, loaded, c, show)) for c in candidates]
         tables = {name: pd.concat([f[name] for f in frames], ignore_index=True) for name in TABLES}
         for frame in tables.values():
             frame.insert(0, "run_id", run_id)
@@ -236,16 +234,6 @@ def run(cfg: CircuitsConfig, store: Store, progress: bool = True) -> str:
 def _task_tables(cfg: CircuitsConfig, loaded: LoadedModel, candidates: Task, progress: bool) -> dict[str, pd.DataFrame]:
     task, row = kept_task(loaded, candidates, cfg.pairs, cfg.batch)
     return run_task(cfg, loaded, task, row, progress)
-
-
-def _resumable(folder: Path, task: str, compute: Callable[[], dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
-    paths = {name: folder / f"{task}-{name}.parquet" for name in TABLES}
-    if all(p.exists() for p in paths.values()):
-        return {name: pd.read_parquet(p) for name, p in paths.items()}
-    frames = compute()
-    for name, frame in frames.items():
-        write_atomically(paths[name], frame.to_parquet)
-    return frames
 
 
 def _print_summary(tasks: pd.DataFrame, results: pd.DataFrame) -> None:

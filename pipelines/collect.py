@@ -73,8 +73,7 @@ class RunningStats:
 def run(cfg: CollectConfig, store: Store, progress: bool = True) -> str:
     """Collect and publish; a finished run is a no-op, a failed or killed one is redone and replaced."""
     run_id = cfg.derived_run_id()
-    if store.run_status(run_id) == "finished":
-        print(f"run {run_id} already finished")
+    if store.finished(run_id):
         return run_id
     loaded = load_model(cfg.model, store=store)         # bad input fails here, before the store is touched
     parse_hook_point(loaded, cfg.hook_point)

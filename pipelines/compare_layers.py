@@ -92,8 +92,7 @@ class CompareLayersConfig:
 def run(cfg: CompareLayersConfig, store: Store, progress: bool = True) -> str:
     """Build, pair, compare every layer pair, store the matrices; prints each measure's matching accuracy."""
     run_id = cfg.run_id()
-    if store.run_status(run_id) == "finished":
-        print(f"{run_id} already finished")
+    if store.finished(run_id):
         return run_id
     first = load_model(cfg.model_a, store=store)
     models = {"a": first, "b": first if cfg.model_b == cfg.model_a else load_model(cfg.model_b, store=store)}

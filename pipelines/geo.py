@@ -172,8 +172,7 @@ def probe_r2(x: torch.Tensor, places: pd.DataFrame, eval_fraction: float, seed: 
 def run(cfg: GeoConfig, store: Store, progress: bool = True) -> str:
     """Places, pooled activations, the SAE, Moran's I of every unit, probes, map values: stored."""
     run_id = cfg.run_id()
-    if store.run_status(run_id) == "finished":
-        print(f"{run_id} already finished")
+    if store.finished(run_id):
         return run_id
     loaded = load_model(cfg.model, store=store)
     bad = [layer for layer in cfg.layers if not 0 <= layer < loaded.n_layers]

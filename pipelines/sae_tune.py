@@ -50,7 +50,7 @@ from workbench.activations import hf_target, hook_activations
 from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.hooks import ordinary_positions
 from workbench.models import LoadedModel, load_model
-from workbench.paths import data_dir, write_atomically
+from workbench.paths import run_artifacts, write_atomically
 from workbench.store import Store
 from workbench.token_rule import TokenRule
 
@@ -305,8 +305,7 @@ def train_sae(cfg: SaeTuneConfig, acts: torch.Tensor, progress: bool) -> Diction
 def run(cfg: SaeTuneConfig, store: Store, progress: bool = True) -> str:
     """Source, SAE, then SFT and SAE-tuning per seed; stores one accuracy row per model."""
     run_id = cfg.run_id()
-    if store.run_status(run_id) == "finished":
-        print(f"{run_id} already finished")
+    if store.finished(run_id):
         return run_id
     loaded = load_model(cfg.model, store=store)
     if loaded.hf is None or cfg.layer >= loaded.n_layers:
@@ -315,7 +314,7 @@ def run(cfg: SaeTuneConfig, store: Store, progress: bool = True) -> str:
     train, held_out = (questions(loaded, split, cfg.eval_fraction) for split in ("train", "eval"))
     corpora.load_corpus(cfg.sae_corpus, "train")                            # an unknown corpus fails here
     lora.target_layers(loaded.hf, cfg.targets)                              # and so do bad targets
-    folder = data_dir() / "artifacts" / "sae_tune" / run_id
+    folder = run_artifacts("sae_tune", run_id)
     show = progress and cfg.progress
     with store.running(run_id, "sae-tune", to_dict(cfg)):
         results = _results(cfg, loaded, train, held_out, folder, show)

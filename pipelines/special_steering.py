@@ -119,8 +119,7 @@ def held_out_questions(cfg: SteerMarkupConfig, skip: int) -> list[str]:
 def run(cfg: SteerMarkupConfig, store: Store, progress: bool = True) -> str:
     """Pick the features, generate every (kind, alpha, question) answer, store them."""
     run_id = cfg.run_id()
-    if store.run_status(run_id) == "finished":
-        print(f"{run_id} already finished")
+    if store.finished(run_id):
         return run_id
     reg = load_registered(store, cfg.dict_id)
     loaded, sae = reg.model, reg.dictionary

@@ -55,7 +55,7 @@ from workbench.generation import greedy_continuations
 from workbench.hooks import add_vector, clamp_active
 from workbench.metrics import next_token_ce
 from workbench.models import LoadedModel
-from workbench.paths import data_dir, write_atomically
+from workbench.paths import run_artifacts, write_atomically
 from workbench.registered import load_registered
 from workbench.store import Store
 from workbench.token_rule import TokenRule
@@ -313,8 +313,7 @@ def concept_content(generations: list[str], centroids: torch.Tensor) -> torch.Te
 def run(cfg: UnlearnConfig, store: Store, progress: bool = True) -> str:
     """Select, clamp, evaluate every concept against the baselines; store the three tables."""
     run_id = cfg.run_id()
-    if store.run_status(run_id) == "finished":
-        print(f"{run_id} already finished")
+    if store.finished(run_id):
         return run_id
     reg = load_registered(store, cfg.dict_id)
     loaded, sae = reg.model, reg.dictionary
@@ -322,7 +321,7 @@ def run(cfg: UnlearnConfig, store: Store, progress: bool = True) -> str:
     if bad:
         raise ValueError(f"features {bad} do not exist: {cfg.dict_id} has {sae.d_sae}")
     texts = [concept_texts(cfg, Concept.parse(spec)) for spec in cfg.concepts]
-    folder = data_dir() / "artifacts" / "unlearn" / run_id
+    folder = run_artifacts("unlearn", run_id)
     show = progress and cfg.progress
     with store.running(run_id, "unlearn", to_dict(cfg)):
         profiles = [_profiles(cfg, loaded, sae, t, folder, show) for t in texts]

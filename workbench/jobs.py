@@ -44,6 +44,9 @@ JOBS: dict[str, Job] = {
                     "circuit discovery: discrete-SAE head scores against activation patching and attribution patching"),
     "geo": Job("pipelines.geo", "GeoConfig",
                "Moran's I of neurons and SAE features over world cities; latitude/longitude probes per layer"),
+    "probes": Job("pipelines.probes", "ProbesConfig",
+                  "sparse-model probes: MLP activation sparsity, CoreInfer core neurons and their CE cost, "
+                  "MoE routing"),
     "lora": Job("pipelines.lora", "LoraConfig",
                 "finetune a model with LoRA adapters on one corpus; save the merged model as a variant"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",

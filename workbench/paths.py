@@ -7,8 +7,10 @@ Everything lives under one data folder (default `./data`, override with `WORKBEN
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import pandas as pd
 
 
 def data_dir() -> Path:
@@ -32,6 +34,24 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(path.name + ".partial")
     write(tmp)
     tmp.rename(path)
+
+
+def run_artifacts(kind: str, run_id: str) -> Path:
+    """A run's intermediate files (`data/artifacts/<kind>/<run_id>/`): what a resumed run reads back."""
+    return data_dir() / "artifacts" / kind / run_id
+
+
+def resumable(folder: Path, step: str, tables: Sequence[str],
+              compute: Callable[[], dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    """`compute()`'s tables, saved as `folder/{step}-{table}.parquet`; read back instead when a
+    previous (interrupted) run already saved them all."""
+    paths = {name: folder / f"{step}-{name}.parquet" for name in tables}
+    if all(p.exists() for p in paths.values()):
+        return {name: pd.read_parquet(p) for name, p in paths.items()}
+    frames = compute()
+    for name, frame in frames.items():
+        write_atomically(paths[name], frame.to_parquet)
+    return frames
 
 
 def fixtures_dir() -> Path:

@@ -132,6 +132,20 @@ MIGRATIONS: list[str] = [
     CREATE TABLE geo_values(run_id VARCHAR, layer INTEGER, kind VARCHAR, unit INTEGER, place INTEGER,
         value DOUBLE, local_i DOUBLE, local_p DOUBLE, quadrant VARCHAR);
     """,
+    # 13: sparse-model probes (pipelines/probes.py): MLP activation sparsity per layer and threshold,
+    # core-neuron stability and topic similarity, the CE cost of keeping only core neurons, and the
+    # expert routing of small MoE models.
+    """
+    CREATE TABLE probe_sparsity(run_id VARCHAR, model VARCHAR, layer INTEGER, threshold DOUBLE,
+        token_fraction DOUBLE, sentence_fraction DOUBLE);
+    CREATE TABLE probe_core(run_id VARCHAR, model VARCHAR, layer INTEGER, core_fraction DOUBLE, stability DOUBLE,
+        stability_random DOUBLE, same_topic DOUBLE, different_topic DOUBLE, topic_p_value DOUBLE);
+    CREATE TABLE probe_core_cost(run_id VARCHAR, model VARCHAR, core_fraction DOUBLE, selection VARCHAR,
+        ce DOUBLE, ce_clean DOUBLE, tokens INTEGER);
+    CREATE TABLE probe_routing(run_id VARCHAR, model VARCHAR, balance_coefficient DOUBLE, seed INTEGER,
+        layer INTEGER, load DOUBLE[], mean_probability DOUBLE[], balance DOUBLE, max_load DOUBLE, entropy DOUBLE,
+        entropy_ratio DOUBLE, tokens INTEGER, loss DOUBLE);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -339,6 +353,13 @@ class Store:
     def run_status(self, run_id: str) -> str | None:
         df = self.query("SELECT status FROM runs WHERE run_id = ?", [run_id])
         return None if df.empty else str(df["status"].iloc[0])
+
+    def finished(self, run_id: str) -> bool:
+        """True (and says so) when the run already finished: a pipeline then returns without work."""
+        done = self.run_status(run_id) == "finished"
+        if done:
+            print(f"{run_id} already finished")
+        return done
 
     def begin_run(self, run_id: str, kind: str, config: Mapping[str, Any]) -> bool:
         """Record a run as running. Returns False when it already finished (the caller does nothing)."""

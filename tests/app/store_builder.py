@@ -174,6 +174,25 @@ def _geo_tables() -> dict[str, pd.DataFrame]:
             "geo_values": pd.DataFrame(values)}
 
 
+PROBE_RUN = "probes-test"
+
+
+def _probe_tables() -> dict[str, pd.DataFrame]:
+    sparsity = [dict(run_id=PROBE_RUN, model="tiny", layer=layer, threshold=t, token_fraction=0.2 + 0.1 * layer + t,
+                     sentence_fraction=0.05 * layer + t) for layer in (0, 1) for t in (0.01, 0.1)]
+    core = [dict(run_id=PROBE_RUN, model="tiny", layer=layer, core_fraction=0.2, stability=0.5 + 0.1 * layer,
+                 stability_random=0.2 / 1.8, same_topic=0.4, different_topic=0.3, topic_p_value=0.001)
+            for layer in (0, 1)]
+    cost = [dict(run_id=PROBE_RUN, model="tiny", core_fraction=0.2, selection=s, ce=c, ce_clean=3.0, tokens=100)
+            for s, c in (("core", 3.5), ("random", 6.0))]
+    routing = [dict(run_id=PROBE_RUN, model="tiny-moe-4x2", balance_coefficient=b, seed=0, layer=0, load=load,
+                    mean_probability=[0.25] * 4, balance=bal, max_load=4 * max(load), entropy=1.2,
+                    entropy_ratio=1.2 / np.log(4), tokens=640, loss=4.0)
+               for b, load, bal in ((0.0, [0.5, 0.5, 0.0, 0.0], 1.0), (0.01, [0.3, 0.2, 0.25, 0.25], 1.0))]
+    return {"probe_sparsity": pd.DataFrame(sparsity), "probe_core": pd.DataFrame(core),
+            "probe_core_cost": pd.DataFrame(cost), "probe_routing": pd.DataFrame(routing)}
+
+
 def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
     rng = np.random.default_rng(seed)
     docs = documents(seed=seed)
@@ -210,5 +229,5 @@ def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
             for m, matrix in SIMILARITY.items() for i, row in enumerate(matrix) for j, v in enumerate(row)]),
         "atom_origins": pd.DataFrame([dict(dict_id="tiny-topk", feature=HOSTILE_FEATURE, seq=4, pos=13,
                                            window_start=10, window_tokens=HOSTILE_TOKENS)]),
-        **_unlearn_tables(), **_circuit_tables(), **_geo_tables()})
+        **_unlearn_tables(), **_circuit_tables(), **_geo_tables(), **_probe_tables()})
     return BuiltStore(store, list(DICTS))

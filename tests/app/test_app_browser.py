@@ -13,6 +13,7 @@ from tests.app.store_builder import (
     GEO_RUN,
     HOSTILE_FEATURE,
     IMG,
+    PROBE_RUN,
     SCRIPT,
     SIMILARITY_RUN,
     STEERING_RUN,
@@ -203,6 +204,28 @@ def test_geography_tab_counts_autocorrelated_units_and_maps_one(page, server: st
                            "=== '1/feature/3 · local clusters'")
     legend = page.locator("#geo-map .legendtext").evaluate_all("els => els.map(e => e.textContent)")
     assert {"not significant", "HH", "LH"} <= set(legend)
+
+
+def test_model_sparsity_tab_puts_probes_beside_the_layer_dictionaries(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Model sparsity").click()
+    page.wait_for_selector(f"#pr-routing {CELLS}")
+    assert page.locator("#pr-run input").input_value() == PROBE_RUN
+    assert page.locator("#pr-sparsity .gtitle").text_content() == "MLP neurons below threshold"
+    assert page.locator("#pr-sparsity .scatterlayer .trace").count() == 4   # 2 thresholds x token / sequence
+    assert page.locator(f"#pr-cost {CELLS}").all_inner_texts() == ["tiny", "0.2", "core", "3.5", "3", "100",
+                                                                   "tiny", "0.2", "random", "6", "3", "100"]
+    page.wait_for_selector(f"#pr-layer-dicts {CELLS}")
+    assert page.locator("#pr-layer input").input_value() == "0"
+    dicts = page.locator(f"#pr-layer-dicts {CELLS}").all_inner_texts()
+    assert "tiny-topk" in dicts and "blocks.0.hook_resid_post" in dicts
+    assert page.locator(f"#pr-layer-core {CELLS}").all_inner_texts()[:2] == ["0.2", "0.5"]
+    assert page.locator("#pr-loads .gtitle").text_content() == "Expert loads (largest first)"
+    page.locator("#pr-layer input").click()
+    page.get_by_role("option", name="1", exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll('#pr-layer-core div[role=gridcell]')[1]?.innerText"
+                           ".trim() === '0.6'")
+    assert page.locator(f"#pr-layer-dicts {CELLS}").count() == 0   # nothing trained at layer 1
 
 
 def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str, built: BuiltStore) -> None:

@@ -1,0 +1,247 @@
+"""Sparse-model probes (`workbench/probes.py`) on SmolLM2 and on a small MoE trained here.
+
+1. `per_label` documents of each topic of a labelled corpus (BBC news: business, entertainment,
+   politics, sport, tech), each cut to its first `tokens` tokens; documents shorter are skipped.
+2. One forward pass over them with the activation-sparsity and core-neuron probes on every layer's
+   MLP: fraction of neurons below each threshold per token and per sequence; per layer and core
+   fraction, the stability of the core set (Jaccard index of the cores of the first
+   `prompt_tokens` and of the rest, beside two random sets of that size) and its similarity between
+   sequences of the same topic and of different topics, with a label-permutation p-value of the gap.
+3. CoreInfer's accuracy cost: the next-token cross-entropy of the positions after the prompt when
+   every MLP keeps only the prompt's core neurons, against keeping as many random neurons and
+   against the full model, at each core fraction.
+4. Expert routing: a 2-layer Mixtral (`workbench/moe.py`) trained from each seed with and without
+   the router's load-balancing loss; per layer the expert loads, the Switch balance term and the
+   routing entropy on held-out text, and its loss.
+Tables: probe_sparsity, probe_core, probe_core_cost, probe_routing (store migration 13). Each step's
+tables are saved under data/artifacts/probes/<run_id>/, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from functools import partial
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from workbench import probes
+from workbench.config import comma_list, config_id, require_positive, to_dict
+from workbench.corpora import document_texts, load_corpus, packed_blocks
+from workbench.models import LoadedModel, load_model, tiny_tokenizer
+from workbench.moe import MoEConfig, check_balance, train_moe
+from workbench.paths import resumable, run_artifacts
+from workbench.store import Store
+
+TABLES = ("probe_sparsity", "probe_core", "probe_core_cost", "probe_routing")
+
+
+@dataclass
+class ProbesConfig:
+    """Activation sparsity, core neurons and their CE cost on one model; expert routing on a small MoE."""
+
+    model: str = "smollm2-135m-instruct"
+    """Model whose MLPs are probed."""
+    corpus: str = "bbc"
+    """Labelled corpus: its labels are the topics of the similarity test."""
+    per_label: int = 40
+    """Documents drawn per label."""
+    tokens: int = 64
+    """Tokens per sequence (each document's first tokens)."""
+    prompt_tokens: int = 32
+    """The prompt: core neurons are found in it; the CE cost is measured on the positions after it."""
+    layers: list[int] = field(default_factory=list)
+    """MLP layers probed (empty: every layer)."""
+    thresholds: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1])
+    """Activation magnitudes below which a neuron counts as inactive."""
+    token_fraction: float = 0.2
+    """A token's core neurons: this fraction of the MLP's neurons, largest magnitude first."""
+    core_fractions: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6])
+    """Sizes of a sequence's core set (fractions of the MLP's neurons)."""
+    permutations: int = 999
+    """Label shuffles for the p-value of the topic similarity gap."""
+    batch: int = 16
+    """Sequences per forward pass."""
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    """The mixture-of-experts model trained for the routing probes."""
+    balance_coefficients: list[float] = field(default_factory=lambda: [0.0, 0.01])
+    """Router load-balancing loss weights, one MoE per weight and seed."""
+    moe_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds of the MoE models."""
+    moe_corpus: str = "wiki"
+    """Text the MoE is trained on (train split) and probed on (held-out split)."""
+    moe_context: int = 64
+    """Tokens per MoE training block."""
+    moe_blocks: int = 4000
+    """Training blocks for the MoE (the held-out probe uses up to 256)."""
+    seed: int = 0
+    """Seed of the document draw and the random neuron sets."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.layers = [int(v) for v in comma_list([str(v) for v in self.layers])]
+        self.thresholds = probes.check_thresholds([float(v) for v in comma_list([str(v) for v in self.thresholds])])
+        self.core_fractions = [probes.check_fraction("core fraction", float(v))
+                               for v in comma_list([str(v) for v in self.core_fractions])]
+        self.balance_coefficients = [check_balance(float(v))
+                                     for v in comma_list([str(v) for v in self.balance_coefficients])]
+        self.moe_seeds = [int(v) for v in comma_list([str(v) for v in self.moe_seeds])]
+        probes.check_fraction("token_fraction", self.token_fraction)
+        require_positive(self, "per_label", "tokens", "prompt_tokens", "permutations", "batch", "moe_context",
+                         "moe_blocks")
+        if not 1 < self.prompt_tokens < self.tokens - 1:
+            raise ValueError(f"prompt_tokens ({self.prompt_tokens}) must leave at least two tokens on each side "
+                             f"of a {self.tokens}-token sequence")
+        if not self.core_fractions or not self.balance_coefficients or not self.moe_seeds:
+            raise ValueError("core_fractions, balance_coefficients and moe_seeds each need at least one value")
+
+    def run_id(self) -> str:
+        return config_id("probes", {k: v for k, v in to_dict(self).items() if k != "progress"})
+
+
+def labelled_sequences(corpus: str, tokenizer, per_label: int, tokens: int,
+                       seed: int) -> tuple[torch.Tensor, list[str]]:
+    """`per_label` documents of every label, drawn with `seed`, as their first `tokens` tokens;
+    ValueError when the corpus has no labels or a label has too few long-enough documents."""
+    docs = load_corpus(corpus)
+    docs = docs[docs["label"].notna()]
+    if docs["label"].nunique() < 2:
+        raise ValueError(f"corpus {corpus!r} needs at least two labels for the topic similarity test")
+    rows, labels = [], []
+    for label, group in docs.groupby("label", sort=True):
+        kept = 0
+        for text in document_texts(group.sample(frac=1, random_state=seed)):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) >= tokens:
+                rows.append(torch.tensor(ids[:tokens]))
+                labels.append(str(label))
+                kept += 1
+                if kept == per_label:
+                    break
+        if kept < per_label:
+            raise ValueError(f"label {label!r} of {corpus!r} has only {kept} documents of >= {tokens} tokens")
+    return torch.stack(rows), labels
+
+
+def measure_sparsity_and_cores(cfg: ProbesConfig, loaded: LoadedModel, sequences: torch.Tensor,
+                               labels: list[str], progress: bool) -> dict[str, pd.DataFrame]:
+    """One pass with both MLP probes; the sparsity, core and clean-CE tables."""
+    layers = cfg.layers or list(range(loaded.n_layers))
+    model = loaded.model
+    with torch.no_grad(), probes.activation_sparsity(model, layers, cfg.thresholds) as profile, \
+            probes.core_neurons(model, layers, cfg.token_fraction, split=cfg.prompt_tokens) as cores:
+        for batch in tqdm(sequences.split(cfg.batch), desc="probing", disable=not progress):
+            model(batch, return_type=None)
+    core_rows = []
+    for layer, fraction in itertools.product(layers, cfg.core_fractions):
+        first = cores.sentence_core(layer, fraction, "first")
+        second = cores.sentence_core(layer, fraction, "second")
+        same, different, p_value = probes.topic_similarity(cores.sentence_core(layer, fraction), labels,
+                                                           cfg.permutations, cfg.seed)
+        core_rows.append({"layer": layer, "core_fraction": fraction,
+                          "stability": float(probes.jaccard(first, second).mean()),
+                          "stability_random": probes.random_jaccard(fraction),
+                          "same_topic": same, "different_topic": different, "topic_p_value": p_value})
+    prompt_cores = {(layer, f): cores.sentence_core(layer, f, "first") for layer in layers for f in cfg.core_fractions}
+    return {"probe_sparsity": profile.table(), "probe_core": pd.DataFrame(core_rows),
+            "probe_core_cost": core_costs(cfg, loaded, sequences, layers, prompt_cores, progress)}
+
+
+def after_prompt_ce(model, sequences: torch.Tensor, prompt_tokens: int, batch: int) -> float:
+    """Mean next-token cross-entropy of the predictions made at positions >= prompt_tokens."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in sequences.split(batch):
+            logits = model(chunk)[:, prompt_tokens:-1]
+            targets = chunk[:, prompt_tokens + 1:]
+            ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+            total, count = total + float(ce), count + targets.numel()
+    return total / count
+
+
+def core_costs(cfg: ProbesConfig, loaded: LoadedModel, sequences: torch.Tensor, layers: list[int],
+               prompt_cores: dict[tuple[int, float], torch.Tensor], progress: bool) -> pd.DataFrame:
+    """After-prompt CE with only the prompt's core neurons, only as many random neurons, and all."""
+    model = loaded.model
+    clean = after_prompt_ce(model, sequences, cfg.prompt_tokens, cfg.batch)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    d_mlp = int(model.cfg.d_mlp or 0)
+    rows = []
+    for fraction in tqdm(cfg.core_fractions, desc="core-neuron CE cost", disable=not progress):
+        selections = {"core": {layer: prompt_cores[(layer, fraction)] for layer in layers},
+                      "random": {layer: probes.random_rows(len(sequences), d_mlp, fraction, gen) for layer in layers}}
+        for selection, keep in selections.items():
+            ce = _kept_ce(model, sequences, keep, cfg)
+            rows.append({"core_fraction": fraction, "selection": selection, "ce": ce, "ce_clean": clean,
+                         "tokens": sequences[:, cfg.prompt_tokens + 1:].numel()})
+    return pd.DataFrame(rows)
+
+
+def _kept_ce(model, sequences: torch.Tensor, keep: dict[int, torch.Tensor], cfg: ProbesConfig) -> float:
+    total = 0.0
+    for start in range(0, len(sequences), cfg.batch):
+        rows = slice(start, start + cfg.batch)
+        chunk = sequences[rows]
+        with probes.keep_neurons(model, {layer: mask[rows] for layer, mask in keep.items()}, cfg.prompt_tokens):
+            total += after_prompt_ce(model, chunk, cfg.prompt_tokens, cfg.batch) * len(chunk)
+    return total / len(sequences)
+
+
+def measure_routing(cfg: ProbesConfig, folder, progress: bool) -> dict[str, pd.DataFrame]:
+    """Train one MoE per balance coefficient and seed (saved under `folder`), probe its routing on
+    held-out text."""
+    tok = tiny_tokenizer()
+    train = _blocks(cfg.moe_corpus, "train", tok, cfg.moe_context, cfg.moe_blocks)
+    held_out = _blocks(cfg.moe_corpus, "eval", tok, cfg.moe_context, 256)
+    frames = []
+    for coefficient, seed in itertools.product(cfg.balance_coefficients, cfg.moe_seeds):
+        moe_cfg = MoEConfig(**{**to_dict(cfg.moe), "seed": seed})
+        path = train_moe(moe_cfg, coefficient, train, folder / f"moe-balance{coefficient:g}-seed{seed}", progress)
+        model = load_model(str(path)).model
+        with torch.no_grad(), probes.expert_routing(model) as routing:
+            loss = float(model(held_out, return_type="loss"))
+        frames.append(routing.table().assign(balance_coefficient=coefficient, seed=seed, loss=loss))
+    return {"probe_routing": pd.concat(frames, ignore_index=True)}
+
+
+def _blocks(corpus: str, split: str, tokenizer, context: int, count: int) -> torch.Tensor:
+    texts = document_texts(load_corpus(corpus, split))
+    blocks = list(itertools.islice(packed_blocks(texts, tokenizer, context), count))
+    if not blocks:
+        raise ValueError(f"corpus {corpus!r} ({split}) is shorter than one {context}-token block")
+    return torch.stack(blocks)
+
+
+def run(cfg: ProbesConfig, store: Store, progress: bool = True) -> str:
+    """The four probe tables for `cfg.model` and the MoE models, stored."""
+    run_id = cfg.run_id()
+    if store.finished(run_id):
+        return run_id
+    loaded = load_model(cfg.model, store=store)
+    probes.check_mlp_layers(loaded.model, cfg.layers)
+    sequences, labels = labelled_sequences(cfg.corpus, loaded.tokenizer, cfg.per_label, cfg.tokens, cfg.seed)
+    folder = run_artifacts("probes", run_id)
+    show = progress and cfg.progress
+    with store.running(run_id, "probes", to_dict(cfg)):
+        mlp = resumable(folder, "mlp", TABLES[:3],
+                        partial(measure_sparsity_and_cores, cfg, loaded, sequences, labels, show))
+        routing = resumable(folder, "routing", TABLES[3:], partial(measure_routing, cfg, folder, show))
+        tables = {**{name: frame.assign(model=cfg.model) for name, frame in mlp.items()},
+                  "probe_routing": routing["probe_routing"].assign(model=f"tiny-moe-{cfg.moe.experts}x{cfg.moe.top_k}")}
+        store.publish(run_id, tables)
+    print_summary(tables)
+    return run_id
+
+
+def print_summary(tables: dict[str, pd.DataFrame]) -> None:
+    sparsity = tables["probe_sparsity"].pivot(index="layer", columns="threshold", values="token_fraction")
+    print("fraction of MLP neurons below each threshold (per token)\n" + sparsity.round(3).to_string())
+    core = tables["probe_core"]
+    print(core.groupby("core_fraction")[["stability", "stability_random", "same_topic", "different_topic"]]
+          .mean().round(3).to_string())
+    print(tables["probe_core_cost"].pivot(index="core_fraction", columns="selection", values="ce").round(3).to_string())
+    routing = tables["probe_routing"]
+    print(routing.groupby(["balance_coefficient", "layer"])[["balance", "max_load", "entropy_ratio", "loss"]]
+          .agg(["mean", "std"]).round(3).to_string())
