@@ -79,8 +79,7 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
     train_cfg = queries.run_config(store, row["run_id"])
     corpus, layout = cfg.corpus or train_cfg.get("corpus", "wiki"), train_cfg.get("layout", "packed")
     run_id = config_id("features", {**to_dict(cfg), "corpus": corpus})
-    if store.run_status(run_id) == "finished":
-        print(f"feature pages {run_id} already built")
+    if store.finished(run_id):
         return run_id
     _, loaded, sae = load_registered(store, cfg.dict_id)   # d_in must match the hook point
     source = ActivationSource(model=row["model"], hook_point=row["hook_point"], corpus=corpus, layout=layout,

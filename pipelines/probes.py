@@ -19,9 +19,12 @@ tables are saved under data/artifacts/probes/<run_id>/, so an interrupted run re
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -30,7 +33,7 @@ from tqdm.auto import tqdm
 from workbench import probes
 from workbench.config import comma_list, config_id, require_positive, to_dict
 from workbench.corpora import document_texts, load_corpus, packed_blocks
-from workbench.models import LoadedModel, load_model, tiny_tokenizer
+from workbench.models import TINY_CONFIG, LoadedModel, load_model, tiny_tokenizer
 from workbench.moe import MoEConfig, check_balance, train_moe
 from workbench.paths import resumable, run_artifacts
 from workbench.store import Store
@@ -41,6 +44,9 @@ TABLES = ("probe_sparsity", "probe_core", "probe_core_cost", "probe_routing")
 @dataclass
 class ProbesConfig:
     """Activation sparsity, core neurons and their CE cost on one model; expert routing on a small MoE."""
+
+    PIPELINE_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {"moe": ("seed",)}
+    """The MoE's seed is set per model from `moe_seeds`."""
 
     model: str = "smollm2-135m-instruct"
     """Model whose MLPs are probed."""
@@ -65,7 +71,7 @@ class ProbesConfig:
     batch: int = 16
     """Sequences per forward pass."""
     moe: MoEConfig = field(default_factory=MoEConfig)
-    """The mixture-of-experts model trained for the routing probes."""
+    """The mixture-of-experts model trained for the routing probes (its seeds: `moe_seeds`)."""
     balance_coefficients: list[float] = field(default_factory=lambda: [0.0, 0.01])
     """Router load-balancing loss weights, one MoE per weight and seed."""
     moe_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -96,6 +102,11 @@ class ProbesConfig:
                              f"of a {self.tokens}-token sequence")
         if not self.core_fractions or not self.balance_coefficients or not self.moe_seeds:
             raise ValueError("core_fractions, balance_coefficients and moe_seeds each need at least one value")
+        if len(set(self.layers)) < len(self.layers):
+            raise ValueError(f"layers {self.layers} repeat a layer")
+        positions = TINY_CONFIG["max_position_embeddings"]
+        if not 2 <= self.moe_context <= positions:
+            raise ValueError(f"moe_context ({self.moe_context}) must be in 2..{positions}, the MoE's positions")
 
     def run_id(self) -> str:
         return config_id("probes", {k: v for k, v in to_dict(self).items() if k != "progress"})
@@ -127,7 +138,7 @@ def labelled_sequences(corpus: str, tokenizer, per_label: int, tokens: int,
 
 def measure_sparsity_and_cores(cfg: ProbesConfig, loaded: LoadedModel, sequences: torch.Tensor,
                                labels: list[str], progress: bool) -> dict[str, pd.DataFrame]:
-    """One pass with both MLP probes; the sparsity, core and clean-CE tables."""
+    """One pass with both MLP probes (the sparsity and core tables), then the CE cost passes."""
     layers = cfg.layers or list(range(loaded.n_layers))
     model = loaded.model
     with torch.no_grad(), probes.activation_sparsity(model, layers, cfg.thresholds) as profile, \
@@ -189,21 +200,30 @@ def _kept_ce(model, sequences: torch.Tensor, keep: dict[int, torch.Tensor], cfg:
     return total / len(sequences)
 
 
-def measure_routing(cfg: ProbesConfig, folder, progress: bool) -> dict[str, pd.DataFrame]:
-    """Train one MoE per balance coefficient and seed (saved under `folder`), probe its routing on
-    held-out text."""
-    tok = tiny_tokenizer()
-    train = _blocks(cfg.moe_corpus, "train", tok, cfg.moe_context, cfg.moe_blocks)
-    held_out = _blocks(cfg.moe_corpus, "eval", tok, cfg.moe_context, 256)
+def measure_routing(cfg: ProbesConfig, train: torch.Tensor, held_out: torch.Tensor, folder: Path,
+                    progress: bool) -> dict[str, pd.DataFrame]:
+    """Train one MoE per balance coefficient and seed on `train` blocks (saved under `folder`), probe
+    its routing on `held_out` blocks."""
     frames = []
     for coefficient, seed in itertools.product(cfg.balance_coefficients, cfg.moe_seeds):
-        moe_cfg = MoEConfig(**{**to_dict(cfg.moe), "seed": seed})
+        moe_cfg = dataclasses.replace(cfg.moe, seed=seed)
         path = train_moe(moe_cfg, coefficient, train, folder / f"moe-balance{coefficient:g}-seed{seed}", progress)
         model = load_model(str(path)).model
         with torch.no_grad(), probes.expert_routing(model) as routing:
             loss = float(model(held_out, return_type="loss"))
         frames.append(routing.table().assign(balance_coefficient=coefficient, seed=seed, loss=loss))
     return {"probe_routing": pd.concat(frames, ignore_index=True)}
+
+
+def moe_blocks(cfg: ProbesConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MoE's training blocks and up to 256 held-out blocks; ValueError when there are fewer
+    training blocks than one batch."""
+    tok = tiny_tokenizer()
+    train = _blocks(cfg.moe_corpus, "train", tok, cfg.moe_context, cfg.moe_blocks)
+    if len(train) < cfg.moe.batch:
+        raise ValueError(f"{cfg.moe_corpus} gives {len(train)} MoE training blocks, fewer than one batch of "
+                         f"{cfg.moe.batch}")
+    return train, _blocks(cfg.moe_corpus, "eval", tok, cfg.moe_context, 256)
 
 
 def _blocks(corpus: str, split: str, tokenizer, context: int, count: int) -> torch.Tensor:
@@ -219,15 +239,18 @@ def run(cfg: ProbesConfig, store: Store, progress: bool = True) -> str:
     run_id = cfg.run_id()
     if store.finished(run_id):
         return run_id
-    loaded = load_model(cfg.model, store=store)
+    loaded = load_model(cfg.model, store=store)   # every input is checked before the store is written
     probes.check_mlp_layers(loaded.model, cfg.layers)
+    if cfg.tokens > loaded.model.cfg.n_ctx:
+        raise ValueError(f"tokens ({cfg.tokens}) is longer than {cfg.model}'s context of {loaded.model.cfg.n_ctx}")
     sequences, labels = labelled_sequences(cfg.corpus, loaded.tokenizer, cfg.per_label, cfg.tokens, cfg.seed)
+    train, held_out = moe_blocks(cfg)
     folder = run_artifacts("probes", run_id)
     show = progress and cfg.progress
     with store.running(run_id, "probes", to_dict(cfg)):
         mlp = resumable(folder, "mlp", TABLES[:3],
                         partial(measure_sparsity_and_cores, cfg, loaded, sequences, labels, show))
-        routing = resumable(folder, "routing", TABLES[3:], partial(measure_routing, cfg, folder, show))
+        routing = resumable(folder, "routing", TABLES[3:], partial(measure_routing, cfg, train, held_out, folder, show))
         tables = {**{name: frame.assign(model=cfg.model) for name, frame in mlp.items()},
                   "probe_routing": routing["probe_routing"].assign(model=f"tiny-moe-{cfg.moe.experts}x{cfg.moe.top_k}")}
         store.publish(run_id, tables)

@@ -55,7 +55,7 @@ from workbench.generation import greedy_continuations
 from workbench.hooks import add_vector, clamp_active
 from workbench.metrics import next_token_ce
 from workbench.models import LoadedModel
-from workbench.paths import run_artifacts, write_atomically
+from workbench.paths import resumable, run_artifacts, write_atomically
 from workbench.registered import load_registered
 from workbench.store import Store
 from workbench.token_rule import TokenRule
@@ -327,7 +327,9 @@ def run(cfg: UnlearnConfig, store: Store, progress: bool = True) -> str:
         profiles = [_profiles(cfg, loaded, sae, t, folder, show) for t in texts]
         selected = [torch.tensor(cfg.features) if cfg.features else select_features(cfg, p["concept"], p["other"])
                     for p in profiles]
-        results = [_evaluated(cfg, loaded, sae, i, texts, selected, profiles, folder, show) for i in range(len(texts))]
+        results = [resumable(folder, t.concept.name, ("unlearn_scores", "unlearn_generations"),
+                             partial(_evaluated, cfg, loaded, sae, i, texts, selected, profiles, show))
+                   for i, t in enumerate(texts)]
         tables = {name: pd.concat([r[name] for r in results], ignore_index=True)
                   for name in ("unlearn_scores", "unlearn_generations")}
         tables["unlearn_features"] = pd.concat([_feature_rows(cfg, t.concept, s, p) for t, s, p in
@@ -358,13 +360,10 @@ def _profiles(cfg: UnlearnConfig, loaded: LoadedModel, sae: Dictionary, texts: C
 
 
 def _evaluated(cfg: UnlearnConfig, loaded: LoadedModel, sae: Dictionary, index: int, texts: list[ConceptTexts],
-               selected: list[torch.Tensor], profiles: list[dict[str, dict[str, torch.Tensor]]], folder: Path,
+               selected: list[torch.Tensor], profiles: list[dict[str, dict[str, torch.Tensor]]],
                progress: bool) -> dict[str, pd.DataFrame]:
-    """One concept's score and generation rows, read back where an earlier attempt finished them."""
+    """One concept's score and generation rows."""
     mine = texts[index]
-    paths = {name: folder / f"{mine.concept.name}-{name}.parquet" for name in ("unlearn_scores", "unlearn_generations")}
-    if all(p.exists() for p in paths.values()):
-        return {name: pd.read_parquet(p) for name, p in paths.items()}
     prompts = {"concept": openings(cfg, loaded, mine.eval), "other": openings(cfg, loaded, mine.eval_other)}
     centroids = torch.stack([embed(docs[: cfg.centroid_docs]).mean(0) for docs in (mine.train, mine.train_other)])
     centroids = torch.nn.functional.normalize(centroids, dim=-1)
@@ -391,10 +390,7 @@ def _evaluated(cfg: UnlearnConfig, loaded: LoadedModel, sae: Dictionary, index: 
                        "other_tokens": before.tokens["other"]})
         generations += _generation_rows(cfg, loaded, mine.concept.name, condition, prompts, before, after)
     bar.close()
-    frames = {"unlearn_scores": pd.DataFrame(scores), "unlearn_generations": pd.DataFrame(generations)}
-    for name, frame in frames.items():
-        write_atomically(paths[name], frame.to_parquet)
-    return frames
+    return {"unlearn_scores": pd.DataFrame(scores), "unlearn_generations": pd.DataFrame(generations)}
 
 
 def _generation_rows(cfg: UnlearnConfig, loaded: LoadedModel, concept: str, condition: Condition,

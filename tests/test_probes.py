@@ -54,7 +54,7 @@ def test_core_sets_stability_and_topics_by_hand(tiny):
     acts[:, :, 100:] = 0.01 * torch.arange(1, 29)   # small, never core
     acts[0, 1:, :32] = 5.0                           # the same 32 neurons before and after the split
     acts[1, 1:5, :32] = 5.0                          # one set before position 5 ...
-    acts[1, 5:, 32:64] = -5.0                        # ... a disjoint one (negative: magnitude counts) after
+    acts[1, 5:, 32:64] = -6.0                        # ... a disjoint, larger one (magnitude counts) after
     acts[2, 1:, 32:64] = 2.0
     cores = run_with(model, probes.mlp_hook(1), acts, torch.randint(4, 100, (3, 9)),
                      probes.core_neurons(model, [1], token_fraction=0.25, split=5))
@@ -63,10 +63,11 @@ def test_core_sets_stability_and_topics_by_hand(tiny):
     assert second[1].nonzero().flatten().tolist() == list(range(32, 64))
     assert probes.jaccard(first, second).tolist() == pytest.approx([1.0, 0.0, 1.0])
     whole = cores.sentence_core(1, 0.25)
-    # rows 0 and 2 share nothing; row 1 holds 0..63 half of the time: its core is 32 of them
+    # row 1's two sets are token-core equally often; the larger magnitudes (32..63) win the tie
+    assert whole[1].nonzero().flatten().tolist() == list(range(32, 64))
     same, different, _ = probes.topic_similarity(whole, ["a", "b", "a"])
-    assert same == pytest.approx(0.0)
-    assert different == pytest.approx(float(probes.jaccard_matrix(whole)[[0, 2], 1].mean()))
+    assert same == pytest.approx(0.0)             # rows 0 and 2: 0..31 against 32..63
+    assert different == pytest.approx(0.5)        # row 1 against row 0: 0, against row 2: 1
     with pytest.raises(ValueError, match="two sequences of one label"):
         probes.topic_similarity(whole, ["a", "b", "c"])
 
@@ -148,8 +149,9 @@ def test_routing_by_hand(tiny_moe):
 
     uniform = run_with(model, "blocks.1.mlp.hook_expert_weights", torch.full((10, 4), 0.25), tokens,
                        probes.expert_routing(model))
-    last = uniform.table().set_index("layer").loc[1]
-    assert last["entropy_ratio"] == pytest.approx(1.0) and last["balance"] == pytest.approx(1.0)
+    table = uniform.table().set_index("layer")
+    assert table.loc[1, "entropy_ratio"] == pytest.approx(1.0) and table.loc[1, "balance"] == pytest.approx(1.0)
+    assert table.loc[0, "entropy_ratio"] < 1 and table.loc[0, "tokens"] == 10   # layer 0 kept its own router
 
 
 def test_probes_refuse_the_wrong_model(tiny, tiny_moe):
@@ -166,7 +168,7 @@ def test_probes_refuse_the_wrong_model(tiny, tiny_moe):
         pass
 
 
-def test_balance_loss_training_lowers_loss(tmp_path):
+def test_moe_training_lowers_loss_and_the_balancing_loss_balances(tmp_path):
     gen = torch.Generator().manual_seed(0)
     blocks = torch.randint(4, 40, (64, 16), generator=gen)   # a 36-token vocabulary: learnable fast
     untrained = load_model(str(_saved(build_moe(MoEConfig(experts=4), 0.0), tmp_path / "untrained"))).model
@@ -174,6 +176,14 @@ def test_balance_loss_training_lowers_loss(tmp_path):
     trained = load_model(str(trained_path)).model
     with torch.no_grad():
         assert float(trained(blocks, return_type="loss")) < float(untrained(blocks, return_type="loss")) - 1.0
+    routed = {}
+    for coefficient in (0.0, 1.0):   # a heavy balancing loss spreads the routing of the same data
+        path = train_moe(MoEConfig(experts=4, steps=40, batch=8), coefficient, blocks, tmp_path / f"b{coefficient}")
+        moe = load_model(str(path)).model
+        with torch.no_grad(), probes.expert_routing(moe) as routing:
+            moe(blocks, return_type=None)
+        routed[coefficient] = routing.table()
+    assert (routed[1.0]["balance"] < routed[0.0]["balance"]).all()
     with pytest.raises(ValueError, match="fewer than one batch"):
         train_moe(MoEConfig(batch=128), 0.0, blocks, tmp_path / "other")
     with pytest.raises(ValueError, match="balance coefficient -1"):
@@ -197,9 +207,14 @@ def test_probes_pipeline_on_the_tiny_model(data_dir, capsys):
                  moe_seeds=[0], balance_coefficients=[0.0, 0.01])
     with pytest.raises(ValueError, match=r"layers \[5\] out of range"):
         run_job("probes", store, progress=False, **small, layers=[0, 5])
+    with pytest.raises(ValueError, match="unknown corpus 'no-such-corpus'"):
+        run_job("probes", store, progress=False, **{**small, "moe_corpus": "no-such-corpus"})
+    with pytest.raises(ValueError, match="fewer than one batch of 16"):
+        run_job("probes", store, progress=False, **{**small, "moe": {"batch": 16}})
     assert store.query("SELECT count(*) AS n FROM runs")["n"].item() == 0   # refused before any write
     run_id = run_job("probes", store, progress=False, **small)
-    tables = {name: store.query(f"SELECT * FROM {name} WHERE run_id = ?", [run_id]) for name in pipeline.TABLES}
+    tables = {name: store.query(f"SELECT * FROM {name} WHERE run_id = ? ORDER BY ALL", [run_id])
+              for name in pipeline.TABLES}
     assert len(tables["probe_sparsity"]) == 2 * 3 and tables["probe_sparsity"]["token_fraction"].between(0, 1).all()
     core = tables["probe_core"]
     assert len(core) == 2 * 3 and core["stability"].between(0, 1).all()
@@ -226,3 +241,7 @@ def test_probes_config_refuses_bad_values():
         ProbesConfig(tokens=16, prompt_tokens=15)
     with pytest.raises(ValueError, match="balance coefficient -0.5"):
         ProbesConfig(balance_coefficients=[-0.5])
+    with pytest.raises(ValueError, match="repeat a layer"):
+        ProbesConfig(layers=[3, 3])
+    with pytest.raises(ValueError, match="moe_context"):
+        ProbesConfig(moe_context=1000)

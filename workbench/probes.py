@@ -60,11 +60,16 @@ def check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
-def check_mlp_layers(model: HookedTransformer, layers: Sequence[int]) -> list[int]:
-    """Layers must exist and have a dense MLP whose neurons the probes can read."""
+def _check_layer_range(model: HookedTransformer, layers: Sequence[int]) -> list[int]:
     bad = [layer for layer in layers if not 0 <= layer < model.cfg.n_layers]
     if bad:
         raise ValueError(f"layers {bad} out of range: the model has layers 0..{model.cfg.n_layers - 1}")
+    return list(layers)
+
+
+def check_mlp_layers(model: HookedTransformer, layers: Sequence[int]) -> list[int]:
+    """Layers must exist and have a dense MLP whose neurons the probes can read."""
+    _check_layer_range(model, layers)
     missing = [layer for layer in layers if mlp_hook(layer) not in model.hook_dict]
     if missing:
         raise ValueError(f"layers {missing} have no dense MLP ({mlp_hook(missing[0])} is not a hook point); "
@@ -196,7 +201,9 @@ def jaccard_matrix(a: Tensor) -> Tensor:
 
 
 def random_jaccard(fraction: float) -> float:
-    """Expected Jaccard index of two independent random sets, each `fraction` of the neurons."""
+    """Jaccard index of two independent random sets, each `fraction` of the neurons, as the ratio of
+    the expected intersection to the expected union (close to the mean for many neurons: the tests
+    check it by sampling)."""
     return fraction / (2 - fraction)
 
 
@@ -287,7 +294,8 @@ class Routing:
 
     def table(self) -> pd.DataFrame:
         """Per layer: `load` (share of the chosen slots each expert got), `balance` (Switch load-balance
-        term E * sum_e load_e * mean prob_e: 1 when uniform, E when one expert takes all),
+        term E * sum_e load_e * mean prob_e: 1 when loads and mean probabilities are uniform, larger as
+        both concentrate on the same experts, at most E / top-k when every token picks the same ones),
         `max_load` (largest load over the uniform 1/E), `entropy` (mean nats) and `entropy_ratio` (/ ln E)."""
         rows = []
         for layer in sorted(self.tokens):
@@ -305,10 +313,7 @@ class Routing:
 def expert_routing(model: HookedTransformer, layers: Sequence[int] | None = None) -> Iterator[Routing]:
     """Record the router's probabilities and the chosen experts of each MoE layer (all by default)."""
     routing = Routing(check_experts(model))
-    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    bad = [layer for layer in layers if not 0 <= layer < model.cfg.n_layers]
-    if bad:
-        raise ValueError(f"layers {bad} out of range: the model has layers 0..{model.cfg.n_layers - 1}")
+    layers = _check_layer_range(model, range(model.cfg.n_layers) if layers is None else layers)
 
     def probabilities(probs: Tensor, hook: HookPoint) -> None:
         routing.add_probabilities(hook.layer(), probs)
