@@ -4,10 +4,12 @@ register it in the store with its metrics."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +18,7 @@ import pandas as pd
 import torch
 
 import saes
+from saes import distributed
 from saes.bias_adaptation import GBAConfig, GroupBiasAdaptation
 from saes.fitting import FitSource, fit
 from saes.training import StepCallback, TrainConfig
@@ -24,7 +27,7 @@ from workbench.activations import MixingBuffer, Rows
 from workbench.config import config_id, require_positive, to_dict
 from workbench.evaluation import core
 from workbench.models import LoadedModel, load_model, parse_hook_point
-from workbench.paths import data_dir
+from workbench.paths import run_artifacts
 from workbench.sources import ActivationSource, activation_rows, hook_width, prompt_stream_id
 from workbench.store import Store
 from workbench.token_rule import TokenRule
@@ -136,23 +139,43 @@ def run(cfg: TrainDictionaryConfig, store: Store, progress: bool = True) -> str:
     """Train, evaluate, save and register; a finished run is a no-op, an interrupted one resumes."""
     dict_id = cfg.derived_id()
     run_id = f"train-{dict_id}"
-    if store.run_status(run_id) == "finished":
-        print(f"dictionary {dict_id} already trained")
+    if store.finished(run_id):
         return dict_id
+    if distributed.init_from_env():
+        _check_parallel(cfg)
     loaded = load_model(cfg.model, store=store)
     parse_hook_point(loaded, cfg.hook_point)
     strategies.get(cfg.strategy).check(cfg.corpus, loaded.tokenizer)
     sae = build_dictionary(cfg, loaded)                   # bad architecture fields fail here
     callbacks = _callbacks(cfg, sae)
-    with store.running(run_id, "train", to_dict(cfg)):
-        out_dir = data_dir() / "artifacts" / "dicts" / dict_id
+    main = distributed.is_main()
+    with store.running(run_id, "train", to_dict(cfg)) if main else nullcontext():
+        out_dir = run_artifacts("dicts", dict_id)
         started = time.monotonic()
-        fit(sae, fit_source(cfg, loaded, out_dir / "checkpoints", progress, callbacks))
+        source = fit_source(cfg, loaded, out_dir / "checkpoints", progress and main, callbacks)
+        if distributed.active():   # rank 0 fills the shared activation cache; then every rank reads it
+            if main:
+                collections.deque(source.rows(), maxlen=0)
+            distributed.barrier()
+        fit(sae, source)
+        if not main:
+            return dict_id
         minutes = (time.monotonic() - started) / 60
         row = _evaluate_and_save(cfg, loaded, sae, out_dir, dict_id, minutes, progress)
         store.publish(run_id, {"dictionaries": pd.DataFrame([row])})
     print(json.dumps({"dict_id": dict_id, **json.loads(row["metrics"])}, indent=1))
     return dict_id
+
+
+def _check_parallel(cfg: TrainDictionaryConfig) -> None:
+    """What data-parallel training (`torchrun ... workbench train`) supports, checked before any work."""
+    processes = distributed.world_size()
+    if saes.registry.get(cfg.architecture).fit != "gradient":
+        raise ValueError(f"{cfg.architecture} is not trained by gradient: run it in one process, not {processes}")
+    if cfg.bias_adaptation != "none":
+        raise ValueError("bias adaptation (GBA) updates from each process's own rows: run it in one process")
+    if cfg.batch_tokens % processes:
+        raise ValueError(f"batch_tokens ({cfg.batch_tokens}) must split evenly over {processes} processes")
 
 
 def _callbacks(cfg: TrainDictionaryConfig, sae: saes.Dictionary) -> list[StepCallback]:

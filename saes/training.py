@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from saes import checkpoint as ckpt
+from saes import distributed
 from saes.base import SparseCode
 from saes.sae import SAE, TrainOutput
 from workbench.metrics import dense_fraction, fire_counts, fvu, l0
@@ -180,6 +181,9 @@ class Trainer:
 
     def __init__(self, sae: SAE, cfg: TrainConfig, callbacks: Sequence[StepCallback] = ()) -> None:
         cfg.check_run()
+        if callbacks and distributed.active():
+            raise ValueError("trainer callbacks (GBA) update from their own rank's rows: not supported in "
+                             "distributed training; train them in one process")
         self.sae, self.cfg, self.callbacks = sae, cfg, list(callbacks)
         owned = {name for cb in self.callbacks for name in cb.owned_parameters()}
         names = dict(sae.named_parameters())
@@ -199,16 +203,19 @@ class Trainer:
         return (self.state.tokens_since_fired >= self.cfg.dead_after).to(self.sae.W_dec.device)
 
     def step(self, x: Tensor) -> TrainOutput:
-        """One optimizer step on `x` `[N, d_in]`, then the callbacks; returns the forward output."""
+        """One optimizer step on the batch `x` `[N, d_in]`, then the callbacks; returns the forward
+        output. In distributed training (`saes/distributed.py`) every rank gets the same `x`, computes
+        on its share of the rows (the output is that share's) and steps on the averaged gradient."""
         sae, state = self.sae, self.state
         lr = lr_at(self.cfg, state.step, state.total_steps or self.cfg.total_steps or 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = sae.training_loss(x, self.dead_mask(), sparsity_scale_at(self.cfg, state.step))
+        out = sae.training_loss(distributed.local_rows(x), self.dead_mask(), sparsity_scale_at(self.cfg, state.step))
         if not bool(torch.isfinite(out.loss)):
             raise ValueError(f"step {state.step}: loss is {float(out.loss)} ({out.losses}); training diverged")
         sae.zero_grad(set_to_none=True)
         out.loss.backward()
+        distributed.average_gradients(sae.parameters())
         sae.before_optimizer_step_()
         self.optimizer.step()
         sae.after_optimizer_step_()
@@ -220,7 +227,7 @@ class Trainer:
         return out
 
     def _count_firing(self, code: SparseCode, n_tokens: int) -> None:
-        counts = fire_counts(code.indices, code.values, code.d_sae).cpu()
+        counts = distributed.summed(fire_counts(code.indices, code.values, code.d_sae)).cpu()
         self.state.tokens_since_fired += n_tokens
         self.state.tokens_since_fired[counts > 0] = 0
         self.state.window_fires += counts
@@ -249,9 +256,10 @@ class Trainer:
                 x = check_batch(batch, index, self.sae.d_in).to(self.sae.W_dec)
                 if self.state.step == 0:
                     self._start(x)
-                bar = bar or tqdm(total=self.state.total_steps, initial=self.state.step,
-                                  disable=not self.cfg.progress_bar, desc=f"train {self.sae.architecture}")
-                self._after_step(self.step(x), x, bar)
+                shown = self.cfg.progress_bar and distributed.is_main()
+                bar = bar or tqdm(total=self.state.total_steps, initial=self.state.step, disable=not shown,
+                                  desc=f"train {self.sae.architecture}")
+                self._after_step(self.step(x), distributed.local_rows(x), bar)
                 if self._done():
                     break
         finally:
@@ -303,6 +311,8 @@ class Trainer:
         """Write the full training state to `cfg.checkpoint_dir/step_N`."""
         if not self.cfg.checkpoint_dir:
             raise ValueError("TrainConfig.checkpoint_dir is not set")
+        if not distributed.is_main():   # every rank holds the same state: one writes it
+            return
         optim_tensors, optim_meta = ckpt.optimizer_to_flat(self.optimizer.state_dict())
         tensors = {**{f"sae.{n}": t for n, t in self.sae.state_dict().items()}, **optim_tensors,
                    **ckpt.rng_state(), "counters.tokens_since_fired": self.state.tokens_since_fired,

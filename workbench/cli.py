@@ -42,6 +42,20 @@ def _sql(args: argparse.Namespace) -> None:
     print(Store(args.store).user_query(args.query).to_string(index=False))
 
 
+def _export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from workbench.export import export_activations, export_tables
+    from workbench.paths import cache_dir
+
+    out = Path(args.out)
+    tables = export_tables(Store(args.store), out / "store", args.tables.split(",") if args.tables else None)
+    print(f"{len(tables)} tables -> {out / 'store'}")
+    if not args.no_activations:
+        shards = export_activations(cache_dir() / "activations", out / "activations")
+        print(f"{len(shards)} activation shards -> {out / 'activations'}")
+
+
 def _chosen(argv: list[str]) -> dict[str, str]:
     """Values that decide which group flags exist (`--architecture X`: that method's `--sae.*`),
     read from the command line or its `--config` TOML before the parser is built."""
@@ -84,6 +98,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list runs in the store")
     p.add_argument("--migrate", action="store_true", help="migrate the store schema first")
     p.set_defaults(func=_runs)
+    p = sub.add_parser("export", help="write the store's tables and the activation cache as Parquet files")
+    p.add_argument("--out", required=True, help="folder for store/<table>.parquet and activations/<cache>/")
+    p.add_argument("--tables", default="", help="comma-separated tables (default: all)")
+    p.add_argument("--no-activations", action="store_true", help="only the store's tables")
+    p.set_defaults(func=_export)
     p = sub.add_parser("sql", help="run a read-only SQL query against the store")
     p.add_argument("query")
     p.set_defaults(func=_sql)
