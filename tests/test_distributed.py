@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -9,9 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import saes
 from saes import distributed
 from tests.app.app_helpers import REPO
 from tests.ddp_worker import train
+from workbench.store import Store
 
 STEPS = 60
 
@@ -42,3 +46,38 @@ def test_uneven_batch_is_refused(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     with pytest.raises(ValueError, match="7 rows does not split evenly over 2 processes"):
         distributed.local_rows(torch.zeros(7, 3))
+
+
+TRAIN = ["train", "--model", "tiny", "--corpus", "wiki-sample", "--hook-point", "blocks.1.hook_resid_post",
+         "--tokens", "4096", "--batch-tokens", "256", "--buffer-tokens", "1024", "--context", "64",
+         "--eval-tokens", "512", "--ce-sequences", "2", "--sae.k", "8"]
+
+
+def test_workbench_train_under_torchrun_matches_one_process(data_dir):
+    store = data_dir / "w.duckdb"
+    env = {**os.environ, "WORKBENCH_DATA": str(data_dir)}
+    workbench = [sys.executable, "-m", "workbench.cli", "--store", str(store)]
+    subprocess.run([*workbench, *TRAIN, "--dict-id", "one"], cwd=REPO, env=env, check=True, capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "workbench.cli", "--store", str(store), *TRAIN, "--dict-id", "two"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    rows = Store(store).query("SELECT dict_id, path, metrics FROM dictionaries ORDER BY dict_id")
+    assert rows["dict_id"].tolist() == ["one", "two"]   # rank 1 wrote nothing
+    runs = Store(store).query("SELECT status FROM runs WHERE run_id = 'train-two'")["status"].tolist()
+    assert runs == ["finished"]
+    one_sae, two_sae = (saes.load(p).state_dict() for p in rows["path"])
+    cosine = torch.nn.functional.cosine_similarity(one_sae["W_dec"], two_sae["W_dec"], dim=1)
+    assert cosine.min() > 0.999
+    one_fvu, two_fvu = (json.loads(m)["fvu"] for m in rows["metrics"])
+    assert abs(one_fvu - two_fvu) < 1e-3
+
+
+def test_torchrun_refuses_what_it_cannot_split(data_dir):
+    store = data_dir / "w.duckdb"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "workbench.cli", "--store", str(store), *TRAIN, "--batch-tokens", "255",
+                          "--buffer-tokens", "1024"], cwd=REPO, env={**os.environ, "WORKBENCH_DATA": str(data_dir)},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "batch_tokens (255) must split evenly over 2 processes" in run.stderr
+    assert not store.exists() or Store(store).query("SELECT count(*) AS n FROM runs")["n"].item() == 0
