@@ -5,7 +5,10 @@ Kept free of gradio imports so that building the CLI parser stays fast; `run` im
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+import sys
 from dataclasses import dataclass
 
 from workbench.store import Store
@@ -40,15 +43,43 @@ class ServeConfig:
             self.password = os.environ.get(PASSWORD_ENV)
         if (self.username is None) != (self.password is None):
             raise ValueError(f"give both a username and a password (or {PASSWORD_ENV}), or neither")
+        check_host(self.host)
 
     def auth(self) -> tuple[str, str] | None:
         """The (username, password) pair for gradio's launch, or None without login."""
         return (self.username, self.password) if self.username and self.password else None
 
 
+def check_host(host: str) -> None:
+    """ValueError naming `host` unless this machine can listen on it (an address of one of its
+    interfaces, a name resolving to one, or 0.0.0.0 / ::)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ValueError(f"host {host!r} is not an address or a name that resolves: {err.strerror}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address[0], 0))
+        except OSError as err:
+            raise ValueError(f"host {host!r} is not an address of this machine: {err.strerror}") from None
+
+
+def exposure_warning(cfg: ServeConfig) -> str | None:
+    """A warning when the app listens beyond this machine without a login, else None."""
+    loopback = ipaddress.ip_address(socket.getaddrinfo(cfg.host, None)[0][4][0]).is_loopback
+    if loopback or cfg.auth():
+        return None
+    return (f"warning: the app listens on {cfg.host} without a login: anyone who can reach this machine can read "
+            f"the store and run the model; add --username (and {PASSWORD_ENV})")
+
+
 def run(cfg: ServeConfig, store: Store) -> None:
     """Serve the app on `store` until interrupted (the CLI's global --store chooses the file)."""
     from app.server import build_app
+
+    if warning := exposure_warning(cfg):
+        print(warning, file=sys.stderr)
 
     demo = build_app(store, cfg.model, cfg.threads)
     demo.launch(server_name=cfg.host, server_port=cfg.port, auth=cfg.auth(), ssr_mode=False,
