@@ -190,3 +190,36 @@ def test_threads_read_while_the_same_process_publishes(tmp_path):
     assert not errors and len(counts) == 60
     assert set(counts) <= set(range(1, 7))
     assert store.query("SELECT count(*) AS n FROM activation_stats")["n"].item() == 6
+
+
+FULL_DISK_PUBLISH = textwrap.dedent("""
+    import os, resource, signal, sys
+    import numpy as np, pandas as pd
+    from workbench.store import Store
+    store = Store(sys.argv[1])
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails with EFBIG instead
+    limit = os.path.getsize(sys.argv[1]) + 256 * 1024
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    n = 1_000_000
+    rows = pd.DataFrame({"place": np.arange(n), "name": "x" * 20, "country": "y" * 20, "lat": 0.5, "lon": 0.5})
+    with store.running("r2", "geo", {}):
+        store.publish("r2", {"geo_places": rows})
+    """)
+
+
+def test_a_full_disk_during_publish_leaves_the_store_as_it_was(tmp_path):
+    """The file-size limit (RLIMIT_FSIZE) stands in for a full disk: every write past it fails."""
+    store = Store(tmp_path / "s.duckdb")
+    store.begin_run("r1", "geo", {})
+    places = pd.DataFrame({"place": range(3), "name": "a", "country": "b", "lat": 1.0, "lon": 2.0})
+    store.publish("r1", {"geo_places": places})
+    before = store.query("SELECT * FROM geo_places ORDER BY ALL")
+    run = subprocess.run([sys.executable, "-c", FULL_DISK_PUBLISH, str(store.path)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode != 0
+    assert "StoreError: publishing r2 failed, nothing was written: IO Error" in run.stderr
+    assert "File too large" in run.stderr
+    assert store.query("SELECT * FROM geo_places ORDER BY ALL").equals(before)
+    assert store.run_status("r1") == "finished" and store.run_status("r2") in ("running", "failed")
+    store.publish("r2", {"geo_places": places.assign(place=[7, 8, 9])})   # the store is still usable
+    assert store.query("SELECT count(*) AS n FROM geo_places")["n"].item() == 6

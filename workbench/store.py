@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ class Reader:
         try:
             return self.con.execute(sql, params or []).df()
         except duckdb.Error as err:
-            raise StoreError(f"query failed: {err}") from err
+            raise StoreError(f"query failed: {_one_line(err)}") from err
 
 
 class _Attachments:
@@ -269,7 +270,7 @@ class Store:
                 return stack.enter_context(self._file(read_only, sandboxed))
             except duckdb.Error as err:
                 if not _is_lock_conflict(err):
-                    raise StoreError(f"cannot open store {self.path}: {err}") from err
+                    raise StoreError(f"cannot open store {self.path}: {_one_line(err)}") from err
                 if time.monotonic() > deadline:
                     raise StoreLockedError(f"store {self.path} is locked by another process") from err
                 time.sleep(0.05)
@@ -314,7 +315,7 @@ class Store:
             try:
                 return con.execute(sql, params or []).df()
             except duckdb.Error as err:
-                raise StoreError(f"query failed: {err}") from err
+                raise StoreError(f"query failed: {_one_line(err)}") from err
 
     def query(self, sql: str, params: list | tuple | dict | None = None) -> pd.DataFrame:
         """Run a read-only query and return a DataFrame (an absent store reads as empty)."""
@@ -384,7 +385,8 @@ class Store:
             self.interrupt_run(run_id)
             raise
         except BaseException as err:
-            self.fail_run(run_id, repr(err))
+            with suppress(StoreError, duckdb.Error):   # a store that cannot be written keeps its `running` row
+                self.fail_run(run_id, repr(err))
             raise
 
     def interrupt_run(self, run_id: str) -> None:
@@ -409,8 +411,11 @@ class Store:
                     con.execute("UPDATE runs SET status = 'finished', finished_at = ?, error = NULL "
                                 "WHERE run_id = ?", [_now(), run_id])
                 con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
+            except Exception as err:
+                with suppress(duckdb.Error):   # an aborted transaction (full disk, I/O error) refuses ROLLBACK
+                    con.execute("ROLLBACK")
+                if isinstance(err, duckdb.Error):
+                    raise StoreError(f"publishing {run_id} failed, nothing was written: {err}") from err
                 raise
 
     @staticmethod
@@ -427,21 +432,31 @@ class Store:
         try:
             con.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM staged_rows")
         finally:
-            con.unregister("staged_rows")
+            with suppress(duckdb.Error):   # after a failed insert the aborted transaction refuses this too
+                con.unregister("staged_rows")
 
 
 def check_read_statement(sql: str) -> None:
     """StoreError unless `sql` is exactly one statement of a READ_STATEMENTS type."""
+    if not isinstance(sql, str):
+        raise StoreError(f"a query must be text, got {type(sql).__name__} {sql!r}")
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as err:
-        raise StoreError(f"query does not parse: {err}") from err
+        raise StoreError(f"query does not parse: {_one_line(err)}") from err
     if len(statements) != 1:
         raise StoreError(f"one statement at a time, got {len(statements)}")
     kind = statements[0].type
     if kind not in READ_STATEMENTS:
         raise StoreError(f"only read queries (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) are allowed, "
                          f"got {kind.name}")
+
+
+def _one_line(err: duckdb.Error) -> str:
+    """A DuckDB error as one line: its message, without the excerpt of the query and the caret
+    under it that DuckDB adds on lines of their own."""
+    message = re.split(r"\n\s*LINE \d+:", str(err))[0]
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
