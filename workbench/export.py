@@ -13,6 +13,7 @@ file of the same rows: `acts` as a fixed-size list of float32, `seq`, `pos`, `to
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,12 +40,13 @@ def export_tables(store: Store, out: Path, tables: list[str] | None = None) -> l
         for name in names:
             batches = reader.con.execute(f'SELECT * FROM "{name}"').to_arrow_reader(BATCH_ROWS)
             path = out / f"{name}.parquet"
-            write_atomically(path, lambda tmp, b=batches: _write_batches(tmp, b))
+            write_atomically(path, partial(_write_batches, batches=batches))
             written.append(path)
     return written
 
 
 def _write_batches(path: Path, batches: pa.RecordBatchReader) -> None:
+    """Stream `batches` into one Parquet file."""
     with pq.ParquetWriter(path, batches.schema) as writer:
         for batch in batches:
             writer.write_batch(batch)
@@ -60,10 +62,14 @@ def export_activations(cache: Path, out: Path) -> list[Path]:
         for shard in sorted(manifest.parent.glob("shard_*.safetensors")):
             path = target / shard.with_suffix(".parquet").name
             if not path.exists():
-                write_atomically(path, lambda tmp, s=shard: pq.write_table(shard_table(s), tmp))
+                write_atomically(path, partial(_write_shard, shard))
             written.append(path)
         shutil.copyfile(manifest, target / "manifest.json")
     return written
+
+
+def _write_shard(shard: Path, path: Path) -> None:
+    pq.write_table(shard_table(shard), path)
 
 
 def shard_table(shard: Path) -> pa.Table:
