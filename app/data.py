@@ -47,9 +47,11 @@ class FeaturePage:
         return self.stats is None and self.examples.empty and self.explanations.empty
 
 
-def feature_page(store: Store, dict_id: str, feature: int) -> FeaturePage:
+def feature_page(store: Store, dict_id: str, feature: float | str) -> FeaturePage:
+    """The page of one feature; ValueError when `feature` is not a whole number."""
+    feature = queries.feature_number(feature)
     with store.reader() as reader:  # one connection for the page's three reads
-        return FeaturePage(dict_id, int(feature), queries.feature_stats(reader, dict_id, feature),
+        return FeaturePage(dict_id, feature, queries.feature_stats(reader, dict_id, feature),
                            queries.feature_examples(reader, dict_id, feature),
                            queries.explanations(reader, dict_id, feature),
                            queries.atom_origin(reader, dict_id, feature))
@@ -58,7 +60,7 @@ def feature_page(store: Store, dict_id: str, feature: int) -> FeaturePage:
 def search_features(store: Store, dict_id: str, query: str, limit: int = 100) -> pd.DataFrame:
     """Features of `dict_id` whose id is `query` (digits) or whose explanation contains it."""
     query = query.strip()
-    by_id = int(query) if query.isdigit() else None
+    by_id = int(query) if query.isdecimal() else None
     params = {"dict": dict_id, "feature": by_id, "text": "" if by_id is not None else query, "limit": int(limit)}
     found = store.query(SEARCH_SQL, params).fillna({"explanation": ""})
     return found.round({"freq": 6, "max_act": 3})
@@ -214,13 +216,21 @@ def geo_mapped_units(store: Store, run_id: str) -> list[str]:
 
 def geo_unit_map(store: Store, run_id: str, unit: str) -> pd.DataFrame:
     """One mapped unit's value, local I, local p and quadrant at every place, with the place."""
-    layer, kind, index = unit.split("/")
+    layer, kind, index = _unit(unit)
     df = store.query("SELECT p.name, p.country, p.lat, p.lon, v.value, v.local_i, v.local_p, v.quadrant "
                      "FROM geo_values v JOIN geo_places p USING (run_id, place) WHERE v.run_id = ? AND v.layer = ? "
-                     "AND v.kind = ? AND v.unit = ? ORDER BY v.place", [run_id, int(layer), kind, int(index)])
+                     "AND v.kind = ? AND v.unit = ? ORDER BY v.place", [run_id, layer, kind, index])
     if df.empty:
         raise LookupError(f"no stored values for unit {unit!r} in run {run_id!r}")
     return df
+
+
+def _unit(unit: str) -> tuple[int, str, int]:
+    """'layer/kind/index' (as `geo_mapped_units` lists them) -> (layer, kind, index)."""
+    parts = unit.split("/")
+    if len(parts) != 3 or not parts[0].isdecimal() or not parts[2].isdecimal():
+        raise ValueError(f"unit {unit!r} must read layer/kind/index, e.g. 15/neuron/3")
+    return int(parts[0]), parts[1], int(parts[2])
 
 
 def probe_runs(store: Store) -> list[str]:

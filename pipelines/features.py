@@ -70,8 +70,9 @@ class FeaturesConfig:
         if self.split not in SPLITS:
             raise ValueError(f"split must be train or eval, got {self.split!r}")
         require_positive(self, "tokens", "context", "n_top", "n_quantiles", "hist_bins", "forward_batch")
-        if self.per_quantile < 0 or self.window_before < 0 or self.window_after < 0 or self.n_logits < 0:
-            raise ValueError("per_quantile, window sizes and n_logits must be >= 0")
+        for name in ("per_quantile", "window_before", "window_after", "n_logits"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from saes import registry
 from saes.base import Dictionary
+from workbench.config import check_types
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 SAELENS_CFG_FILE = "cfg.json"
@@ -76,6 +77,8 @@ def save_dictionary(sae: Dictionary, path: str | Path, metadata: Mapping[str, An
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text (JSON is expected)") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err})") from err
     if not isinstance(data, dict):
@@ -84,7 +87,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def build_config(architecture: str, fields: Mapping[str, Any], source: str) -> Any:
-    """The architecture's config dataclass from a dict, naming unknown or missing fields."""
+    """The architecture's config dataclass from a dict, naming unknown or missing fields and a value
+    of the wrong type."""
+    if not isinstance(fields, Mapping):
+        raise ValueError(f"{source}: the config must be a JSON object, got {type(fields).__name__} {fields!r}")
     config_class = registry.get(architecture).config_class
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(fields) - known)
@@ -95,6 +101,7 @@ def build_config(architecture: str, fields: Mapping[str, Any], source: str) -> A
     missing = sorted(required - set(fields))
     if missing:
         raise ValueError(f"{source}: missing {architecture} config fields: {', '.join(missing)}")
+    check_types(config_class, fields, f"{source}: ")
     return config_class(**fields)
 
 
@@ -110,6 +117,7 @@ def _config_from_saelens(cfg: dict[str, Any], source: str) -> tuple[str, Any]:
     names = {f.name for f in dataclasses.fields(config_class)}
     fields = {key: cfg[key] for key in names if key in cfg}
     fields.update(hook_point=meta.get("hook_name") or "", model_name=meta.get("model_name") or "")
+    check_types(config_class, fields, f"{source}: ")
     return architecture, config_class(**fields)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -282,10 +283,33 @@ class ShardCache:
         self.manifest_path = self.dir / "manifest.json"
 
     def manifest(self) -> dict:
-        if self.manifest_path.exists():
-            return json.loads(self.manifest_path.read_text())
-        return {"format": CACHE_FORMAT, "key": self.key, "shards": [], "sequences_done": 0, "rows": 0,
-                "complete": False}
+        if not self.manifest_path.exists():
+            return {"format": CACHE_FORMAT, "key": self.key, "shards": [], "sequences_done": 0, "rows": 0,
+                    "complete": False}
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except ValueError as err:   # not JSON, or not UTF-8 text
+            raise ValueError(self._unreadable(self.manifest_path, err)) from None
+        if not isinstance(manifest, dict):
+            raise ValueError(self._unreadable(self.manifest_path, "not a JSON object"))
+        return manifest
+
+    def check(self) -> None:
+        """ValueError naming the manifest or a listed shard when it cannot be read, so that a run
+        using the cache fails before it starts, not part-way through."""
+        manifest = self.manifest()
+        if manifest.get("format", 1) != CACHE_FORMAT:
+            return   # rebuilt when streamed
+        for shard in manifest["shards"]:
+            path = self.dir / shard["file"]
+            try:
+                with safe_open(path, "pt"):   # reads and checks the header only
+                    pass
+            except (SafetensorError, OSError) as err:
+                raise ValueError(self._unreadable(path, err)) from None
+
+    def _unreadable(self, path: Path, reason: object) -> str:
+        return f"activation cache file {path} is unreadable ({reason}): delete {self.dir} to rebuild it"
 
     def _write_manifest(self, manifest: dict) -> None:
         tmp = self.manifest_path.with_suffix(".tmp")

@@ -10,10 +10,19 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from workbench import jobs
 from workbench.config import add_arguments, build_config
 from workbench.store import Store
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line; argparse's default prints the whole usage first
+    (dozens of lines for a pipeline with many flags). Sub-commands get this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _run_pipeline(name: str, args: argparse.Namespace) -> None:
@@ -79,7 +88,7 @@ def _chosen(argv: list[str]) -> dict[str, str]:
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="workbench", description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None, help="DuckDB file (default: data/workbench.duckdb)")
     sub = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}

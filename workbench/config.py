@@ -16,7 +16,7 @@ import textwrap
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -46,6 +46,29 @@ def _base_type(annotation: Any) -> type:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _base_type(args[0])
     return origin or annotation
+
+
+def _element_type(annotation: Any) -> Any:
+    """`list[int]` (or `list[int] | None`) -> int; None for any other annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _element_type(next(a for a in typing.get_args(annotation) if a is not type(None)))
+    args = typing.get_args(annotation)
+    return args[0] if origin is list and args else None
+
+
+def _list_flag(element: Any) -> Callable[[str], list]:
+    """A comma-separated flag value -> list, each item converted to `element` (int or float; else kept
+    as text), so a bad item is reported against its flag."""
+    convert = element if element in (int, float) else str
+
+    def parse(text: str) -> list:
+        try:
+            return [convert(x) for x in text.split(",") if x]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {convert.__name__} values, "
+                                             f"got {text!r}") from None
+    return parse
 
 
 def _parse_bool(text: str) -> bool:
@@ -82,7 +105,7 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 def _add_flag(parser: argparse.ArgumentParser, name: str, annotation: Any, doc: str, default: Any) -> None:
     kind = _base_type(annotation)
-    convert = {bool: _parse_bool, list: lambda s: [x for x in s.split(",") if x]}.get(kind, kind)
+    convert = {bool: _parse_bool, list: _list_flag(_element_type(annotation))}.get(kind, kind)
     parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=convert, default=None,
                         help=f"{doc} (default: {default})".replace("%", "%%"))   # argparse formats help with %
 
@@ -140,6 +163,8 @@ def _read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(Path(path).read_text())
     except UnicodeDecodeError:
         raise ValueError(f"config {path} is not UTF-8 text (a TOML file is expected)") from None
+    except OSError as err:
+        raise ValueError(f"config {path} cannot be read: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"config {path} is not valid TOML: {err}") from None
 
@@ -152,10 +177,14 @@ def check_types(cls: type, values: Mapping[str, Any], where: str = "", group: st
         annotation = hints.get(name)
         if annotation is None or (value is None and _optional(annotation)):
             continue
-        kind = _base_type(annotation)
-        if not _fits(value, kind):
-            raise ValueError(f"{where}{group}{name} expects {getattr(kind, '__name__', kind)}, "
-                             f"got {type(value).__name__} {value!r}")
+        kind, element = _base_type(annotation), _element_type(annotation)
+        if not _fits(value, kind) or (element is not None and not all(_fits(v, element) for v in value)):
+            expected = _type_name(kind) + (f"[{_type_name(element)}]" if element is not None else "")
+            raise ValueError(f"{where}{group}{name} expects {expected}, got {type(value).__name__} {value!r}")
+
+
+def _type_name(kind: Any) -> str:
+    return str(getattr(kind, "__name__", kind))
 
 
 def _optional(annotation: Any) -> bool:

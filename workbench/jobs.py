@@ -61,20 +61,27 @@ JOBS: dict[str, Job] = {
 }
 
 
+def job(name: str) -> Job:
+    """The pipeline called `name`; LookupError naming the known ones for any other name."""
+    if name not in JOBS:
+        raise LookupError(f"unknown job {name!r}: expected one of {', '.join(JOBS)}")
+    return JOBS[name]
+
+
 def config_class(name: str) -> type:
-    job = JOBS[name]
-    return getattr(importlib.import_module(job.module), job.config)
+    found = job(name)
+    return getattr(importlib.import_module(found.module), found.config)
 
 
 def run_config(name: str, cfg: Any, store: Store, **options: Any) -> Any:
     """Run pipeline `name` with a built config (`options`: its run's keywords, e.g. progress=False);
     returns what its `run` returns (usually a run id)."""
-    return importlib.import_module(JOBS[name].module).run(cfg, store, **options)
+    return importlib.import_module(job(name).module).run(cfg, store, **options)
 
 
 def run_job(name: str, store: Store, progress: bool = True, **fields: Any) -> Any:
     """Build pipeline `name`'s config from `fields` (groups as dicts, e.g. trainer={"lr": 1e-3};
     validated on construction) and run it."""
-    run = importlib.import_module(JOBS[name].module).run
+    run = importlib.import_module(job(name).module).run
     options = {} if progress or "progress" not in inspect.signature(run).parameters else {"progress": False}
     return run_config(name, build_config(config_class(name), values=fields), store, **options)

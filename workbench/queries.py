@@ -7,6 +7,8 @@ so one feature's rows are contiguous and a page is a single range scan.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from typing import Any
 
 import pandas as pd
@@ -55,8 +57,21 @@ def run_config(store: Source, run_id: str) -> dict:
     return json.loads(df["config"].iloc[0]) if len(df) and df["config"].iloc[0] else {}
 
 
+def feature_number(value: Any) -> int:
+    """A feature id from an int, a whole-number float (the app's number box) or a string of digits;
+    ValueError naming anything else (other text, a fraction, NaN, infinity)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):   # int, numpy integers
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value)
+    raise ValueError(f"a feature is a whole number, got {value!r}")
+
+
 def feature_stats(store: Source, dict_id: str, feature: int) -> dict | None:
-    df = store.query("SELECT * FROM feature_stats WHERE dict_id = ? AND feature = ?", [dict_id, int(feature)])
+    df = store.query("SELECT * FROM feature_stats WHERE dict_id = ? AND feature = ?",
+                     [dict_id, feature_number(feature)])
     if df.empty:
         return None
     row = df.iloc[0].to_dict()
@@ -74,14 +89,14 @@ ORDER BY kind = 'top' DESC, kind, rank
 
 def feature_examples(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
     """Top and quantile examples of one feature: kind, rank, act, doc_id, pos, tokens, acts per window."""
-    return store.query(FEATURE_EXAMPLES_SQL, [dict_id, int(feature)])
+    return store.query(FEATURE_EXAMPLES_SQL, [dict_id, feature_number(feature)])
 
 
 def atom_origin(store: Source, dict_id: str, feature: int) -> dict | None:
     """Where a latent's atom was taken from (seq, pos, window_start, tokens), for methods whose atoms
     are data (ITDA); None for the others."""
     df = store.query("SELECT seq, pos, window_start, window_tokens AS tokens FROM atom_origins "
-                     "WHERE dict_id = ? AND feature = ? LIMIT 1", [dict_id, int(feature)])
+                     "WHERE dict_id = ? AND feature = ? LIMIT 1", [dict_id, feature_number(feature)])
     return None if df.empty else df.iloc[0].to_dict()
 
 
@@ -90,7 +105,7 @@ def explanations(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
     return store.query(
         "SELECT x.expl_id, x.explainer, x.prompt_version, x.text, s.scorer, s.score, s.n "
         "FROM explanations x LEFT JOIN scores s USING (expl_id) "
-        "WHERE x.dict_id = ? AND x.feature = ? ORDER BY x.created_at, s.scorer", [dict_id, int(feature)])
+        "WHERE x.dict_id = ? AND x.feature = ? ORDER BY x.created_at, s.scorer", [dict_id, feature_number(feature)])
 
 
 def search_explanations(store: Source, dict_id: str, text: str, limit: int = 50) -> pd.DataFrame:

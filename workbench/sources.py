@@ -91,6 +91,8 @@ def activation_rows(loaded: LoadedModel, source: ActivationSource, split: str, t
     stream = StreamConfig(hook_point=source.hook_point, batch_size=batch_size,
                           token_budget=tokens if rule is None else None)
     shards = ShardCache(cache_dir() / "activations", shard_key(source, split, batch_size), shard_rows)
+    if cache:
+        shards.check()   # an unreadable cache fails here, before a run is recorded
     rows = cached_activations(loaded, token_sequences(loaded, source, split), stream, shards if cache else None,
                               progress)
     return rows if rule is None else rule.apply(rows, loaded.tokenizer.all_special_ids, tokens)

@@ -65,9 +65,9 @@ def render(ctx: AppContext, dict_id: str | None, feature: float | None) -> Page:
     """The page of one feature."""
     if not dict_id or feature is None:
         raise ValueError("Choose a dictionary and a feature.")
-    page = data.feature_page(ctx.store, dict_id, int(feature))
+    page = data.feature_page(ctx.store, dict_id, feature)
     if page.empty:
-        return Page(html.error(f"Feature {int(feature)} of {dict_id} has no statistics or examples in the store."),
+        return Page(html.error(f"Feature {page.feature} of {dict_id} has no statistics or examples in the store."),
                     "", gr.Plot(None, visible=False), "")
     histogram = feature_page.histogram(page)
     return Page("", feature_page.header(page), gr.Plot(histogram, visible=histogram is not None),
