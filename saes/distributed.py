@@ -62,6 +62,8 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     if not active():
         return
     grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
     flat = torch.cat([g.flatten() for g in grads])
     dist.all_reduce(flat)
     flat /= world_size()
