@@ -79,8 +79,6 @@ class CircuitsConfig:
 
     def __post_init__(self) -> None:
         self.tasks = comma_list(self.tasks)
-        self.sae_prompts = [int(n) for n in comma_list([str(n) for n in self.sae_prompts])]
-        self.seeds = [int(s) for s in comma_list([str(s) for s in self.seeds])]
         unknown = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or unknown:
             raise ValueError(f"tasks must be among {', '.join(TASKS)}; got {self.tasks}")

@@ -120,10 +120,7 @@ class EvaluateConfig:
         unknown = sorted(set(self.groups) - set(GROUPS))
         if unknown or not self.groups:
             raise ValueError(f"unknown metric groups {unknown or '(none given)'}: choose from {', '.join(GROUPS)}")
-        try:
-            self.ks = sorted({int(k) for k in comma_list([str(k) for k in self.ks])})
-        except ValueError:
-            raise ValueError(f"ks must be positive integers, got {self.ks}") from None
+        self.ks = sorted(set(self.ks))
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive integers, got {self.ks}")
         for name in ("context", "eval_tokens", "ce_sequences", "chat_context", "chat_eval_tokens", "chat_ce_sequences",

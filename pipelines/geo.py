@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from saes.topk import TopKConfig, TopKSAE
 from saes.training import TrainConfig, Trainer
 from workbench import geo
-from workbench.config import comma_list, config_id, require_positive, to_dict
+from workbench.config import config_id, require_positive, to_dict
 from workbench.corpora import load_corpus
 from workbench.models import LoadedModel, load_model
 from workbench.store import Store
@@ -76,7 +76,6 @@ class GeoConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.layers = [int(layer) for layer in comma_list([str(layer) for layer in self.layers])]
         if not self.layers or self.sae_layer not in self.layers:
             raise ValueError(f"sae_layer ({self.sae_layer}) must be one of layers {self.layers}")
         require_positive(self, "places", "sae_latents", "sae_k", "sae_epochs", "k_neighbours", "permutations",

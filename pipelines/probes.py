@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench import probes
-from workbench.config import comma_list, config_id, require_positive, to_dict
+from workbench.config import config_id, require_positive, to_dict
 from workbench.corpora import document_texts, load_corpus, packed_blocks
 from workbench.models import TINY_CONFIG, LoadedModel, load_model, tiny_tokenizer
 from workbench.moe import MoEConfig, check_balance, train_moe
@@ -87,13 +87,9 @@ class ProbesConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.layers = [int(v) for v in comma_list([str(v) for v in self.layers])]
-        self.thresholds = probes.check_thresholds([float(v) for v in comma_list([str(v) for v in self.thresholds])])
-        self.core_fractions = [probes.check_fraction("core fraction", float(v))
-                               for v in comma_list([str(v) for v in self.core_fractions])]
-        self.balance_coefficients = [check_balance(float(v))
-                                     for v in comma_list([str(v) for v in self.balance_coefficients])]
-        self.moe_seeds = [int(v) for v in comma_list([str(v) for v in self.moe_seeds])]
+        self.thresholds = probes.check_thresholds(self.thresholds)
+        self.core_fractions = [probes.check_fraction("core fraction", v) for v in self.core_fractions]
+        self.balance_coefficients = [check_balance(v) for v in self.balance_coefficients]
         probes.check_fraction("token_fraction", self.token_fraction)
         require_positive(self, "per_label", "tokens", "prompt_tokens", "permutations", "batch", "moe_context",
                          "moe_blocks")
@@ -138,16 +134,18 @@ def labelled_sequences(corpus: str, tokenizer, per_label: int, tokens: int,
 
 def measure_sparsity_and_cores(cfg: ProbesConfig, loaded: LoadedModel, sequences: torch.Tensor,
                                labels: list[str], progress: bool) -> dict[str, pd.DataFrame]:
-    """One pass with both MLP probes (the sparsity and core tables), then the CE cost passes."""
+    """One pass with both MLP probes (the sparsity and core tables, and the full model's CE after the
+    prompt), then the CE cost passes."""
     layers = cfg.layers or list(range(loaded.n_layers))
     model = loaded.model
+    clean = 0.0
     with torch.no_grad(), probes.activation_sparsity(model, layers, cfg.thresholds) as profile, \
             probes.core_neurons(model, layers, cfg.token_fraction, split=cfg.prompt_tokens) as cores:
         for batch in tqdm(sequences.split(cfg.batch), desc="probing", disable=not progress):
-            model(batch, return_type=None)
-    core_rows = []
+            clean += after_prompt_ce_sum(model(batch), batch, cfg.prompt_tokens)
+    core_rows, prompt_cores = [], {}
     for layer, fraction in itertools.product(layers, cfg.core_fractions):
-        first = cores.sentence_core(layer, fraction, "first")
+        first = prompt_cores[(layer, fraction)] = cores.sentence_core(layer, fraction, "first")
         second = cores.sentence_core(layer, fraction, "second")
         same, different, p_value = probes.topic_similarity(cores.sentence_core(layer, fraction), labels,
                                                            cfg.permutations, cfg.seed)
@@ -155,28 +153,26 @@ def measure_sparsity_and_cores(cfg: ProbesConfig, loaded: LoadedModel, sequences
                           "stability": float(probes.jaccard(first, second).mean()),
                           "stability_random": probes.random_jaccard(fraction),
                           "same_topic": same, "different_topic": different, "topic_p_value": p_value})
-    prompt_cores = {(layer, f): cores.sentence_core(layer, f, "first") for layer in layers for f in cfg.core_fractions}
+    clean /= _predictions(sequences, cfg.prompt_tokens)
     return {"probe_sparsity": profile.table(), "probe_core": pd.DataFrame(core_rows),
-            "probe_core_cost": core_costs(cfg, loaded, sequences, layers, prompt_cores, progress)}
+            "probe_core_cost": core_costs(cfg, loaded, sequences, layers, prompt_cores, clean, progress)}
 
 
-def after_prompt_ce(model, sequences: torch.Tensor, prompt_tokens: int, batch: int) -> float:
-    """Mean next-token cross-entropy of the predictions made at positions >= prompt_tokens."""
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for chunk in sequences.split(batch):
-            logits = model(chunk)[:, prompt_tokens:-1]
-            targets = chunk[:, prompt_tokens + 1:]
-            ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
-            total, count = total + float(ce), count + targets.numel()
-    return total / count
+def after_prompt_ce_sum(logits: torch.Tensor, tokens: torch.Tensor, prompt_tokens: int) -> float:
+    """Summed next-token cross-entropy of the predictions made at positions >= prompt_tokens."""
+    return float(torch.nn.functional.cross_entropy(logits[:, prompt_tokens:-1].flatten(0, 1),
+                                                   tokens[:, prompt_tokens + 1:].flatten(), reduction="sum"))
+
+
+def _predictions(sequences: torch.Tensor, prompt_tokens: int) -> int:
+    return sequences[:, prompt_tokens + 1:].numel()
 
 
 def core_costs(cfg: ProbesConfig, loaded: LoadedModel, sequences: torch.Tensor, layers: list[int],
-               prompt_cores: dict[tuple[int, float], torch.Tensor], progress: bool) -> pd.DataFrame:
-    """After-prompt CE with only the prompt's core neurons, only as many random neurons, and all."""
+               prompt_cores: dict[tuple[int, float], torch.Tensor], clean: float, progress: bool) -> pd.DataFrame:
+    """After-prompt CE with only the prompt's core neurons and with only as many random neurons, beside
+    the full model's `clean` CE."""
     model = loaded.model
-    clean = after_prompt_ce(model, sequences, cfg.prompt_tokens, cfg.batch)
     gen = torch.Generator().manual_seed(cfg.seed)
     d_mlp = int(model.cfg.d_mlp or 0)
     rows = []
@@ -184,20 +180,20 @@ def core_costs(cfg: ProbesConfig, loaded: LoadedModel, sequences: torch.Tensor, 
         selections = {"core": {layer: prompt_cores[(layer, fraction)] for layer in layers},
                       "random": {layer: probes.random_rows(len(sequences), d_mlp, fraction, gen) for layer in layers}}
         for selection, keep in selections.items():
-            ce = _kept_ce(model, sequences, keep, cfg)
-            rows.append({"core_fraction": fraction, "selection": selection, "ce": ce, "ce_clean": clean,
-                         "tokens": sequences[:, cfg.prompt_tokens + 1:].numel()})
+            rows.append({"core_fraction": fraction, "selection": selection, "ce": _kept_ce(model, sequences, keep, cfg),
+                         "ce_clean": clean, "tokens": _predictions(sequences, cfg.prompt_tokens)})
     return pd.DataFrame(rows)
 
 
+@torch.no_grad()
 def _kept_ce(model, sequences: torch.Tensor, keep: dict[int, torch.Tensor], cfg: ProbesConfig) -> float:
+    """Mean CE after the prompt with each MLP kept to `keep` (one neuron set per sequence) after it."""
     total = 0.0
     for start in range(0, len(sequences), cfg.batch):
         rows = slice(start, start + cfg.batch)
-        chunk = sequences[rows]
         with probes.keep_neurons(model, {layer: mask[rows] for layer, mask in keep.items()}, cfg.prompt_tokens):
-            total += after_prompt_ce(model, chunk, cfg.prompt_tokens, cfg.batch) * len(chunk)
-    return total / len(sequences)
+            total += after_prompt_ce_sum(model(sequences[rows]), sequences[rows], cfg.prompt_tokens)
+    return total / _predictions(sequences, cfg.prompt_tokens)
 
 
 def measure_routing(cfg: ProbesConfig, train: torch.Tensor, held_out: torch.Tensor, folder: Path,

@@ -104,7 +104,6 @@ class SaeTuneConfig:
 
     def __post_init__(self) -> None:
         self.targets = comma_list(self.targets)
-        self.seeds = [int(s) for s in comma_list([str(s) for s in self.seeds])]
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
         if not 0 < self.eval_fraction < 1:
