@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import torch
-from tqdm.auto import tqdm
-
-from workbench import corpora, lora
+from workbench import lora
 from workbench.config import comma_list, require_positive, to_dict
-from workbench.models import LoadedModel, load_model
+from workbench.finetune import corpus_blocks, finetune, held_out_loss
+from workbench.models import load_model
 from workbench.store import Store
 from workbench.variants import check_new_variant, save_variant
 
@@ -66,36 +63,19 @@ class LoraConfig:
             raise ValueError(f"lr and alpha must be positive, got {self.lr}, {self.alpha}")
 
 
-def blocks(loaded: LoadedModel, cfg: LoraConfig, split: str) -> Iterator[torch.Tensor]:
-    """Packed blocks of the corpus's `split`, in corpus order."""
-    texts = corpora.document_texts(corpora.load_corpus(cfg.corpus, split), loaded.tokenizer)
-    return corpora.packed_blocks(texts, loaded.tokenizer, cfg.context)
-
-
-@torch.no_grad()
-def held_out_loss(hf: torch.nn.Module, eval_blocks: list[torch.Tensor]) -> float:
-    batch = torch.stack(eval_blocks)
-    return float(hf(input_ids=batch, labels=batch).loss)
-
-
 def run(cfg: LoraConfig, store: Store, progress: bool = True) -> str:
     """Finetune, merge, save and register the variant; returns its name."""
     check_new_variant(store, cfg.name, cfg.model)
     loaded = load_model(cfg.model, store=store)
     hf = loaded.hf
+    if hf is None:
+        raise ValueError(f"{cfg.model} has no Hugging Face model to finetune (a model with codebooks inside)")
     adapters = lora.adapt(hf, cfg.targets, cfg.rank, cfg.alpha, cfg.seed)   # bad targets fail here; B = 0
-    eval_blocks = list(itertools.islice(blocks(loaded, cfg, "eval"), cfg.eval_blocks))
+    eval_blocks = list(itertools.islice(corpus_blocks(cfg.corpus, "eval", loaded.tokenizer, cfg.context),
+                                        cfg.eval_blocks))
     before = held_out_loss(hf, eval_blocks)
-    optimizer = torch.optim.AdamW(lora.parameters(adapters), lr=cfg.lr, weight_decay=0.0)
-    train = itertools.cycle(blocks(loaded, cfg, "train"))
-    hf.train()
-    for _ in tqdm(range(cfg.steps), disable=not (progress and cfg.progress), desc="lora"):
-        batch = torch.stack([next(train) for _ in range(cfg.batch)])
-        loss = hf(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    hf.eval()
+    finetune(hf, lora.parameters(adapters), corpus_blocks(cfg.corpus, "train", loaded.tokenizer, cfg.context),
+             cfg.steps, cfg.batch, cfg.lr, progress=progress and cfg.progress, desc="lora")
     lora.merge(hf, adapters)
     after = held_out_loss(hf, eval_blocks)
     how = {"method": "lora", **{k: v for k, v in to_dict(cfg).items() if k not in ("name", "model", "progress")},

@@ -20,7 +20,7 @@ import torch
 import saes
 from saes import distributed
 from saes.bias_adaptation import GBAConfig, GroupBiasAdaptation
-from saes.fitting import FitSource, fit
+from saes.fitting import FitSource, check_fits_on_activations, fit
 from saes.training import StepCallback, TrainConfig
 from workbench import strategies
 from workbench.activations import MixingBuffer, Rows
@@ -101,6 +101,7 @@ class TrainDictionaryConfig(ActivationSource):
         super().__post_init__()
         if self.architecture not in saes.registry.names():
             raise ValueError(f"unknown architecture {self.architecture!r}: expected one of {saes.registry.names()}")
+        check_fits_on_activations(self.architecture)
         strategy = strategies.get(self.strategy)
         if strategy.layout is not None:
             self.layout = strategy.layout

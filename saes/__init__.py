@@ -11,6 +11,7 @@ from typing import Any
 
 from saes import registry
 from saes.base import Dictionary, DictionaryConfig, SparseCode
+from saes.codebook import Codebook, CodebookConfig
 from saes.discrete import DiscreteConfig, DiscreteSAE
 from saes.itda import ITDA, ITDAConfig
 from saes.jumprelu import JumpReLUConfig, JumpReLUSAE
@@ -28,7 +29,8 @@ def create(architecture: str, **fields: Any) -> Dictionary:
 load = Dictionary.load
 
 __all__ = [
-    "ITDA", "SAE", "Dictionary", "DictionaryConfig", "DiscreteConfig", "DiscreteSAE", "ITDAConfig",
+    "ITDA", "SAE", "Codebook", "CodebookConfig", "Dictionary", "DictionaryConfig", "DiscreteConfig", "DiscreteSAE",
+    "ITDAConfig",
     "JumpReLUConfig", "JumpReLUSAE", "ReLUConfig", "ReLUSAE", "SAEConfig",
     "SparseCode", "TopKConfig", "TopKSAE", "TrainOutput", "create", "load", "registry",
 ]

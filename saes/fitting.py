@@ -58,6 +58,16 @@ def _build(dictionary: Dictionary, source: FitSource) -> None:
 PROCEDURES: dict[str, Callable[[Dictionary, FitSource], None]] = {"gradient": _gradient, "build": _build}
 
 
+def check_fits_on_activations(architecture: str) -> None:
+    """ValueError for a method fitted otherwise than on an activation stream (codebooks are
+    finetuned inside the model, by `workbench codebooks`)."""
+    how = registry.get(architecture).fit
+    if how not in PROCEDURES:
+        raise ValueError(f"{architecture} is fitted by {how} of the model with it inside, not on activations: "
+                         f"use `workbench codebooks`")
+
+
 def fit(dictionary: Dictionary, source: FitSource) -> None:
     """Fit `dictionary` in place by its method's registered procedure."""
+    check_fits_on_activations(dictionary.architecture)
     PROCEDURES[registry.get(dictionary.architecture).fit](dictionary, source)

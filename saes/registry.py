@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from saes.base import Dictionary, DictionaryConfig
 
-FITS = ("gradient", "build")
+FITS = ("gradient", "build", "finetune")
 """How a method is fitted: `gradient` (the trainer, `saes/training.py`: the class is an `SAE`);
-`build` (the class's `build(rows)` picks the dictionary from an activation stream, no gradient)."""
+`build` (the class's `build(rows)` picks the dictionary from an activation stream, no gradient);
+`finetune` (the model is finetuned with the dictionary inside it, `workbench codebooks`: the class
+has a `bottleneck(x)` the model runs with)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ def register(name: str, module_class: type[Dictionary], config_class: type[Dicti
         raise ValueError(f"{module_class.__name__} is fitted by gradient, so it must subclass saes.sae.SAE")
     if fit == "build" and not callable(getattr(module_class, "build", None)):
         raise ValueError(f"{module_class.__name__} is fitted by building, so it needs a build(rows, progress) method")
+    if fit == "finetune" and not callable(getattr(module_class, "bottleneck", None)):
+        raise ValueError(f"{module_class.__name__} is fitted by finetuning, so it needs a bottleneck(x) method")
     _REGISTRY[name] = Method(name, module_class, config_class, fit)
 
 

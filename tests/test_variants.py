@@ -12,7 +12,7 @@ import torch
 from workbench.jobs import run_job
 from workbench.models import ModelError, load_model
 from workbench.store import Store
-from workbench.variants import load_extras, save_variant
+from workbench.variants import save_variant
 
 
 def _runs(store: Store) -> int:
@@ -26,7 +26,7 @@ def test_a_variant_is_registered_and_loaded_by_name(data_dir, tiny):
         hf.model.layers[0].mlp.down_proj.weight.mul_(0.5)   # "finetuned"
     how = {"method": "test", "change": "layer 0 down_proj x 0.5"}
     folder = save_variant(store, "tiny-halved", parent="tiny", how=how, hf_model=hf, tokenizer=tiny.tokenizer,
-                          extras={"codebook": torch.arange(6.0).reshape(2, 3)})
+                          write_extras=lambda partial: (partial / "note.txt").write_text("extra"))
     variant = load_model("tiny-halved", store=store)
     tokens = torch.tensor([[1, 5, 9, 13, 17]])
     with torch.no_grad():
@@ -35,10 +35,10 @@ def test_a_variant_is_registered_and_loaded_by_name(data_dir, tiny):
     row = store.query("SELECT name, parent, how, path FROM models").iloc[0]
     assert (row["name"], row["parent"], json.loads(row["how"])) == ("tiny-halved", "tiny", how)
     assert variant.name == "tiny-halved" and variant.chat_template == tiny.chat_template
-    assert torch.equal(load_extras(folder)["codebook"], torch.arange(6.0).reshape(2, 3))
+    assert (folder / "note.txt").read_text() == "extra"   # written before the folder was published
     child = save_variant(store, "tiny-halved-2", parent="tiny-halved", how={"method": "copy"}, hf_model=hf,
                          tokenizer=tiny.tokenizer)
-    assert load_extras(child) == {} and load_model("tiny-halved-2", store=store).name == "tiny-halved-2"
+    assert not (child / "note.txt").exists() and load_model("tiny-halved-2", store=store).name == "tiny-halved-2"
     run_job("collect", store, progress=False, model="tiny-halved", corpus="wiki-sample",   # pipelines take it by name
             hook_point="blocks.1.hook_resid_post", tokens=300, cache=False)
     assert store.query("SELECT model FROM activation_stats")["model"].tolist() == ["tiny-halved"]

@@ -49,6 +49,9 @@ JOBS: dict[str, Job] = {
                   "MoE routing"),
     "lora": Job("pipelines.lora", "LoraConfig",
                 "finetune a model with LoRA adapters on one corpus; save the merged model as a variant"),
+    "codebooks": Job("pipelines.codebooks", "CodebooksConfig",
+                     "finetune a model with codebook bottlenecks inside; save it as a variant, its codebooks as "
+                     "dictionaries"),
     "check-examples": Job("pipelines.check_examples", "CheckExamplesConfig",
                           "recompute every stored example from its stored tokens; fail if any differs"),
     "interpret": Job("pipelines.autointerp", "InterpretConfig",

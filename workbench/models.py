@@ -7,6 +7,7 @@ Four kinds of model:
   fast tests where behaviour does not depend on the model (same code path as SmolLM2).
 - any local Hugging Face folder path;
 - a model variant registered in the store (`workbench/variants.py`), by its name.
+A folder saved with codebooks (`workbench/codebooks.py`) loads with them inserted.
 """
 
 from __future__ import annotations
@@ -80,12 +81,14 @@ def load_model(name: str, device: str = "cpu", store: Store | None = None) -> Lo
         return _load_hf_folder(smollm2_hf_dir(), device, name)
     if name == "tiny":
         return _load_hf_folder(tiny_hf_dir(), device, name)
+    from workbench.codebooks import attach_saved
+
     path = Path(name)
     if path.is_dir() and (path / "config.json").exists():
-        return _load_hf_folder(path, device, name)
+        return attach_saved(_load_hf_folder(path, device, name), path)
     variant = variant_path(store or Store(), name)
     if variant is not None:
-        return _load_hf_folder(variant, device, name)
+        return attach_saved(_load_hf_folder(variant, device, name), variant)
     raise ModelError(f"unknown model {name!r}: expected one of {model_names()}, a local Hugging Face folder or a "
                      "registered model variant")
 

@@ -6,8 +6,9 @@ with its parent and how it was made, and loadable by name through `workbench.mod
                  how={"method": "lora", "corpus": "bbc", "steps": 200}, hf_model=merged, tokenizer=tok)
     load_model("smollm2-bbc-lora", store=store)
 
-Extra modules (e.g. a codebook the variant runs with) are tensors saved beside the weights
-(`extra_modules.safetensors`); the method that inserts them reads them back with `load_extras`.
+Extra modules the variant runs with (its codebooks: `workbench/codebooks.py`) are written into the
+folder by the method that made it (`write_extras`) before the folder is published; `load_model`
+inserts them.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from safetensors.torch import load_file, save_file
-from torch import Tensor
 
 from workbench.paths import data_dir
 from workbench.store import Store
 
 VARIANT_FILE = "workbench_variant.json"
-EXTRAS_FILE = "extra_modules.safetensors"
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -40,8 +38,11 @@ def variant_path(store: Store, name: str) -> Path | None:
 
 
 def save_variant(store: Store, name: str, parent: str, how: Mapping[str, Any], hf_model: Any, tokenizer: Any,
-                 extras: Mapping[str, Tensor] | None = None) -> Path:
-    """Save `hf_model` + `tokenizer` (+ `extras`) under data/artifacts/models/`name` and register it.
+                 write_extras: Callable[[Path], object] | None = None,
+                 tables: Callable[[Path], Mapping[str, pd.DataFrame]] | None = None) -> Path:
+    """Save `hf_model` + `tokenizer` (+ what `write_extras(folder)` writes) under
+    data/artifacts/models/`name` and register it, with the rows `tables(folder)` gives (e.g. the
+    variant's codebooks as dictionaries) in the same transaction, under run `variant-<name>`.
 
     ValueError, before anything is written, for the cases `check_new_variant` names."""
     check_new_variant(store, name, parent)
@@ -50,8 +51,8 @@ def save_variant(store: Store, name: str, parent: str, how: Mapping[str, Any], h
     shutil.rmtree(partial, ignore_errors=True)
     hf_model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    if extras:
-        save_file({k: v.detach().cpu().contiguous() for k, v in extras.items()}, str(partial / EXTRAS_FILE))
+    if write_extras is not None:
+        write_extras(partial)
     (partial / VARIANT_FILE).write_text(json.dumps({"name": name, "parent": parent, "how": dict(how)}, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
@@ -59,7 +60,7 @@ def save_variant(store: Store, name: str, parent: str, how: Mapping[str, Any], h
     row = {"name": name, "parent": parent, "how": json.dumps(dict(how)), "path": str(folder),
            "created_at": pd.Timestamp.now(tz="UTC").tz_localize(None)}
     with store.running(run_id, "variant", {"name": name, "parent": parent, "how": dict(how)}):
-        store.publish(run_id, {"models": pd.DataFrame([row])})
+        store.publish(run_id, {"models": pd.DataFrame([row]), **(tables(folder) if tables else {})})
     return folder
 
 
@@ -76,9 +77,3 @@ def check_new_variant(store: Store, name: str, parent: str) -> None:
     if parent not in model_names() and variant_path(store, parent) is None and not Path(parent).is_dir():
         raise ValueError(f"unknown parent model {parent!r}: expected one of {model_names()}, a registered variant "
                          "or a local Hugging Face folder")
-
-
-def load_extras(folder: str | Path) -> dict[str, Tensor]:
-    """The extra modules saved with a variant ({} when it has none)."""
-    path = Path(folder) / EXTRAS_FILE
-    return load_file(str(path)) if path.exists() else {}

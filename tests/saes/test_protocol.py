@@ -18,7 +18,8 @@ from saes.training import TrainConfig
 from tests.kmeans_method import kmeans_registered
 
 D_IN, D_SAE = 16, 48
-METHODS = [*registry.names(), "kmeans"]
+METHODS = [*(name for name in registry.names() if registry.get(name).fit != "finetune"), "kmeans"]
+"""Codebooks are fitted inside a model (tests/saes/test_codebook.py, tests/test_codebooks.py)."""
 
 
 def data(n: int = 600, seed: int = 3) -> torch.Tensor:
