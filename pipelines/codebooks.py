@@ -43,7 +43,7 @@ class CodebooksConfig:
     """Name of the new variant (lowercase letters, digits, '.', '_', '-')."""
     model: str = "smollm2-135m-instruct"
     """Parent model: a registry name, a registered variant or a Hugging Face folder."""
-    hook_points: list[str] = field(default_factory=lambda: ["blocks.3.attn.hook_z", "blocks.9.attn.hook_z"])
+    hook_points: list[str] = field(default_factory=lambda: ["blocks.4.attn.hook_z", "blocks.10.attn.hook_z"])
     """Where codebooks go: attn.hook_z (per-head outputs before the output projection), hook_mlp_out, ..."""
     per_head: bool = True
     """At attn.hook_z, one codebook per head (the paper's GroupCodebookLayer); false: one over all heads."""
@@ -59,11 +59,11 @@ class CodebooksConfig:
     """Replace codes unused for this many steps by recent inputs (0: never)."""
     train_model: bool = True
     """Finetune the whole model end to end with the codebooks (the paper); false: only the codebooks."""
-    corpus: str = "wiki"
+    corpus: str = "bbc"
     """Corpus whose train split is finetuned on (its eval split measures the loss)."""
     context: int = 128
     """Tokens per packed block."""
-    steps: int = 300
+    steps: int = 150
     """Optimizer steps."""
     batch: int = 8
     """Blocks per step."""

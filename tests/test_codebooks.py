@@ -154,3 +154,9 @@ def test_bad_codebook_runs_are_refused_before_any_write(data_dir, fields, messag
 def test_train_points_codebooks_to_their_own_pipeline():
     with pytest.raises(ValueError, match="codebook is fitted by finetune .* use `workbench codebooks`"):
         run_job("train", Store(":memory:"), architecture="codebook")
+
+
+def test_contrast_codes_rank_codes_by_how_much_more_a_class_fires_them():
+    ids = torch.tensor([[5, 1], [5, 1], [5, 2], [3, 2], [4, 2], [3, 6]])   # tokens x slots
+    in_class = torch.tensor([True, True, True, False, False, False])
+    assert codebooks.contrast_codes(ids, in_class, d_sae=8, n=2) == [5, 1]   # rates 1 - 0 and 2/3 - 0; others <= 0

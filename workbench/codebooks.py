@@ -202,3 +202,11 @@ def attach_saved(loaded: LoadedModel, folder: Path) -> LoadedModel:
         loaded.model.eval()
         loaded.hf = None
     return loaded
+
+
+def contrast_codes(ids: Tensor, in_class: Tensor, d_sae: int, n: int) -> list[int]:
+    """The `n` codes whose firing rate on tokens of a class most exceeds their rate on the other
+    tokens (ids `[tokens, slots]` global ids, in_class `[tokens]` bool), largest difference first."""
+    fired = torch.zeros(len(ids), d_sae).scatter_(1, ids, 1.0)
+    difference = fired[in_class].mean(0) - fired[~in_class].mean(0)
+    return difference.topk(n).indices.tolist()
