@@ -11,10 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from app.views import features
+from app.views.common import AppContext
 from pipelines.codebooks import CodebooksConfig, run
 from saes.codebook import Codebook, CodebookConfig
-from workbench import codebooks
-from workbench.jobs import run_job
+from tests.autointerp.interp_helpers import start
+from workbench import cli, codebooks
 from workbench.models import load_model
 from workbench.store import Store
 
@@ -105,8 +107,8 @@ def test_patching_refuses_what_the_codebook_cannot_do(fresh_tiny):
     cases = [("blocks.1.attn.hook_z", [0], "no codebook at 'blocks.1.attn.hook_z'"),
              (HOOK, [0, 1], "2 codes forced in group 0 .* only k=1"),
              (HOOK, [4 * N_CODES], "code ids must be in \\[0, 20\\)")]
-    for hook_point, features, message in cases:
-        with pytest.raises(ValueError, match=message), codebooks.patch_codes(model, hook_point, features):
+    for hook_point, forced, message in cases:
+        with pytest.raises(ValueError, match=message), codebooks.patch_codes(model, hook_point, forced):
             pass
     with pytest.raises(ValueError, match="has a codebook already"):
         codebooks.insert(model, [head_codebook(fresh_tiny)])
@@ -116,7 +118,7 @@ SMALL = {"name": "tiny-cb", "model": "tiny", "corpus": "wiki-sample", "hook_poin
          "steps": 12, "batch": 4, "context": 32, "eval_blocks": 4, "init_blocks": 4}
 
 
-def test_the_finetuned_variant_loads_with_its_codebooks_and_its_codes_get_feature_pages(data_dir):
+def test_the_finetuned_variant_loads_with_its_codebooks_and_its_codes_go_through_every_stage(data_dir):
     store = Store(data_dir / "w.duckdb")
     run(CodebooksConfig(**SMALL | {"hook_points": [HOOK, "blocks.1.hook_mlp_out"]}), store, progress=False)
     variant = load_model("tiny-cb", store=store)
@@ -129,9 +131,23 @@ def test_the_finetuned_variant_loads_with_its_codebooks_and_its_codes_get_featur
     assert rows["method"].tolist() == ["codebook"] * 2 and rows["model"].tolist() == ["tiny-cb"] * 2
     assert rows["d_dict"].tolist() == [64, 16]          # one codebook per head at hook_z, one on the MLP output
     dict_id = rows["dict_id"].iloc[0]
-    run_job("features", store, progress=False, dict_id=dict_id, tokens=2048, context=32)
-    stats = store.query("SELECT feature, freq FROM feature_stats WHERE dict_id = ?", [dict_id])
+    at = ["--store", str(store.path)]
+    assert cli.main([*at, "features", "--dict-id", dict_id, "--tokens", "2048", "--context", "32"]) == 0
+    stats = store.query("SELECT feature, freq FROM feature_stats WHERE dict_id = ? ORDER BY freq DESC", [dict_id])
     assert 0 < len(stats) <= 64 and abs(stats["freq"].sum() - 4 * 2) < 1e-6   # each token: 4 heads x k=2 codes
+    assert cli.main([*at, "check-examples", "--dict-id", dict_id]) == 0      # examples reproduce on the variant
+    feature = int(stats["feature"].iloc[0])
+    server = start()
+    try:
+        assert cli.main([*at, "interpret", "--dict-id", dict_id, "--features", str(feature), "--prefill", "true",
+                         "--scorers", "detection,intervention", "--llm.base-url", server.url, "--n-train", "6",
+                         "--n-test", "4", "--n-inactive", "4", "--intervention-prompts", "2",
+                         "--intervention-tokens", "4", "--progress", "false"]) == 0
+    finally:
+        server.stop()
+    assert store.query("SELECT count(*) AS n FROM explanations WHERE dict_id = ?", [dict_id])["n"].item() == 1
+    message, header, *_ = features.render(AppContext(store, live=None, semantic=None), dict_id, feature)  # type: ignore[arg-type]
+    assert message == "" and f"Feature {feature}" in header
     run(CodebooksConfig(**SMALL), store, progress=False)
     assert len(store.query("SELECT * FROM models")) == 1   # a finished run is not redone
 
@@ -151,9 +167,10 @@ def test_bad_codebook_runs_are_refused_before_any_write(data_dir, fields, messag
     assert not (data_dir / "artifacts" / "models").exists()
 
 
-def test_train_points_codebooks_to_their_own_pipeline():
-    with pytest.raises(ValueError, match="codebook is fitted by finetune .* use `workbench codebooks`"):
-        run_job("train", Store(":memory:"), architecture="codebook")
+def test_train_points_codebooks_to_their_own_pipeline(data_dir, capsys):
+    assert cli.main(["--store", str(data_dir / "w.duckdb"), "train", "--architecture", "codebook"]) == 2
+    assert "codebook is fitted by finetune of the model with it inside" in capsys.readouterr().err
+    assert not (data_dir / "w.duckdb").exists()
 
 
 def test_contrast_codes_rank_codes_by_how_much_more_a_class_fires_them():
