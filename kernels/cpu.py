@@ -13,9 +13,12 @@ two float32 summation orders). WORKBENCH_TOPK_SCREEN=0 or 1 overrides the automa
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -41,6 +44,18 @@ SCREEN_ENV = "WORKBENCH_TOPK_SCREEN"
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+@contextmanager
+def _sole_loader(build: Path) -> Iterator[None]:
+    """Load under an OS lock on `build`. Every load (even with nothing to rebuild) takes torch's build
+    lock, a plain file `lock` that a loader killed with SIGKILL leaves behind, and every later load
+    then waits for it forever. The OS lock is released when its holder dies, so a `lock` found while
+    holding it is a dead loader's."""
+    with open(build / "loader.flock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (build / "lock").unlink(missing_ok=True)
+        yield
+
+
 def _build_dir() -> Path:
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     base = Path(root) if root else cache_dir() / "torch_extensions"
@@ -55,14 +70,16 @@ def load_extension() -> ModuleType | None:
     from torch.utils import cpp_extension
 
     try:
-        return cpp_extension.load(
-            name="workbench_topk_cpu",
-            sources=[str(_SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            build_directory=str(_build_dir()),
-            verbose=False,
-        )
+        build = _build_dir()
+        with _sole_loader(build):
+            return cpp_extension.load(
+                name="workbench_topk_cpu",
+                sources=[str(_SOURCE)],
+                extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(build),
+                verbose=False,
+            )
     except Exception as err:  # no ninja, no compiler, or a failed build: all mean "fall back"
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         warnings.warn(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,6 +184,22 @@ def test_fallback_warns_once_without_toolchain(monkeypatch: pytest.MonkeyPatch) 
             x, W_enc, b_enc, b_dec, thr = make_inputs(case)
             values, indices = kcpu.topk_encode_cpu(x - b_dec, W_enc, b_enc, case.k, thr)
         check_topk(values, indices, x, W_enc, b_enc, b_dec, case.k, thr)
+    finally:
+        kcpu.load_extension.cache_clear()
+
+
+def test_a_build_lock_left_by_a_killed_loader_does_not_block_the_next(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    """torch's build lock is a plain file that every load takes: a run killed with SIGKILL while it
+    loaded left it behind, and every later load (every run's first encode) waited for it forever."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    (kcpu._build_dir() / "lock").touch()
+    monkeypatch.setattr(cpp_extension, "load", lambda build_directory, **_: (Path(build_directory) / "lock").exists())
+    kcpu.load_extension.cache_clear()
+    try:
+        assert kcpu.load_extension() is False   # torch's loader found no lock to wait for
     finally:
         kcpu.load_extension.cache_clear()
 
