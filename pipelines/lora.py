@@ -5,14 +5,16 @@ Low-rank adapters (`workbench/lora.py`) on chosen linear layers of every block; 
 (AdamW, next-token loss on packed blocks of the corpus's train split); after the last
 step B A is added into W and the plain model is saved. The eval split's next-token loss before and
 after is printed and stored in the variant's `how`. The finetune is short (minutes); an interrupted
-one starts over.
+one starts over, and a rerun once the variant is registered with the same settings does nothing.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from workbench import lora
 from workbench.config import comma_list, require_positive, to_dict
@@ -65,6 +67,9 @@ class LoraConfig:
 
 def run(cfg: LoraConfig, store: Store, progress: bool = True) -> str:
     """Finetune, merge, save and register the variant; returns its name."""
+    if registered(store, cfg):
+        print(f"variant {cfg.name} already made from {cfg.model} with these settings")
+        return cfg.name
     check_new_variant(store, cfg.name, cfg.model)
     loaded = load_model(cfg.model, store=store)
     hf = loaded.hf
@@ -78,8 +83,21 @@ def run(cfg: LoraConfig, store: Store, progress: bool = True) -> str:
              cfg.steps, cfg.batch, cfg.lr, progress=progress and cfg.progress, desc="lora")
     lora.merge(hf, adapters)
     after = held_out_loss(hf, eval_blocks)
-    how = {"method": "lora", **{k: v for k, v in to_dict(cfg).items() if k not in ("name", "model", "progress")},
-           "eval_loss_before": before, "eval_loss_after": after}
+    how = {**settings(cfg), "eval_loss_before": before, "eval_loss_after": after}
     save_variant(store, cfg.name, parent=cfg.model, how=how, hf_model=hf, tokenizer=loaded.tokenizer)
     print(f"variant {cfg.name}: {cfg.corpus} eval loss {before:.3f} -> {after:.3f}")
     return cfg.name
+
+
+def settings(cfg: LoraConfig) -> dict[str, Any]:
+    """What the variant's `how` records of the config, beside the losses measured."""
+    return {"method": "lora", **{k: v for k, v in to_dict(cfg).items() if k not in ("name", "model", "progress")}}
+
+
+def registered(store: Store, cfg: LoraConfig) -> bool:
+    """Whether variant `name` is registered from `model` with these settings: the command ran to its end
+    (a kill after that leaves nothing to redo)."""
+    if not store.path.exists():
+        return False
+    rows = store.query("SELECT how FROM models WHERE name = ? AND parent = ?", [cfg.name, cfg.model])
+    return any(json.loads(how).items() >= settings(cfg).items() for how in rows["how"])

@@ -40,6 +40,16 @@ def test_a_lora_variant_changes_only_its_targets_and_lowers_the_held_out_loss(da
     assert how["method"] == "lora" and how["eval_loss_after"] < how["eval_loss_before"]
 
 
+def test_a_rerun_once_the_variant_is_registered_does_nothing_unless_its_settings_differ(data_dir, capsys):
+    store = Store(data_dir / "w.duckdb")
+    command = ["--store", str(store.path), *LORA, "--name", "tiny-lora"]
+    assert cli.main(command) == 0
+    before = store.query("SELECT * FROM models")
+    assert cli.main(command) == 0 and "already made" in capsys.readouterr().out   # e.g. killed as it exited
+    assert store.query("SELECT * FROM models").equals(before)
+    assert cli.main([*command, "--rank", "4"]) == 2 and "already exists" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--name", "tiny"], "already exists"), (["--name", "x", "--targets", "nope_proj"], "no linear layer"),
     (["--name", "x", "--rank", "0"], "rank must be"), (["--name", "x", "--targets", "lm_head"], "input embeddings"),
