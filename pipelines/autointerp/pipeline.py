@@ -179,6 +179,8 @@ def run(cfg: InterpretConfig, store: Store) -> str:
         statuses = storage.feature_statuses(store, base)
         todo = [f for f in cfg.feature_ids if statuses.get(f) != "finished"]
         if not todo:
+            if store.run_status(base) in ("running", "interrupted"):   # stopped after its last feature was scored
+                store.publish(base, {}, finish=True)
             print(f"{base}: all {len(cfg.feature_ids)} features already scored")
             return base
         with store.running(base, "interpret", {**asdict(cfg), "resolved_model": model, "base_url": url}):

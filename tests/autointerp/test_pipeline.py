@@ -78,6 +78,15 @@ def test_run_scores_real_and_shuffled_and_resumes(faulty, store, tmp_path):
     assert (out / "scores" / "surprisal_shuffled" / f"{DICT_ID}_latent{live[0]}.txt").exists()
 
 
+def test_a_run_stopped_after_its_last_feature_is_finished_by_the_rerun(faulty, store):
+    cfg = config(faulty, features=ids(live_features(store, 1)))
+    base = run(cfg, store)
+    with store.writer() as con:   # as if killed between the last feature's scores and the run's end
+        con.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", [base])
+    assert run(cfg, store) == base
+    assert store.run_status(base) == "finished"
+
+
 def test_faults_are_retried_or_repaired(faulty, store):
     set_faults(faulty, "500,429:0.5,malformed,empty,timeout:8")
     base = run(config(faulty, features=ids(live_features(store, 2)), llm={"timeout_s": 2}), store)
