@@ -148,13 +148,15 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--placements", default=",".join(PLACEMENTS), help=f"of {', '.join(PLACEMENTS)}")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows: dict[str, list[dict]] = {"original": [], **{p: [] for p in PLACEMENTS}}
+    placements = {p: PLACEMENTS[p] for p in args.placements.split(",")}
+    rows: dict[str, list[dict]] = {"original": [], **{p: [] for p in placements}}
     for seed in seeds:
         base = base_model(seed, args.steps, args.batch, args.lr)
         rows["original"].append({"transition": transition_accuracy(base, seed)})
-        for placement, names in PLACEMENTS.items():
+        for placement, names in placements.items():
             variant = with_codebooks(base, names, seed, args.finetune_steps, args.batch, 1e-3)
             precision = state_precision(variant, base, seed)
             best = max(precision, key=lambda hp: precision[hp][0])
@@ -166,7 +168,7 @@ def main() -> None:
             print(placement, seed, rows[placement][-1], per_codebook)
 
     def cell(placement: str, key: str) -> str:
-        values = [r[key] for r in rows[placement] if key in r]
+        values = [r[key] for r in rows.get(placement, []) if key in r]
         if not values:
             return "-"
         spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""

@@ -153,8 +153,8 @@ class Codebook(Dictionary):
 
     @torch.no_grad()
     def _count_uses(self, ids: Tensor, u: Tensor) -> None:
-        counts = F.one_hot(ids.reshape(-1, self.cfg.groups, self.cfg.k), self.cfg.codes).sum((0, 2))
-        self.uses += counts.to(self.uses.dtype)
+        flat = self.local_to_global(ids).reshape(-1)
+        self.uses += torch.bincount(flat, minlength=self.d_sae).reshape(self.uses.shape).to(self.uses.dtype)
         self._recent = u.detach().reshape(-1, self.cfg.groups, self.cfg.d_group)
 
     @torch.no_grad()
