@@ -35,7 +35,7 @@ from tqdm import tqdm
 import saes
 from tests.conftest import link_shared_caches
 from workbench import cli, jobs
-from workbench.store import Store
+from workbench.store import Store, StoreError
 
 TRAIN = ["train", "--model", "tiny", "--corpus", "wiki-sample", "--hook-point", "blocks.1.hook_resid_post",
          "--tokens", "16384", "--batch-tokens", "16", "--buffer-tokens", "1024", "--context", "64",
@@ -231,10 +231,15 @@ def underway_at(proc: ForkServerProcess, argv: list[str], since: datetime, under
 
 
 def statuses(store: Path, since: datetime) -> list[str]:
-    """The statuses of the runs begun since `since` (a rerun begins its run again)."""
+    """The statuses of the runs begun since `since` (a rerun begins its run again); none before the
+    command has created its store (a reader would create it) and while it still writes the file's
+    header (DuckDB refuses the file until then)."""
     if not store.exists():
         return []
-    return Store(store).query("SELECT status FROM runs WHERE started_at >= ?", [since])["status"].tolist()
+    try:
+        return Store(store).query("SELECT status FROM runs WHERE started_at >= ?", [since])["status"].tolist()
+    except StoreError:
+        return []
 
 
 def store_clock() -> datetime:
