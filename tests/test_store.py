@@ -223,3 +223,25 @@ def test_a_full_disk_during_publish_leaves_the_store_as_it_was(tmp_path):
     assert store.run_status("r1") == "finished" and store.run_status("r2") in ("running", "failed")
     store.publish("r2", {"geo_places": places.assign(place=[7, 8, 9])})   # the store is still usable
     assert store.query("SELECT count(*) AS n FROM geo_places")["n"].item() == 6
+
+
+KILLED_CREATING = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import duckdb
+    from workbench.store import Store
+
+    def killed_before_the_header(database, *args, **kwargs):
+        Path(database).touch()   # DuckDB creates the file, then writes its header
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    duckdb.connect = killed_before_the_header
+    Store(sys.argv[1]).init()
+    """)
+
+
+def test_a_command_killed_while_it_creates_the_store_leaves_none_to_refuse(tmp_path):
+    path = tmp_path / "s.duckdb"
+    killed = subprocess.run([sys.executable, "-c", KILLED_CREATING, str(path)], capture_output=True, timeout=60)
+    assert killed.returncode == -9, killed.stderr
+    assert Store(path).query("SELECT count(*) AS n FROM runs")["n"].item() == 0   # was: "not a valid DuckDB file"

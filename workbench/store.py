@@ -284,8 +284,26 @@ class Store:
             with _ATTACHMENTS.attach(self.path) as con:
                 yield con
         else:
+            if not self.path.exists():
+                self._create()
             with closing(duckdb.connect(str(self.path))) as con:
                 yield con
+
+    def _create(self) -> None:
+        """Write a new store's header under a temporary name, then link the file into place.
+
+        DuckDB creates the file before it writes the header, and refuses a file without one ("not a
+        valid DuckDB database file"): a command killed in between left an empty store that every later
+        command refused. A link, unlike a rename, keeps a store another process created meanwhile. A
+        kill here leaves at most the temporary file (named by process, so no live creator's)."""
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        temp.unlink(missing_ok=True)   # a killed process's that had this id
+        try:
+            duckdb.connect(str(temp)).close()
+            with suppress(FileExistsError):
+                os.link(temp, self.path)
+        finally:
+            temp.unlink(missing_ok=True)
 
     @contextmanager
     def writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
