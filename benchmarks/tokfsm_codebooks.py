@@ -2,10 +2,11 @@
 accuracy with and without codebooks, how precisely state codes pick out states against the best
 neuron at matched recall, and the causal test (patch state A's codes into a run of state B).
 
-    .venv/bin/python benchmarks/tokfsm_codebooks.py [--seeds 0,1] [--steps 1500] [--finetune-steps 600]
+    .venv/bin/python benchmarks/tokfsm_codebooks.py [--seeds 0,1] [--steps 1850] [--finetune-steps 600]
 
 The FSM (100 states, 10 out-edges) and a 4-layer d=128 model trained from scratch on its
-trajectories (`workbench/tokfsm.py`; cached under data/artifacts/tokfsm per seed), then two
+trajectories (`workbench/tokfsm.py`, `TokFSMTrainConfig`'s defaults: batch 64 x 64-state
+trajectories, AdamW lr 1e-3; cached under data/artifacts/tokfsm per seed and step count), then two
 finetunes with k = 1 codebooks of 1,000 codes (the paper's fsm_main.yaml): on every layer's heads
 (attn.hook_z, one codebook per head), and on heads + MLP outputs. Per codebook model:
 - transition accuracy of sampled trajectories (T = 1), against the original model's;
@@ -41,12 +42,12 @@ STATES_PER_SEQ = 32
 PLACEMENTS = {"attention": ("attn.hook_z",), "attention+mlp": ("attn.hook_z", "hook_mlp_out")}
 
 
-def base_model(seed: int, steps: int, batch: int, lr: float) -> LoadedModel:
+def base_model(seed: int, steps: int) -> LoadedModel:
     """The TokFSM model of `seed`, trained once and cached as a Hugging Face folder."""
     folder = data_dir() / "artifacts" / "tokfsm" / f"base-s{seed}-{steps}"
     if not (folder / "config.json").exists():
         model = tokfsm.make_model(tokfsm.TokFSMModelConfig(), seed)
-        cfg = tokfsm.TokFSMTrainConfig(steps=steps, batch=batch, n_states_per_seq=STATES_PER_SEQ, lr=lr, seed=seed)
+        cfg = tokfsm.TokFSMTrainConfig(steps=steps, seed=seed)
         tokfsm.train(model, tokfsm.make_fsm(seed=0), cfg, progress=True)
         partial = folder.with_name(folder.name + ".partial")
         tokfsm.save_model(model, partial)
@@ -144,20 +145,20 @@ def causal_patching(variant: LoadedModel, seed: int, pairs: int = 100) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of the original model")
+    parser.add_argument("--steps", type=int, default=1850, help="training steps of the original model")
     parser.add_argument("--finetune-steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch", type=int, default=32, help="finetune batch (32-state trajectories)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="finetune learning rate")
     parser.add_argument("--placements", default=",".join(PLACEMENTS), help=f"of {', '.join(PLACEMENTS)}")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     placements = {p: PLACEMENTS[p] for p in args.placements.split(",")}
     rows: dict[str, list[dict]] = {"original": [], **{p: [] for p in placements}}
     for seed in seeds:
-        base = base_model(seed, args.steps, args.batch, args.lr)
+        base = base_model(seed, args.steps)
         rows["original"].append({"transition": transition_accuracy(base, seed)})
         for placement, names in placements.items():
-            variant = with_codebooks(base, names, seed, args.finetune_steps, args.batch, 1e-3)
+            variant = with_codebooks(base, names, seed, args.finetune_steps, args.batch, args.lr)
             precision = state_precision(variant, base, seed)
             best = max(precision, key=lambda hp: precision[hp][0])
             moved, unpatched = causal_patching(variant, seed)
