@@ -105,6 +105,10 @@ PIPELINES = {
                       "--max-new-tokens", "2", "--sae-corpus", "wiki-sample", "--progress", "false"]),
     "lora": Case(["lora", "--name", "tiny-lora", "--model", "tiny", "--corpus", "wiki-sample", "--context", "32",
                   "--steps", "400", "--batch", "4", "--lr", "0.02", "--eval-blocks", "8"], underway="lora:"),
+    "codebooks": Case(["codebooks", "--name", "tiny-cb", "--model", "tiny", "--corpus", "wiki-sample",
+                       "--hook-points", "blocks.0.attn.hook_z,blocks.1.hook_mlp_out", "--codes", "16", "--k", "2",
+                       "--steps", "150", "--batch", "4", "--context", "32", "--init-blocks", "4", "--eval-blocks", "4"],
+                      underway="codebooks:"),
 }
 
 
@@ -148,8 +152,8 @@ def stored(store: Path) -> dict[str, list]:
 
 
 def canonical(value: object, is_json: bool) -> str:
-    """A cell as JSON text, keys sorted, numbers to 6 significant digits and timings ("minutes" keys) left
-    out. The rounding: float32 arithmetic may round a last bit differently in a process with another
+    """A cell as JSON text, keys sorted, numbers to 6 significant digits and timings (keys with "minutes" or
+    "per_second") left out. The rounding: float32 arithmetic may round a last bit differently in a process with another
     history (seen once, in one KL of 1,000 terms of an intervention score: 1 unit in the last place)."""
     if is_json and isinstance(value, str):
         value = json.loads(value)
@@ -162,7 +166,7 @@ def rounded(value: object) -> object:
     if isinstance(value, float | np.floating):
         return float(f"{value:.6g}")
     if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items() if "minutes" not in k}
+        return {k: rounded(v) for k, v in value.items() if "minutes" not in k and "per_second" not in k}
     if isinstance(value, list):
         return [rounded(v) for v in value]
     return value
