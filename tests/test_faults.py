@@ -109,6 +109,10 @@ PIPELINES = {
                        "--hook-points", "blocks.0.attn.hook_z,blocks.1.hook_mlp_out", "--codes", "16", "--k", "2",
                        "--steps", "150", "--batch", "4", "--context", "32", "--init-blocks", "4", "--eval-blocks", "4"],
                       underway="codebooks:"),
+    "itda": Case(["train", "--architecture", "itda", "--model", "tiny", "--corpus", "wiki-sample", "--hook-point",
+                  "blocks.1.hook_resid_post", "--context", "64", "--tokens", "16384", "--expansion", "32",
+                  "--sae.l0", "8", "--sae.threshold", "0.05", "--sae.batch-rows", "256", "--sae.mix-rows", "1024",
+                  "--eval-tokens", "1000", "--ce-sequences", "4"]),
 }
 
 
@@ -287,6 +291,6 @@ def _cli(argv: list[str]) -> None:
 def forks() -> ForkServerContext:
     """Processes forked from a server that has imported this module, TransformerLens and the pipelines."""
     context = multiprocessing.get_context("forkserver")
-    modules = {jobs.job(name).module for name in ("train", *PIPELINES)}
+    modules = {jobs.job(case.args[0]).module for case in PIPELINES.values()} | {jobs.job("train").module}
     context.set_forkserver_preload([__name__, "transformer_lens", *sorted(modules)])
     return context
