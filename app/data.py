@@ -38,7 +38,7 @@ class FeaturePage:
     examples: pd.DataFrame
     """kind, rank, act, pos, window_start, tokens, acts (top first, then quantile bins)."""
     explanations: pd.DataFrame
-    """One row per explanation x scorer."""
+    """One row per explanation x scorer, oldest explanation first."""
     origin: dict | None = None
     """Where the latent's atom was taken from (ITDA): seq, pos, window_start, tokens."""
 

@@ -8,24 +8,35 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
+import re
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import pandas as pd
 
 # One accent colour for activations: orange, alpha proportional to the activation.
 ACT_RGB = "255,140,0"
 NEG_RGB = "60,120,255"
+NOT_COUNTED = "not counted (special token or massive-norm sink)"
+MISSING = "—"
 
 CSS = """
 .wb-tokens { font-family: ui-monospace, monospace; font-size: 13px; line-height: 1.9; white-space: pre-wrap; }
-.wb-tokens span { border-radius: 3px; padding: 1px 1px; margin-right: 2px; }  /* word-level tokens stay apart */
-.wb-tokens span.wb-peak { outline: 1px solid #c45a00; }
+.wb-tokens span { border-radius: 2px; }  /* no margin or padding: the tokens join into the text they decode to */
+.wb-tokens span.wb-peak { outline: 1.5px solid #c45a00; }
+.wb-tokens span.wb-excluded { color: #999; }
 .wb-example { margin: 2px 0 6px 0; }
 .wb-example .wb-act { color: #666; font-size: 11px; margin-right: 8px; font-family: ui-monospace, monospace; }
 .wb-notice { padding: 10px 14px; border-radius: 6px; background: #fff7e0; border: 1px solid #f0c36d; }
 .wb-error { padding: 10px 14px; border-radius: 6px; background: #fdecec; border: 1px solid #e89a9a; }
+.wb-scroll { overflow-x: auto; max-width: 100%; }
 .wb-table { border-collapse: collapse; font-size: 13px; }
-.wb-table td, .wb-table th { padding: 2px 10px; border-bottom: 1px solid #eee; text-align: left; }
+.wb-table td, .wb-table th { padding: 2px 10px; border-bottom: 1px solid #eee; text-align: left; white-space: nowrap; }
+.wb-table th[title] { text-decoration: underline dotted; cursor: help; }
+.wb-table td.wb-num { text-align: right; font-variant-numeric: tabular-nums; }
+.wb-explanation { font-size: 16px; margin: 4px 0; }
+.wb-missing { color: #777; font-style: italic; }
 .wb-stats span { margin-right: 18px; }
 """
 
@@ -35,27 +46,67 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def missing(value: object) -> bool:
+    """None, pandas' NA or a float NaN: a value the store does not have."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def number(value: object, percent: bool = False) -> str:
+    """A number to 4 significant digits (thousands grouped from 10,000 up), a fraction as a percentage
+    to 3; a missing value as a dash, never `nan` or `None`."""
+    if missing(value):
+        return MISSING
+    x = float(value) * 100 if percent else float(value)  # type: ignore[arg-type]
+    if percent:
+        return f"{x:.3g}%"
+    return f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
+
+
+SPECIAL_TOKEN = re.compile(r"<\|[^|\s]+\|>")
+"""How the tokenizers here spell their special tokens (SmolLM2's and the tiny model's `<|im_start|>`,
+`<|im_end|>`, `<|endoftext|>`): a stored token string of this form is one."""
+
+
+def counted_tokens(tokens: Sequence[str]) -> list[bool]:
+    """Which tokens of a stored window a colour scale counts: all but special tokens. The feature pass
+    gives the other tokens the token rule leaves out (massive-norm sinks) no activation; only passes
+    of dictionaries fitted before the rule stored activations on special tokens."""
+    return [SPECIAL_TOKEN.fullmatch(t) is None for t in tokens]
+
+
 def shown_token(token: str) -> str:
-    """Make whitespace-only pieces visible: newlines as ↵ (the span keeps its width)."""
+    """Make newlines visible as ↵ (an example stays a compact run of text)."""
     return token.replace("\n", "↵")
 
 
-def token_span(token: str, act: float, scale: float, peak: bool = False, title: str | None = None) -> str:
-    """One token with background alpha ∝ act / scale; its title (hover) is the value unless given.
+def token_span(token: str, act: float, scale: float, peak: bool = False, title: str | None = None,
+               counted: bool = True) -> str:
+    """One token with background alpha ∝ act / scale; its title (hover) is the value unless given. A
+    token the scale does not count is greyed, unshaded, and says so on hover.
 
     Markup is kept short (no style on inactive tokens): a page can hold a thousand of these.
     """
-    alpha = 0.0 if scale <= 0 else min(abs(act) / scale, 1.0)
+    alpha = 0.0 if scale <= 0 or not counted else min(abs(act) / scale, 1.0)
+    classes = " ".join(c for c, on in (("wb-peak", peak), ("wb-excluded", not counted)) if on)
+    cls = f' class="{classes}"' if classes else ""
     style = f' style="background:rgba({ACT_RGB if act >= 0 else NEG_RGB},{alpha:.2f})"' if alpha >= 0.005 else ""
-    cls = ' class="wb-peak"' if peak else ""
-    text = esc(title) if title is not None else f"{act:.4g}"
+    text = esc(title) if title is not None else (f"{act:.4g}" if counted else NOT_COUNTED)
     return f'<span{cls}{style} title="{text}">{esc(shown_token(token))}</span>'
 
 
 def highlighted(tokens: Sequence[str], acts: Sequence[float], scale: float, peak: int | None = None) -> str:
-    """A run of tokens highlighted by activation; `peak` marks the example's own position."""
-    spans = (token_span(t, float(a), scale, i == peak) for i, (t, a) in enumerate(zip(tokens, acts)))
+    """A run of tokens as the text they decode to (each token's own leading space is its space), each
+    shaded by its activation; `peak` marks the example's own position, special tokens are not shaded."""
+    spans = (token_span(t, float(a), scale, i == peak, counted=c)
+             for i, (t, a, c) in enumerate(zip(tokens, acts, counted_tokens(tokens))))
     return f'<span class="wb-tokens">{"".join(spans)}</span>'
+
+
+def example_scale(examples: pd.DataFrame) -> float:
+    """The colour scale of a feature's examples: the largest activation on a counted token of any
+    window, so one special token cannot blank the words."""
+    return max((abs(float(a)) for tokens, acts in zip(examples["tokens"], examples["acts"])
+                for a, c in zip(acts, counted_tokens(list(tokens))) if c), default=0.0)
 
 
 def example_rows(examples: pd.DataFrame, scale: float) -> str:
@@ -75,17 +126,51 @@ def example_rows(examples: pd.DataFrame, scale: float) -> str:
     return "".join(parts)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A small escaped HTML table (floats shown to 4 significant digits)."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f'<table class="wb-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+class Column(NamedTuple):
+    """A table column: shown as `label`, its meaning (`tip`) on hover, a fraction as a percentage when
+    `percent`; `key` names the frame column it shows."""
+
+    key: str
+    label: str
+    tip: str = ""
+    percent: bool = False
 
 
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"  # NaN (e.g. no score) shows empty
-    return str(value)
+def table(columns: Sequence[str | Column], rows: Iterable[Sequence[object]]) -> str:
+    """A small escaped HTML table that scrolls sideways rather than squeezing its headers; numbers are
+    formatted by `number` and right-aligned, missing values shown as a dash."""
+    cols = [c if isinstance(c, Column) else Column(c, c) for c in columns]
+    head = "".join(f'<th title="{esc(c.tip)}">{esc(c.label)}</th>' if c.tip else f"<th>{esc(c.label)}</th>"
+                   for c in cols)
+    body = "".join("<tr>" + "".join(_cell(v, c.percent) for v, c in zip(row, cols)) + "</tr>" for row in rows)
+    return (f'<div class="wb-scroll"><table class="wb-table"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+SORT_JS = """
+element.addEventListener('click', (event) => {
+  const th = event.target.closest('th');
+  if (!th) return;
+  const body = th.closest('table').tBodies[0], i = th.cellIndex, up = th.dataset.sorted !== 'up';
+  const key = (row) => row.cells[i].dataset.v === undefined ? row.cells[i].textContent : Number(row.cells[i].dataset.v);
+  const order = (x, y) => typeof x !== typeof y ? (typeof x === 'number' ? -1 : 1) : x < y ? -1 : x > y ? 1 : 0;
+  const rows = [...body.rows].sort((a, b) => order(key(a), key(b)));
+  if (!up) rows.reverse();
+  th.closest('tr').querySelectorAll('th').forEach((h) => delete h.dataset.sorted);
+  th.dataset.sorted = up ? 'up' : 'down';
+  body.append(...rows);
+});
+"""
+"""`js_on_load` of a `gr.HTML` holding `table`s: a click on a header sorts the rows by that column,
+ascending (numbers by value, then text), the next click reverses them."""
+
+
+def _cell(value: object, percent: bool) -> str:
+    if missing(value):
+        return f"<td>{MISSING}</td>"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return f'<td class="wb-num" data-v="{float(value)!r}">{number(value, percent)}</td>'
+    return f"<td>{esc(value)}</td>"
 
 
 def notice(message: str) -> str:

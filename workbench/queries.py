@@ -101,7 +101,7 @@ def atom_origin(store: Source, dict_id: str, feature: int) -> dict | None:
 
 
 def explanations(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
-    """Explanations of one feature with their scores (one row per explanation x scorer)."""
+    """Explanations of one feature with their scores (one row per explanation x scorer), oldest first."""
     return store.query(
         "SELECT x.expl_id, x.explainer, x.prompt_version, x.text, s.scorer, s.score, s.n "
         "FROM explanations x LEFT JOIN scores s USING (expl_id) "

@@ -2,36 +2,77 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from gradio.components.plot import PlotData
 
 from app import charts, html
 from app.data import FeaturePage
 
-EXPLANATION_COLUMNS = ["explainer", "prompt_version", "text", "scorer", "score", "n"]
+CONTROL = ":shuffled"
+"""Suffix of a scorer's shuffled-explanation control (`workbench interpret --controls`): the same
+scorer on another feature's explanation, the score an explanation must beat."""
 
 
 def header(page: FeaturePage) -> str:
-    """Title, density, explanations with scores, and top/bottom logit effects."""
-    parts = [f'<h2 class="wb-title">Feature {page.feature} · {html.esc(page.dict_id)}</h2>']
-    stats = page.stats
-    if stats is not None:
-        parts.append('<div class="wb-stats">'
-                     f'<span>density <b>{float(stats["freq"]):.4%}</b> of tokens</span>'
-                     f'<span>mean act <b>{float(stats["mean_act"]):.4g}</b></span>'
-                     f'<span>max act <b>{float(stats["max_act"]):.4g}</b></span></div>')
-    parts.append("<h4>Explanations</h4>")
-    if page.explanations.empty:
-        parts.append("<p>No explanation yet.</p>")
-    else:
-        shown = page.explanations.reindex(columns=EXPLANATION_COLUMNS)
-        parts.append(html.table(EXPLANATION_COLUMNS, shown.itertuples(index=False)))
-    if stats is not None:
-        parts.append(_logits(stats))
-    return "".join(parts)
+    """Title; the latest explanation; one line of its scores (each beside its control), density and max
+    activation; top and bottom logit effects."""
+    latest = latest_explanation(page.explanations)
+    return (f'<h2 class="wb-title">Feature {page.feature} · {html.esc(page.dict_id)}</h2>'
+            f"{explanation_line(latest)}"
+            f'<div class="wb-stats">{score_line(latest)}{stats_line(page.stats)}</div>'
+            f"{_logits(page.stats) if page.stats is not None else ''}")
+
+
+def latest_explanation(explanations: pd.DataFrame) -> pd.DataFrame:
+    """The rows (one per scorer) of the newest explanation: `explanations` lists the oldest first."""
+    if explanations.empty:
+        return explanations
+    return explanations[explanations["expl_id"] == explanations["expl_id"].iloc[-1]]
+
+
+def explanation_line(latest: pd.DataFrame) -> str:
+    """The explanation's text (who wrote it on hover), or words saying there is none."""
+    if latest.empty:
+        return '<p class="wb-explanation wb-missing">No explanation yet.</p>'
+    row = latest.iloc[0]
+    source = " · ".join(f"{key} {row[key]}" for key in ("explainer", "prompt_version") if not html.missing(row[key]))
+    return f'<p class="wb-explanation" title="{html.esc(source)}">{html.esc(row["text"])}</p>'
+
+
+def score_line(latest: pd.DataFrame) -> str:
+    """Each scorer's score with its shuffled control beside it, one span per scorer; words where the
+    explanation has no scores."""
+    scored = latest.dropna(subset=["scorer"])
+    if scored.empty:
+        return '<span class="wb-missing">not scored</span>'
+    score = dict(zip(scored["scorer"], scored["score"]))
+    spans = []
+    for name in sorted(s for s in score if not s.endswith(CONTROL)):
+        control = f" · shuffled {_score(score[name + CONTROL])}" if name + CONTROL in score else ""
+        tip = f"{name} score of this explanation" + (" · shuffled: the same scorer on another feature's "
+                                                      "explanation" if control else "")
+        spans.append(f'<span title="{html.esc(tip)}">{html.esc(name)} <b>{_score(score[name])}</b>'
+                     f"{control}</span>")
+    return "".join(spans)
+
+
+def _score(value: object) -> str:
+    return "no score" if html.missing(value) else f"{float(value):.2f}"  # type: ignore[arg-type]
+
+
+def stats_line(stats: dict | None) -> str:
+    """Density and max activation, or words saying the feature pass has no statistics for it."""
+    if stats is None:
+        return '<span class="wb-missing">no activation statistics</span>'
+    return (f'<span title="share of the feature pass tokens on which it fires">density '
+            f'<b>{html.number(stats["freq"], percent=True)}</b></span>'
+            f'<span>max act <b>{html.number(stats["max_act"])}</b></span>')
 
 
 def _logits(stats: dict) -> str:
     """Tokens whose logits this feature's decoder direction raises most and lowers most."""
+    if not stats["top_logits"] and not stats["bottom_logits"]:
+        return '<p class="wb-missing">No logit effects recorded for this dictionary.</p>'
     top = html.table(["promoted token", "logit"], [(t, float(v)) for t, v in stats["top_logits"]])
     bottom = html.table(["suppressed token", "logit"], [(t, float(v)) for t, v in stats["bottom_logits"]])
     return ("<h4>Logit effects</h4>"
@@ -39,13 +80,12 @@ def _logits(stats: dict) -> str:
 
 
 def examples(page: FeaturePage) -> str:
-    """Where an ITDA atom came from, then top and quantile examples, each token's background ∝ its
-    activation (scaled to max_act)."""
+    """Where an ITDA atom came from, then top and quantile examples as text, each token's background ∝
+    its activation on one scale for all examples (special tokens do not count)."""
     origin = _origin(page.origin) if page.origin is not None else ""
     if page.examples.empty:
         return origin + html.notice("No examples recorded for this feature.")
-    scale = float(page.stats["max_act"]) if page.stats else max(max(a, default=0.0) for a in page.examples["acts"])
-    return origin + html.example_rows(page.examples, scale)
+    return origin + html.example_rows(page.examples, html.example_scale(page.examples))
 
 
 def _origin(origin: dict) -> str:

@@ -27,7 +27,7 @@ def token_strip(seen: Inspection) -> str:
 
 def _title(seen: Inspection, by_pos: pd.DataFrame, pos: int) -> str:
     if not seen.counted[pos]:
-        return "not counted (special token or massive-norm sink)"
+        return html.NOT_COUNTED
     return f"features {by_pos['top'][pos]}" if pos in by_pos.index else "no active feature"
 
 

@@ -24,6 +24,12 @@ HOSTILE_FEATURE = 3
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
 HOSTILE_TOKENS = ["The", " page", " said", " " + SCRIPT, " and", " " + IMG, " then", " ended", ".", "\n"]
+SINK_FEATURE = 9
+SINK_ACT = 3900.0
+SMOLLM_TOKENS = ["<|im_start|>", "The", " neutr", "ino", " cost", " $", "5", "2", "7", ".", "6", "1", "m", " in",
+                 " ", "2", "0", "1", "9", ".", "\n", "New"]
+"""A packed block as SmolLM2's tokenizer splits it (the feature pass's token strings): feature 9's top
+example, its window opening on `<|im_start|>` with the activation of a massive-norm sink."""
 WORDS = ("the river flows past the old mill and the town square where markets meet on sunday "
          "while children play near the church and the baker sells bread to the crowd").split()
 DICTS = {  # dict_id -> (method, metrics)
@@ -40,7 +46,15 @@ EXPLANATIONS = {  # feature -> text (one hostile: LLM output is untrusted too)
     HOSTILE_FEATURE: "HTML script tags <b>in web pages</b> <img src=x onerror=alert(2)>",
     5: "names of rivers and flowing water",
     7: "bread, bakeries and markets",
+    SINK_FEATURE: "particle names and prices in dollars",
 }
+SCORES = {f"x{SINK_FEATURE}": {"detection": 0.82, "detection:shuffled": 0.51, "fuzzing": 0.77,
+                               "fuzzing:shuffled": 0.49},
+          "x-old": {"detection": 0.6, "detection:shuffled": 0.5}}
+"""Scores by explanation id (with the shuffled controls `workbench interpret --controls` adds); the
+others have detection 0.75 only."""
+OLD_EXPLANATION = "dollar amounts"
+"""An earlier explanation of SINK_FEATURE with its own scores: its page shows the latest one only."""
 
 
 @dataclass
@@ -53,6 +67,7 @@ def documents(n_docs: int = 12, length: int = 40, seed: int = 0) -> dict[str, li
     rng = np.random.default_rng(seed)
     docs = {f"doc-{i}": [" " + WORDS[j] for j in rng.integers(0, len(WORDS), length)] for i in range(n_docs)}
     docs["doc-hostile"] = HOSTILE_TOKENS
+    docs["doc-smollm"] = SMOLLM_TOKENS
     return docs
 
 
@@ -63,7 +78,7 @@ def _tokens_table(docs: dict[str, list[str]]) -> pd.DataFrame:
 
 def _example(rng: np.random.Generator, docs: dict[str, list[str]], kind: str, rank: int, act: float,
              doc: str | None = None, pos: int | None = None) -> dict:
-    doc = doc or str(rng.choice([d for d in docs if d != "doc-hostile"]))
+    doc = doc or str(rng.choice([d for d in docs if d not in ("doc-hostile", "doc-smollm")]))
     n = len(docs[doc])
     pos = int(rng.integers(0, n)) if pos is None else pos
     start, end = max(0, pos - 4), min(n, pos + 4)
@@ -78,6 +93,10 @@ def _feature_rows(dict_id: str, feature: int, docs: dict[str, list[str]], rng: n
     examples += [_example(rng, docs, f"q{q}", 0, max_act * (q + 0.5) / 10) for q in range(10)]
     if feature == HOSTILE_FEATURE:
         examples[0] = _example(rng, docs, "top", 0, max_act, "doc-hostile", 3)
+    if feature == SINK_FEATURE:   # the sink's activation as a pass from before the token rule stored it
+        acts = [SINK_ACT, 0.0, max_act, max_act / 2] + [0.0] * (len(SMOLLM_TOKENS) - 4)
+        examples[0].update(doc_id="doc-smollm", pos=2, act=max_act, window_start=0, window_acts=acts,
+                           window_tokens=SMOLLM_TOKENS)
     for e in examples:
         e.update(dict_id=dict_id, feature=feature)
     edges = np.linspace(0, max_act, 21)
@@ -204,11 +223,13 @@ def build_store(path: Path, sae_folder: Path, seed: int = 0) -> BuiltStore:
             stats.append(s)
             examples += e
     examples_df = pd.DataFrame(examples).sort_values(["dict_id", "feature", "kind", "rank"])
-    expl = pd.DataFrame([dict(expl_id=f"x{f}", dict_id="tiny-topk", feature=f, explainer="test", prompt_version="v1",
-                              text=t, tokens_in=100, tokens_out=10, seconds=0.5,
-                              created_at=pd.Timestamp("2026-11-28 21:00")) for f, t in EXPLANATIONS.items()])
-    scores = pd.DataFrame([dict(expl_id=f"x{f}", scorer="detection", score=0.75, n=20, details="{}")
-                           for f in EXPLANATIONS])
+    written = [(f"x{f}", f, t, "2026-11-28 21:00") for f, t in EXPLANATIONS.items()]
+    written.append(("x-old", SINK_FEATURE, OLD_EXPLANATION, "2026-11-28 20:00"))
+    expl = pd.DataFrame([dict(expl_id=x, dict_id="tiny-topk", feature=f, explainer="test", prompt_version="v1",
+                              text=t, tokens_in=100, tokens_out=10, seconds=0.5, created_at=pd.Timestamp(at))
+                         for x, f, t, at in written])
+    scores = pd.DataFrame([dict(expl_id=x, scorer=n, score=v, n=20, details="{}")
+                           for x, *_ in written for n, v in SCORES.get(x, {"detection": 0.75}).items()])
     store = Store(path)
     store.publish(RUN_ID, {
         "dictionaries": pd.DataFrame(dict_rows), "feature_stats": pd.DataFrame(stats),

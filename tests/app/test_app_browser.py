@@ -6,16 +6,21 @@ import subprocess
 import sys
 import textwrap
 
+from app.html import NOT_COUNTED
 from app.server import build_app
 from tests.app.app_helpers import REPO, free_port
 from tests.app.store_builder import (
     CIRCUIT_RUN,
+    EXPLANATIONS,
     GEO_RUN,
     HOSTILE_FEATURE,
     IMG,
+    OLD_EXPLANATION,
     PROBE_RUN,
     SCRIPT,
     SIMILARITY_RUN,
+    SINK_FEATURE,
+    SMOLLM_TOKENS,
     STEERING_RUN,
     UNLEARN_RUN,
     BuiltStore,
@@ -84,6 +89,42 @@ def test_search_and_open_feature_page(page, server: str) -> None:
     page.wait_for_selector("#fb-hist .gtitle")
     assert page.locator("#fb-hist .gtitle").text_content() == "Activation histogram · feature 5"
     assert page.locator("#fb-hist .bars path").count() > 0
+
+
+def test_feature_page_header_and_examples_read_as_text(page, server: str) -> None:
+    """One explanation (the latest) with its scores beside their controls on one line; examples are the
+    text their tokens decode to, shaded on a scale `<|im_start|>`'s 3,900 does not set."""
+    open_features(page, server, f"&feature={SINK_FEATURE}")
+    wait_page(page, SINK_FEATURE)
+    header = page.locator("#fb-header")
+    assert header.locator(".wb-explanation").all_inner_texts() == [EXPLANATIONS[SINK_FEATURE]]
+    assert OLD_EXPLANATION not in header.inner_text()
+    line = header.locator(".wb-stats")
+    assert [s.strip() for s in line.locator("span").all_inner_texts()][:2] == [
+        "detection 0.82 · shuffled 0.51", "fuzzing 0.77 · shuffled 0.49"]
+    assert "density" in line.inner_text() and "max act" in line.inner_text()
+    rows = line.evaluate("e => { const r = document.createRange(); r.selectNodeContents(e); "
+                         "return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size; }")
+    assert rows == 1   # scores, density and max activation on one line
+    example = page.locator("#fb-examples .wb-tokens").first
+    assert example.text_content() == "".join(SMOLLM_TOKENS).replace("\n", "↵")   # no inserted spaces
+    assert example.inner_text() == "<|im_start|>The neutrino cost $527.61m in 2019.↵New"
+    sink, peak = example.locator("span.wb-excluded"), example.locator("span.wb-peak")
+    assert sink.text_content() == "<|im_start|>" and sink.get_attribute("style") is None
+    assert sink.get_attribute("title") == NOT_COUNTED
+    assert peak.text_content() == " neutr" and "rgba(255,140,0,1.00)" in peak.get_attribute("style")
+    assert float(peak.get_attribute("title")) > 0                          # hover shows the activation
+    edges = example.locator("span").evaluate_all("s => s.map(e => [e.getBoundingClientRect().left, "
+                                                 "e.getBoundingClientRect().right])")
+    assert all(abs(right - left) < 0.5 for (_, right), (left, _) in zip(edges[:6], edges[1:7]))   # no gaps
+
+
+def test_unexplained_feature_says_so_in_words(page, server: str) -> None:
+    open_features(page, server, "&feature=0")
+    wait_page(page, 0)
+    text = page.locator("#fb-header").inner_text()
+    assert "No explanation yet." in text and "not scored" in text and "density" in text
+    assert not any(word in text for word in ("None", "nan", "NaN", "<NA>"))
 
 
 def test_hostile_document_renders_as_text(page, server: str) -> None:

@@ -14,7 +14,7 @@ import app  # noqa: F401
 from app import data, html, semantic
 from app.live import Inspection
 from app.serve import PASSWORD_ENV, ServeConfig
-from app.views import features
+from app.views import feature_page, features
 from app.views.common import UPDATING, AppContext
 from app.views.inspector import token_strip
 from app.views.steering import parse_strengths
@@ -147,3 +147,75 @@ def test_evaluation_table_takes_the_latest_value_and_leaves_timings_out(built: B
     assert wide.loc["tiny-topk", "core/fvu"] == 0.2 and wide.loc["tiny-relu", "core/fvu"] == 0.18
     assert wide.loc["tiny-topk", "method"] == "topk" and "seconds/core" not in wide.columns
     assert pd.isna(wide.loc["tiny-relu", "probing/mean/raw_k=1"])
+
+
+def test_example_tokens_join_into_the_text_they_decode_to() -> None:
+    """No gap between tokens (a token's own leading space is its space); the special token is greyed, not
+    shaded; the peak is marked; each token's activation is its hover title."""
+    out = html.highlighted(["<|im_start|>", "The", " neutr", "ino", "\n"], [3900.0, 0.0, 4.0, 2.0, 0.0], 4.0, peak=2)
+    assert out == ('<span class="wb-tokens">'
+                   f'<span class="wb-excluded" title="{html.NOT_COUNTED}">&lt;|im_start|&gt;</span>'
+                   '<span title="0">The</span>'
+                   '<span class="wb-peak" style="background:rgba(255,140,0,1.00)" title="4"> neutr</span>'
+                   '<span style="background:rgba(255,140,0,0.50)" title="2">ino</span>'
+                   '<span title="0">↵</span></span>')
+    assert "margin" not in html.CSS.split(".wb-tokens span {")[1].split("}")[0]
+
+
+def test_example_scale_ignores_special_tokens() -> None:
+    """A pass from before the token rule stored 3,900 on `<|im_start|>`: the words' 4.0 sets the scale."""
+    examples = pd.DataFrame({"tokens": [["<|im_start|>", "The", " neutr"], [" cost", " $"]],
+                             "acts": [[3900.0, 0.0, 4.0], [1.0, 0.0]]})
+    assert html.example_scale(examples) == 4.0
+    assert html.counted_tokens(["<|im_end|>", "<|endoftext|>", "<", " <|x", "|>"]) == [False, False, True, True, True]
+
+
+def explanation_rows(*rows: tuple) -> pd.DataFrame:
+    """`queries.explanations` rows: (expl_id, text, scorer, score), oldest explanation first."""
+    return pd.DataFrame([(x, "llm", "v1", t, s, v, 20) for x, t, s, v in rows],
+                        columns=["expl_id", "explainer", "prompt_version", "text", "scorer", "score", "n"])
+
+
+STATS = {"freq": 0.0123, "mean_act": 1.0, "max_act": 4.56789, "top_logits": [], "bottom_logits": []}
+
+
+def test_feature_header_shows_the_latest_explanation_once_with_scores_beside_their_controls() -> None:
+    explanations = explanation_rows(("old", "prices", "detection", 0.6), ("old", "prices", "detection:shuffled", 0.5),
+                                    ("new", "<b>prices</b>", "detection", 0.823), ("new", "<b>prices</b>",
+                                    "detection:shuffled", 0.51), ("new", "<b>prices</b>", "fuzzing", 0.77))
+    out = feature_page.header(data.FeaturePage("d<1>", 9, STATS, pd.DataFrame(), explanations))
+    assert out == ('<h2 class="wb-title">Feature 9 · d&lt;1&gt;</h2>'
+                   '<p class="wb-explanation" title="explainer llm · prompt_version v1">&lt;b&gt;prices&lt;/b&gt;</p>'
+                   '<div class="wb-stats">'
+                   '<span title="detection score of this explanation · shuffled: the same scorer on another '
+                   'feature&#x27;s explanation">detection <b>0.82</b> · shuffled 0.51</span>'
+                   '<span title="fuzzing score of this explanation">fuzzing <b>0.77</b></span>'
+                   '<span title="share of the feature pass tokens on which it fires">density <b>1.23%</b></span>'
+                   '<span>max act <b>4.568</b></span></div>'
+                   '<p class="wb-missing">No logit effects recorded for this dictionary.</p>')
+
+
+def test_missing_explanation_scores_and_statistics_are_said_in_words() -> None:
+    unexplained = feature_page.header(data.FeaturePage("d", 1, None, pd.DataFrame(), explanation_rows()))
+    unscored = feature_page.header(data.FeaturePage("d", 2, STATS, pd.DataFrame(),
+                                                    explanation_rows(("x", "rivers", None, None))))
+    failed = feature_page.header(data.FeaturePage("d", 3, STATS, pd.DataFrame(),
+                                                  explanation_rows(("x", "rivers", "detection", float("nan")))))
+    assert "No explanation yet." in unexplained and "no activation statistics" in unexplained
+    assert '<span class="wb-missing">not scored</span>' in unexplained and "not scored" in unscored
+    assert "detection <b>no score</b>" in failed
+    for out in (unexplained, unscored, failed):
+        assert not any(word in out for word in ("None", "nan", "NaN", "&lt;NA&gt;", "<NA>"))
+
+
+def test_numbers_and_tables_are_formatted_with_header_tooltips() -> None:
+    assert [html.number(v) for v in (0.123456, 23.5, 64, 16384, 2.0e-5, None, float("nan"), pd.NA)] == [
+        "0.1235", "23.5", "64", "16,384", "2e-05", "—", "—", "—"]
+    assert [html.number(v, percent=True) for v in (0.05, 0.93456, 0.000123)] == ["5%", "93.5%", "0.0123%"]
+    out = html.table([html.Column("fvu", "FVU", "fraction <unexplained>"), html.Column("dead", "dead", percent=True),
+                      "dictionary"], [(0.21, 0.05, "tiny-<topk>"), (float("nan"), None, None)])
+    assert out == ('<div class="wb-scroll"><table class="wb-table"><thead><tr>'
+                   '<th title="fraction &lt;unexplained&gt;">FVU</th><th>dead</th><th>dictionary</th></tr></thead>'
+                   '<tbody><tr><td class="wb-num" data-v="0.21">0.21</td><td class="wb-num" data-v="0.05">5%</td>'
+                   '<td>tiny-&lt;topk&gt;</td></tr><tr><td>—</td><td>—</td><td>—</td></tr></tbody></table></div>')
+
