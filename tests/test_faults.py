@@ -113,6 +113,10 @@ PIPELINES = {
                   "blocks.1.hook_resid_post", "--context", "64", "--tokens", "16384", "--expansion", "32",
                   "--sae.l0", "8", "--sae.threshold", "0.05", "--sae.batch-rows", "256", "--sae.mix-rows", "1024",
                   "--eval-tokens", "1000", "--ce-sequences", "4"]),
+    "steer-markup": Case(["steer-markup", "--dict-id", "{dict_id}", "--corpus", "sharegpt-sample",
+                          "--selection-conversations", "1", "--selection-context", "64", "--questions", "2",
+                          "--max-question-chars", "2000", "--alphas", "0,50,400", "--max-new-tokens", "8",
+                          "--progress", "false"]),
 }
 
 
