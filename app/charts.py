@@ -16,26 +16,33 @@ LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=45), template="plotly_
 
 
 def _metric(df: pd.DataFrame, name: str) -> pd.Series:
-    return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series([float("nan")] * len(df))
+    return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(float("nan"), index=df.index)
 
 
-def fvu_vs_l0(dicts: pd.DataFrame) -> go.Figure:
-    """Sparsity-fidelity frontier: one marker per dictionary, one trace per method."""
+def empty(title: str, message: str) -> go.Figure:
+    """A chart without data: its title and a line saying why, no axes (not an empty -1..1 grid)."""
     fig = go.Figure()
-    for method, group in dicts.groupby("method", sort=True):
-        fig.add_trace(go.Scatter(x=_metric(group, "l0"), y=_metric(group, "fvu"), mode="markers",
-                                 name=str(method), text=list(group["dict_id"]), marker=dict(size=10),
-                                 hovertemplate="%{text}<br>L0 %{x:.1f}<br>FVU %{y:.4f}<extra></extra>"))
-    fig.update_layout(title="FVU vs L0", xaxis_title="L0 (active latents per token)",
-                      yaxis_title="fraction of variance unexplained", **LAYOUT)
+    fig.add_annotation(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font=dict(size=14, color="#777"))
+    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, **LAYOUT)
     return fig
 
 
-def dead_fraction(dicts: pd.DataFrame) -> go.Figure:
-    fig = go.Figure(go.Bar(x=list(dicts["dict_id"]), y=_metric(dicts, "dead_frac_eval"),
-                           marker_color="#888", hovertemplate="%{x}<br>%{y:.2%}<extra></extra>"))
-    fig.update_layout(title="Dead fraction", yaxis_title="latents never active (eval tokens)",
-                      yaxis_tickformat=".0%", **LAYOUT)
+def metric_vs_l0(dicts: pd.DataFrame, metric: str, name: str, percent: bool = False) -> go.Figure:
+    """A sparsity-fidelity frontier: one marker per dictionary at (L0, `metric`), one colour and legend
+    entry per method; words instead when no dictionary has both values."""
+    title = f"{name} vs L0"
+    points = dicts.assign(x=_metric(dicts, "l0"), y=_metric(dicts, metric)).dropna(subset=["x", "y"])
+    if points.empty:
+        return empty(title, f"No dictionary has both L0 and {name} yet.")
+    fig = go.Figure()
+    for method, group in points.groupby("method", sort=True):
+        fig.add_trace(go.Scatter(x=group["x"], y=group["y"], mode="markers", name=str(method),
+                                 text=list(group["dict_id"]), marker=dict(size=10),
+                                 hovertemplate=f"%{{text}}<br>L0 %{{x:.1f}}<br>{name} "
+                                               f"%{{y:{'.1%' if percent else '.4f'}}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="L0 (active latents per token)", yaxis_title=name,
+                      yaxis_tickformat=".0%" if percent else "", legend_title_text="method", **LAYOUT)
     return fig
 
 
@@ -53,6 +60,8 @@ def probing_vs_k(evals: pd.DataFrame) -> go.Figure:
                 fig.add_trace(go.Scatter(x=ks, y=ys, mode="lines+markers", name=name, line=dict(dash=dash),
                                          visible=True if prefix == "k=" else "legendonly",
                                          hovertemplate="k=%{x}<br>accuracy %{y:.3f}<extra></extra>"))
+    if not fig.data:
+        return empty("Sparse probing accuracy vs k", "No sparse-probing evaluation yet (workbench evaluate).")
     fig.update_layout(title="Sparse probing accuracy vs k", xaxis_title="k (latents, or raw dimensions dashed)",
                       yaxis_title="held-out accuracy (mean of sets)", xaxis_type="log", **LAYOUT)
     return fig

@@ -44,15 +44,32 @@ def wait_page(page, feature: int) -> None:
 
 def test_dictionaries_tab(page, server: str) -> None:
     page.goto(server)
-    page.wait_for_selector(f"#dict-table {CELLS}")
-    cells = page.locator(f"#dict-table {CELLS}").all_inner_texts()
+    page.wait_for_selector("#dict-table td")
+    cells = page.locator("#dict-table td").all_inner_texts()
     assert "tiny-topk" in cells and "tiny-relu" in cells and "blocks.0.hook_resid_post" in cells
-    page.wait_for_selector("#fvu-l0 .gtitle")
-    assert page.locator("#fvu-l0 .gtitle").text_content() == "FVU vs L0"
-    assert page.locator("#dead-frac .gtitle").text_content() == "Dead fraction"
-    page.wait_for_selector(f"#eval-table {CELLS}")
-    evals = page.locator(f"#eval-table {CELLS}").all_inner_texts()
-    assert "0.375" in evals and "0.125" in evals and "0.81" in evals
+    assert "5%" in cells and "93%" in cells and "23.5" in cells   # dead fraction, CE loss recovered, L0
+    headers = page.locator("#dict-table th")
+    assert headers.all_inner_texts() == ["dictionary", "method", "recipe", "model", "hook", "d_in", "latents", "FVU",
+                                         "L0", "dead", "CE rec.", "KL"]
+    tips = dict(zip(headers.all_inner_texts(), headers.evaluate_all("hs => hs.map(h => h.title)")))
+    assert tips["FVU"].startswith("fraction of variance unexplained") and tips["CE rec."].startswith("CE loss")
+    lines = headers.evaluate_all("hs => hs.map(h => { const r = document.createRange(); r.selectNodeContents(h); "
+                                 "return r.getClientRects().length; })")
+    assert lines == [1] * len(lines)   # every header on one line, none broken letter by letter
+    for chart, title in (("#fvu-l0", "FVU vs L0"), ("#ce-l0", "CE loss recovered vs L0")):
+        page.wait_for_selector(f"{chart} .scatterlayer .point")
+        assert page.locator(f"{chart} .gtitle").text_content() == title
+        assert page.locator(f"{chart} .scatterlayer .point").count() == 2     # one marker per dictionary
+        assert page.locator(f"{chart} .legendtext").all_text_contents() == ["relu", "topk"]   # coloured by method
+    page.wait_for_selector("#eval-table td")
+    evals = page.locator("#eval-table td").all_inner_texts()
+    assert "37.5%" in evals and "12.5%" in evals and "81%" in evals   # absorption and probing as percentages
+    assert "dense" not in page.locator("#eval-table th").all_inner_texts()   # no column without values
+    first_column = "#eval-table tbody tr td:first-child"
+    page.locator("#eval-table th", has_text="FVU").click()                  # sorts by FVU, ascending
+    assert page.locator(first_column).all_inner_texts() == ["tiny-relu", "tiny-topk"]
+    page.locator("#eval-table th", has_text="FVU").click()
+    assert page.locator(first_column).all_inner_texts() == ["tiny-topk", "tiny-relu"]
     page.wait_for_selector("#probing-k .gtitle")
     assert page.locator("#probing-k .gtitle").text_content() == "Sparse probing accuracy vs k"
     assert page.locator("#probing-k .scatterlayer .trace").count() == 2   # one line per dictionary
@@ -63,7 +80,7 @@ def test_layer_similarity_heatmap(page, server: str) -> None:
     page.goto(server)
     page.get_by_text("Layer similarity between two models").click()
     page.locator("#sim-run input").fill(SIMILARITY_RUN)   # typed: the list opens below the fold
-    page.keyboard.press("Enter")
+    page.get_by_role("option", name=SIMILARITY_RUN).click()   # once the page's load has filled the choices
     page.wait_for_selector("#sim-heatmap .gtitle")
     assert page.locator("#sim-heatmap .gtitle").text_content() == "jaccard by layer"
     assert "accuracy (jaccard): 1.000 of 3 layers" in page.locator("#sim-accuracy").inner_text()
@@ -279,7 +296,7 @@ def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str,
             assert page.locator(".wb-error").count() == 0
             assert page.locator(".toast-body").count() == 0  # gradio's error toasts
             page.get_by_role("tab", name="Dictionaries").click()
-            page.wait_for_selector(f"#dict-table {CELLS}")
+            page.wait_for_selector("#dict-table td")
     finally:
         out, _ = writer.communicate(timeout=60)
     assert writer.returncode == 0 and int(out.split()[-1]) > 5  # the pipeline really was writing

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 import app  # noqa: F401
-from app import data, html, semantic
+from app import charts, data, html, semantic
 from app.live import Inspection
 from app.serve import PASSWORD_ENV, ServeConfig
-from app.views import feature_page, features
+from app.views import dictionaries, feature_page, features
 from app.views.common import UPDATING, AppContext
 from app.views.inspector import token_strip
 from app.views.steering import parse_strengths
@@ -219,3 +219,17 @@ def test_numbers_and_tables_are_formatted_with_header_tooltips() -> None:
                    '<tbody><tr><td class="wb-num" data-v="0.21">0.21</td><td class="wb-num" data-v="0.05">5%</td>'
                    '<td>tiny-&lt;topk&gt;</td></tr><tr><td>—</td><td>—</td><td>—</td></tr></tbody></table></div>')
 
+
+def test_dictionaries_view_shows_the_evaluated_columns_and_charts_say_when_empty() -> None:
+    evals = pd.DataFrame({"dict_id": ["a", "b"], "method": ["topk", "relu"], "recipe": ["block", "block"],
+                          "core/fvu": [0.2, 0.3], "probing/mean/k=1": [0.6, None], "core/kl": [None, None]})
+    out = dictionaries.table(evals, dictionaries.EVAL_COLUMNS)
+    assert [h.split(">")[-1] for h in out.split("</th>")[:-1]] == ["dictionary", "method", "recipe", "FVU", "probe k=1"]
+    assert '<td class="wb-num" data-v="0.6">60%</td>' in out
+    dicts = pd.DataFrame({"dict_id": ["a", "b", "c"], "method": ["topk", "relu", "relu"], "l0": [8.0, 20.0, None],
+                          "fvu": [0.2, 0.1, 0.3]})
+    frontier = charts.metric_vs_l0(dicts, "fvu", "FVU")
+    assert [(t.name, list(t.text)) for t in frontier.data] == [("relu", ["b"]), ("topk", ["a"])]
+    empty = charts.metric_vs_l0(dicts, "ce_loss_recovered", "CE loss recovered", percent=True)
+    assert not empty.data and empty.layout.annotations[0].text == "No dictionary has both L0 and CE loss recovered yet."
+    assert not charts.probing_vs_k(evals.drop(columns="probing/mean/k=1")).data
