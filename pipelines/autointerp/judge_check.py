@@ -141,6 +141,9 @@ def run(cfg: JudgeCheckConfig, store: Store, sources: dict[str, str] | None = No
             with tqdm(total=total, unit="score", desc="judge-check", disable=not cfg.progress) as bar:
                 rows = pd.DataFrame(run_sync(_score_all(client, cases, cfg.scorers, bar)))
             thresholds = calibrate(rows)
+            if not thresholds:
+                raise RuntimeError(f"no threshold could be calibrated: every score of the correct explanations "
+                                   f"failed (first: {rows['error'].dropna().iloc[0]})")
             rows = add_balanced_accuracy(rows, thresholds)
             store.publish(run_id, {"judge_calibrations": calibration_frame(rows, thresholds, model)})
     print(f"judge {model}: {len(cases)} known features, {cfg.windows} + {cfg.windows} windows each")

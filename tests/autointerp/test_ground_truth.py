@@ -88,3 +88,17 @@ def test_reduced_suite_calibrates_a_threshold_that_scorers_use(data_dir):
         assert result.details["threshold_source"] == run_id and set(result.details["strata"]) == {"known"}
     finally:
         server.stop()
+
+
+def test_a_judge_that_never_answers_says_so(data_dir):
+    """The tiny model gives the yes/no scorers no answers on one side: the run fails naming that no
+    threshold could be calibrated and why, instead of a missing-columns error from the publish."""
+    server = start()
+    try:
+        store = Store(data_dir / "judge.duckdb")
+        values = {"windows": 2, "features": ["year"], "progress": False, "llm": {"base_url": server.url}}
+        with pytest.raises(RuntimeError, match=r"no threshold could be calibrated: .*ScoreError"):
+            judge_check.run(build_config(JudgeCheckConfig, values=values), store, sources={"wiki": "wiki-sample"})
+        assert store.query("SELECT count(*) AS n FROM judge_calibrations")["n"].item() == 0
+    finally:
+        server.stop()
