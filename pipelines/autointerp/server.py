@@ -62,11 +62,10 @@ def parse_faults(spec: str) -> deque[tuple[str, float]]:
 
 def model_folder(name: str) -> Path:
     """A registry model name or Hugging Face folder -> the folder to load with transformers."""
-    from pipelines.autointerp import llamacpp
     from workbench import models
 
     folders = {"smollm2-135m-instruct": models.smollm2_hf_dir, "tiny": models.tiny_hf_dir,
-               llamacpp.QWEN_ALIAS: llamacpp.qwen_hf_dir}
+               models.QWEN_CODER: models.qwen_hf_dir}
     if name in folders:
         return folders[name]()
     path = Path(name)
