@@ -97,53 +97,67 @@ def _first_tensor(value) -> torch.Tensor:
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
-def _hf_forward(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor) -> torch.Tensor:
-    target = hf_target(loaded.hf, hook_point)
-    if target is None:
-        raise ValueError(f"hook point {hook_point!r} has no HF fast path for {loaded.name}")
-    module, which = target
-    captured: dict[str, torch.Tensor] = {}
+def _hf_forward(loaded: LoadedModel, hook_points: list[str], tokens: torch.Tensor) -> list[torch.Tensor]:
+    targets = [hf_target(loaded.hf, hook_point) for hook_point in hook_points]
+    for hook_point, target in zip(hook_points, targets):
+        if target is None:
+            raise ValueError(f"hook point {hook_point!r} has no HF fast path for {loaded.name}")
+    captured: dict[int, torch.Tensor] = {}
 
-    def grab(tensor: torch.Tensor) -> None:
-        captured["act"] = tensor
-        raise _StopForward
+    def grab(i: int, tensor: torch.Tensor) -> None:
+        captured[i] = tensor
+        if len(captured) == len(hook_points):
+            raise _StopForward
 
-    if which == "input":
-        handle = module.register_forward_pre_hook(
-            lambda m, args, kwargs: grab(args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
-    else:
-        handle = module.register_forward_hook(lambda m, args, out: grab(_first_tensor(out)))
+    handles = []
+    for i, (module, which) in enumerate(t for t in targets if t is not None):
+        if which == "input":
+            handles.append(module.register_forward_pre_hook(
+                lambda m, args, kwargs, i=i: grab(i, args[0] if args else kwargs["hidden_states"]), with_kwargs=True))
+        else:
+            handles.append(module.register_forward_hook(lambda m, args, out, i=i: grab(i, _first_tensor(out))))
     try:
         loaded.hf.model(input_ids=tokens, use_cache=False)
     except _StopForward:
         pass
     finally:
-        handle.remove()
-    return split_heads(captured["act"], hook_point, loaded.model.cfg.n_heads)  # o_proj's input has heads merged
+        for handle in handles:
+            handle.remove()
+    # o_proj's input has the heads merged
+    return [split_heads(captured[i], hook_point, loaded.model.cfg.n_heads) for i, hook_point in enumerate(hook_points)]
 
 
-def _tl_forward(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+def _tl_forward(loaded: LoadedModel, hook_points: list[str], tokens: torch.Tensor,
+                layers: list[int]) -> list[torch.Tensor]:
     captured: dict[str, torch.Tensor] = {}
 
     def grab(act: torch.Tensor, hook) -> None:
-        captured["act"] = act
+        captured[hook.name] = act
 
-    stop = layer + 1 if hook_point.startswith("blocks.") else None
-    loaded.model.run_with_hooks(tokens, fwd_hooks=[(hook_point, grab)], stop_at_layer=stop, return_type=None)
-    return captured["act"]
+    stop = max(layers) + 1 if all(hook_point.startswith("blocks.") for hook_point in hook_points) else None
+    loaded.model.run_with_hooks(tokens, fwd_hooks=[(hook_point, grab) for hook_point in set(hook_points)],
+                                stop_at_layer=stop, return_type=None)
+    return [captured[hook_point] for hook_point in hook_points]
 
 
 @torch.inference_mode()
 def hook_activations(loaded: LoadedModel, hook_point: str, tokens: torch.Tensor,
                      backend: str = "auto") -> torch.Tensor:
     """Activations [B, T, ...] at `hook_point` for token ids [B, T], running only as far as needed."""
-    layer = parse_hook_point(loaded, hook_point)
-    mappable = loaded.hf is not None and hf_target(loaded.hf, hook_point) is not None
-    if backend == "hf" and not mappable:
-        raise ValueError(f"hook point {hook_point!r} has no HF fast path for {loaded.name}")
+    return hook_activations_at(loaded, [hook_point], tokens, backend)[0]
+
+
+@torch.inference_mode()
+def hook_activations_at(loaded: LoadedModel, hook_points: list[str], tokens: torch.Tensor,
+                        backend: str = "auto") -> list[torch.Tensor]:
+    """Activations [B, T, ...] at each of `hook_points` from one forward that runs only as far as the
+    deepest needs (reading every layer costs one forward, not one per layer). The HF fast path is
+    taken when every hook point maps onto an HF module."""
+    layers = [parse_hook_point(loaded, hook_point) for hook_point in hook_points]
+    mappable = loaded.hf is not None and all(hf_target(loaded.hf, hook_point) is not None for hook_point in hook_points)
     if backend == "hf" or (backend == "auto" and mappable):
-        return _hf_forward(loaded, hook_point, tokens)
-    return _tl_forward(loaded, hook_point, tokens, layer)
+        return _hf_forward(loaded, hook_points, tokens)
+    return _tl_forward(loaded, hook_points, tokens, layers)
 
 
 # -- streams -------------------------------------------------------------------------------------
@@ -217,6 +231,19 @@ def _flatten(acts: torch.Tensor, tokens: torch.Tensor, lengths: list[int], drop_
                 median.expand(len(rows)).clone())
 
 
+def layer_batches(loaded: LoadedModel, hook_points: list[str], sequences: Iterable[torch.Tensor], batch_size: int,
+                  drop_first: bool = True, backend: str = "auto",
+                  first_seq: int = 0) -> Iterator[tuple[list[Rows], int]]:
+    """(rows at each hook point, sequences consumed) per forward batch, in corpus order; one forward
+    serves every hook point. `first_seq` numbers the first sequence."""
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    for tokens, lengths in _padded_batches(sequences, batch_size, pad_id):
+        acts = hook_activations_at(loaded, hook_points, tokens, backend)
+        yield [_flatten(merge_heads(a, hook_point), tokens, lengths, drop_first, first_seq)
+               for a, hook_point in zip(acts, hook_points)], len(lengths)
+        first_seq += len(lengths)
+
+
 def whole_batches(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: StreamConfig, first_seq: int = 0,
                   progress: bool = True) -> Iterator[tuple[Rows, int]]:
     """(rows, sequences consumed) per forward batch, in corpus order, until the token budget is reached.
@@ -224,17 +251,14 @@ def whole_batches(loaded: LoadedModel, sequences: Iterable[torch.Tensor], cfg: S
     Batches are never cut: the batch that crosses the budget is yielded whole, so a cache that stores
     what this yields has consumed exactly the sequences it counts. `first_seq` numbers the first
     sequence (a resumed stream continues the numbering)."""
-    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     bar = tqdm(total=cfg.token_budget, unit="tok", desc=f"activations {cfg.hook_point}", disable=not progress)
     done = 0
     try:
-        for tokens, lengths in _padded_batches(sequences, cfg.batch_size, pad_id):
-            acts = merge_heads(hook_activations(loaded, cfg.hook_point, tokens, cfg.backend), cfg.hook_point)
-            rows = _flatten(acts, tokens, lengths, cfg.drop_first, first_seq)
-            first_seq += len(lengths)
+        for [rows], consumed in layer_batches(loaded, [cfg.hook_point], sequences, cfg.batch_size, cfg.drop_first,
+                                              cfg.backend, first_seq):
             done += len(rows)
             bar.update(len(rows))
-            yield rows, len(lengths)
+            yield rows, consumed
             if cfg.token_budget is not None and done >= cfg.token_budget:
                 return
     finally:
