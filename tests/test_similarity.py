@@ -1,15 +1,20 @@
 """Similarity measures (workbench/similarity.py) on cases whose answer is known by construction, and
-`workbench compare-layers` end to end on the tiny model."""
+`workbench compare-layers` end to end on the tiny model, with itself and with a tiny Qwen2 of another
+tokenizer and depth (the app's heatmap of that rectangular run too)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from pipelines.compare_layers import CompareLayersConfig, _saved_path
+from app import charts, data
+from pipelines.compare_layers import CompareLayersConfig, _prompts, _saved_path
 from saes.itda import ITDA, ITDAConfig
 from workbench import cli, similarity
+from workbench.activations import hook_activations
 from workbench.config import build_config
+from workbench.models import load_model
 from workbench.store import Store
 
 
@@ -59,6 +64,17 @@ def test_label_jaccard_by_hand_and_matching_accuracy():
     assert similarity.matching_accuracy(s, torch.tensor([0, 2, 2])) == 1.0
 
 
+def test_layers_of_different_depth_match_by_relative_depth():
+    # layer i of A -> the layer of B nearest i (n_b - 1) / (n_a - 1)
+    assert similarity.relative_depth(5, 5).tolist() == [0, 1, 2, 3, 4]
+    assert similarity.relative_depth(2, 3).tolist() == [0, 2]
+    assert similarity.relative_depth(3, 2).tolist() == [0, 1, 1]          # 0.5: halves round up
+    depth = similarity.relative_depth(30, 28)                              # SmolLM2 against Qwen2.5
+    assert depth[[0, 7, 8, 15, 22, 29]].tolist() == [0, 7, 7, 14, 20, 27]  # 8*27/29 = 7.45, 22*27/29 = 20.48
+    s = torch.tensor([[0.9, 0.1], [0.2, 0.3], [0.8, 0.5]])                 # 3 layers of A against 2 of B
+    assert similarity.matching_accuracy(s) == pytest.approx(2 / 3)         # expected 0, 1, 1: the last row misses
+
+
 def itda(labels: list[tuple[int, int]], stream: str = "s") -> ITDA:
     d = ITDA(ITDAConfig(d_in=4, d_sae=len(labels), l0=1, stream=stream))
     d.labels = torch.tensor([[s, p, 0] for s, p in labels])
@@ -95,7 +111,7 @@ def test_compare_layers_stores_every_measure_for_every_layer_pair(data_dir):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--layers", "0,5"], "layers [5] do not exist"), (["--itda.threshold", "1.5"], "threshold is a relative loss"),
-    (["--itda.l0", "200"], "l0 must be in"), (["--model-b", "smollm2-135m-instruct"], "layers: matching by relative"),
+    (["--itda.l0", "200"], "l0 must be in"),
     (["--site", "hook_nothing"], "hook_nothing"), (["--corpus", "no-such-corpus"], "no-such-corpus"),
 ])
 def test_compare_layers_refuses_bad_input_before_any_write(data_dir, extra, message, capsys):
@@ -113,7 +129,9 @@ def test_an_interrupted_compare_resumes_from_the_layers_it_saved(data_dir):
                                                     "context": 64, "tokens": 3000, "paired_tokens": 500,
                                                     "anchors": 50, "itda": {"d_sae": 128, "l0": 4, "batch_rows": 256,
                                                                             "mix_rows": 1024}, "progress": False})
-    saved = {(layer, seed): _saved_path(cfg, "tiny", layer, seed) for layer in (0, 1) for seed in (0, 1)}
+    tiny = load_model("tiny")
+    stream = _prompts(cfg, {"a": tiny, "b": tiny})[0]
+    saved = {(layer, seed): _saved_path(cfg, "tiny", layer, seed, stream) for layer in (0, 1) for seed in (0, 1)}
     assert all(p.exists() for p in saved.values())
     kept = {p: p.stat().st_mtime_ns for (layer, _), p in saved.items() if layer == 0}
     for (layer, _), p in saved.items():
@@ -125,3 +143,55 @@ def test_an_interrupted_compare_resumes_from_the_layers_it_saved(data_dir):
     assert {p: p.stat().st_mtime_ns for p in kept} == kept   # layer 0 read back, not rebuilt
     again = store.query("SELECT measure, layer_a, layer_b, value FROM similarities ORDER BY ALL")
     assert again.equals(first)                             # the same builds: the stream and seeds are fixed
+
+
+def test_compare_layers_across_tokenizers_and_depths_pairs_aligned_tokens(data_dir, tiny_qwen_dir):
+    """tiny (word-level, 2 layers) against a Qwen2 (byte-level BPE, 3 layers): a [2, 3] matrix per
+    measure, drawn by the app; paired row i of either model is the i-th aligned token end of the
+    held-out texts (recomputed here from the first sequence), and every atom label is an aligned
+    index of its training sequence."""
+    store = Store(data_dir / "w.duckdb")
+    assert cli.main(["--store", str(store.path), *COMPARE, "--model-b", str(tiny_qwen_dir)]) == 0
+    rows = store.query("SELECT measure, layer_a, layer_b, value FROM similarities")
+    assert len(rows) == len(similarity.MEASURES) * 2 * 3
+    assert sorted(set(zip(rows.layer_a, rows.layer_b))) == [(a, b) for a in range(2) for b in range(3)]
+    assert ((rows.value >= 0) & (rows.value <= 1 + 1e-6)).all()
+    assert (rows[rows.measure == "jaccard"].value > 0).any()          # some atoms are the same token end
+
+    matrix = data.similarity_matrix(store, store.query("SELECT run_id FROM runs")["run_id"].item(), "cka")
+    assert matrix.shape == (2, 3) and matrix.attrs["model_b"] == str(tiny_qwen_dir)
+    figure = charts.similarity_heatmap(matrix, "cka")
+    assert len(figure.data[0].z) == 2 and len(figure.data[0].z[0]) == 3
+    best = torch.tensor(matrix.to_numpy()).argmax(1)
+    assert similarity.matching_accuracy(torch.tensor(matrix.to_numpy())) == float((best == torch.tensor([0, 2])).mean(
+        dtype=torch.float64))
+
+    cfg = build_config(CompareLayersConfig, values={"model_a": "tiny", "model_b": str(tiny_qwen_dir),
+                                                    "corpus": "wiki-sample", "context": 64, "tokens": 3000,
+                                                    "paired_tokens": 500, "anchors": 50,
+                                                    "itda": {"d_sae": 128, "l0": 4, "batch_rows": 256,
+                                                             "mix_rows": 1024}, "progress": False})
+    models = {"a": load_model("tiny"), "b": load_model(str(tiny_qwen_dir))}
+    stream, prompts = _prompts(cfg, models)
+    for side, name, layer, seed in (("a", "tiny", 1, 0), ("b", str(tiny_qwen_dir), 2, 1)):
+        saved = load_file(str(_saved_path(cfg, name, layer, seed, stream)))
+        first = next(prompts["eval"].sequences(side))
+        aligned = prompts["eval"].index(side, torch.zeros(len(first), dtype=torch.long), torch.arange(len(first))) >= 0
+        acts = hook_activations(models[side], f"blocks.{layer}.hook_resid_post", first[None])[0][aligned]
+        assert len(saved["paired"]) == 500
+        assert torch.allclose(saved["paired"][: len(acts)], acts, atol=1e-4)
+        train = list(prompts["train"].sequences(side))
+        for seq, k in saved["labels"].tolist():
+            index = prompts["train"].index(side, torch.full((len(train[seq]),), seq), torch.arange(len(train[seq])))
+            assert 0 <= k <= int(index.max())
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--layers", "0,1"], "leave layers empty"), (["--corpus", "sharegpt-sample"], "chat documents"),
+])
+def test_compare_layers_across_tokenizers_refuses_bad_input_before_any_write(data_dir, tiny_qwen_dir, extra, message,
+                                                                            capsys):
+    store = Store(data_dir / "w.duckdb")
+    assert cli.main(["--store", str(store.path), *COMPARE, "--model-b", str(tiny_qwen_dir), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not store.path.exists() or store.query("SELECT count(*) AS n FROM runs")["n"].item() == 0

@@ -7,7 +7,7 @@
   `linear_cka` (Kornblith et al. 2019), `svcca` (Raghu et al. 2017), `relative_similarity`
   (Moschella et al. 2023: each token as its cosines to shared anchor tokens).
 - `matching_accuracy`: the share of layers of model A whose most similar layer of model B is the
-  layer the pairing expects (the same index for models of equal depth).
+  layer at the same relative depth (`relative_depth`; the same index for models of equal depth).
 """
 
 from __future__ import annotations
@@ -99,8 +99,15 @@ def relative_similarity(x: Tensor, y: Tensor, anchors: Tensor) -> float:
     return baselines(prepare(x, anchors), prepare(y, anchors))["relative"]
 
 
+def relative_depth(n_a: int, n_b: int) -> Tensor:
+    """For each of `n_a` layers of A, the layer of B at the same relative depth: the nearest to
+    i (n_b - 1) / (n_a - 1), halves rounded up (layer i for equal depths; 0 for a one-layer A)."""
+    i = torch.arange(n_a)
+    return (2 * i * (n_b - 1) + n_a - 1) // (2 * (n_a - 1)) if n_a > 1 else torch.zeros_like(i)
+
+
 def matching_accuracy(similarity: Tensor, expected: Tensor | None = None) -> float:
-    """Share of rows i (layers of A) whose most similar column (layer of B) is `expected[i]`
-    (default: i, for models of equal depth)."""
-    target = torch.arange(len(similarity)) if expected is None else expected
+    """Share of rows i (layers of A) whose most similar column (layer of B) is `expected[i]` (default:
+    the column at the same relative depth, `relative_depth(rows, columns)`: i for a square matrix)."""
+    target = relative_depth(*similarity.shape) if expected is None else expected
     return float((similarity.argmax(-1) == target).double().mean())
