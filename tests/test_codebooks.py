@@ -173,7 +173,11 @@ def test_train_points_codebooks_to_their_own_pipeline(data_dir, capsys):
     assert not (data_dir / "w.duckdb").exists()
 
 
-def test_contrast_codes_rank_codes_by_how_much_more_a_class_fires_them():
-    ids = torch.tensor([[5, 1], [5, 1], [5, 2], [3, 2], [4, 2], [3, 6]])   # tokens x slots
+def test_code_contrast_and_the_strongest_codes_of_each_group():
+    ids = torch.tensor([[5, 1], [5, 1], [5, 2], [3, 2], [4, 2], [3, 6]])   # tokens x slots, global ids
     in_class = torch.tensor([True, True, True, False, False, False])
-    assert codebooks.contrast_codes(ids, in_class, d_sae=8, n=2) == [5, 1]   # rates 1 - 0 and 2/3 - 0; others <= 0
+    difference = codebooks.code_contrast(ids, in_class, d_sae=8)
+    assert difference.tolist() == pytest.approx([0, 2 / 3, 1 / 3 - 2 / 3, -2 / 3, -1 / 3, 1, -1 / 3, 0])
+    codebook = Codebook(CodebookConfig(d_in=4, d_sae=8, groups=2, k=2))   # codes 0-3 in group 0, 4-7 in group 1
+    # group 1's best two (5: 1, 7: 0) sum to 1 > group 0's (1: 2/3, 0: 0)
+    assert codebooks.strongest_codes_by_group(difference, codebook) == [(1, [5, 7]), (0, [1, 0])]

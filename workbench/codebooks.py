@@ -96,20 +96,29 @@ def disabled(model: HookedTransformer) -> Iterator[None]:
 @contextmanager
 def patch_codes(model: HookedTransformer, hook_point: str, features: Sequence[int],
                 positions: Sequence[int] | None = None) -> Iterator[None]:
-    """Force the codebook at `hook_point` to choose `features` (global code ids, at most k per group)
-    at `positions` of every sequence (all positions if None), in forward passes and generation
-    inside the block; each group's other slots keep the model's own choices."""
-    codebook = codebook_at(model, hook_point)
+    """Force the codebook at `hook_point` of a TransformerLens model to choose `features`; see `forced_codes`."""
+    with forced_codes(codebook_at(model, hook_point), features, positions):
+        yield
+
+
+@contextmanager
+def forced_codes(codebook: Codebook, features: Sequence[int], positions: Sequence[int] | None = None
+                 ) -> Iterator[None]:
+    """Force `codebook` to choose `features` (global code ids, at most k per group) at `positions` of
+    every sequence (all positions if None), in forward passes and generation inside the block, in
+    whichever model it is inserted (TransformerLens or Hugging Face); each group's other slots keep
+    the model's own choices."""
     cfg = codebook.cfg
     wanted = torch.as_tensor(list(features), dtype=torch.long)
     if len(wanted) == 0 or wanted.min() < 0 or wanted.max() >= cfg.d_sae:
-        raise ValueError(f"code ids must be in [0, {cfg.d_sae}) for the codebook at {hook_point}, got {list(features)}")
+        raise ValueError(f"code ids must be in [0, {cfg.d_sae}) for the codebook at {codebook.hook_point}, got "
+                         f"{list(features)}")
     forced: dict[int, Tensor] = {}
     for group in (wanted // cfg.codes).unique().tolist():
         forced[group] = (wanted[wanted // cfg.codes == group] % cfg.codes).unique()
         if len(forced[group]) > cfg.k:
-            raise ValueError(f"{len(forced[group])} codes forced in group {group} at {hook_point}, which chooses "
-                             f"only k={cfg.k} per token")
+            raise ValueError(f"{len(forced[group])} codes forced in group {group} at {codebook.hook_point}, which "
+                             f"chooses only k={cfg.k} per token")
     where = None if positions is None else torch.as_tensor(list(positions), dtype=torch.long)
     codebook.override = Overrides(forced, where)
     try:
@@ -204,9 +213,18 @@ def attach_saved(loaded: LoadedModel, folder: Path) -> LoadedModel:
     return loaded
 
 
-def contrast_codes(ids: Tensor, in_class: Tensor, d_sae: int, n: int) -> list[int]:
-    """The `n` codes whose firing rate on tokens of a class most exceeds their rate on the other
-    tokens (ids `[tokens, slots]` global ids, in_class `[tokens]` bool), largest difference first."""
+def code_contrast(ids: Tensor, in_class: Tensor, d_sae: int) -> Tensor:
+    """`[d_sae]`: each code's firing rate on tokens of a class minus its rate on the other tokens (ids
+    `[tokens, slots]` global ids, in_class `[tokens]` bool)."""
     fired = torch.zeros(len(ids), d_sae).scatter_(1, ids, 1.0)
-    difference = fired[in_class].mean(0) - fired[~in_class].mean(0)
-    return difference.topk(n).indices.tolist()
+    return fired[in_class].mean(0) - fired[~in_class].mean(0)
+
+
+def strongest_codes_by_group(difference: Tensor, codebook: Codebook) -> list[tuple[int, list[int]]]:
+    """Per group of `codebook`: its k global code ids with the largest `difference` (`[d_sae]`, e.g.
+    `code_contrast`), largest first; the groups ordered by the sum of those k values, largest first.
+    Forcing a group's k codes overwrites all of its slots, as the paper's topic steering does."""
+    cfg = codebook.cfg
+    top = difference.reshape(cfg.groups, cfg.codes).topk(cfg.k, dim=-1)
+    order = top.values.sum(-1).argsort(descending=True, stable=True).tolist()
+    return [(group, (top.indices[group] + group * cfg.codes).tolist()) for group in order]
