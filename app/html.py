@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 # One accent colour for activations: orange, alpha proportional to the activation.
@@ -71,7 +72,7 @@ def counted_tokens(tokens: Sequence[str]) -> list[bool]:
     """Which tokens of a stored window a colour scale counts: all but special tokens. The feature pass
     gives the other tokens the token rule leaves out (massive-norm sinks) no activation; only passes
     of dictionaries fitted before the rule stored activations on special tokens."""
-    return [SPECIAL_TOKEN.fullmatch(t) is None for t in tokens]
+    return [not (t.startswith("<|") and SPECIAL_TOKEN.fullmatch(t)) for t in tokens]
 
 
 def shown_token(token: str) -> str:
@@ -87,8 +88,8 @@ def token_span(token: str, act: float, scale: float, peak: bool = False, title: 
     Markup is kept short (no style on inactive tokens): a page can hold a thousand of these.
     """
     alpha = 0.0 if scale <= 0 or not counted else min(abs(act) / scale, 1.0)
-    classes = " ".join(c for c, on in (("wb-peak", peak), ("wb-excluded", not counted)) if on)
-    cls = f' class="{classes}"' if classes else ""
+    classes = ("wb-peak " if peak else "") + ("" if counted else "wb-excluded")
+    cls = f' class="{classes.strip()}"' if classes else ""
     style = f' style="background:rgba({ACT_RGB if act >= 0 else NEG_RGB},{alpha:.2f})"' if alpha >= 0.005 else ""
     text = esc(title) if title is not None else (f"{act:.4g}" if counted else NOT_COUNTED)
     return f'<span{cls}{style} title="{text}">{esc(shown_token(token))}</span>'
@@ -105,24 +106,24 @@ def highlighted(tokens: Sequence[str], acts: Sequence[float], scale: float, peak
 def example_scale(examples: pd.DataFrame) -> float:
     """The colour scale of a feature's examples: the largest activation on a counted token of any
     window, so one special token cannot blank the words."""
-    return max((abs(float(a)) for tokens, acts in zip(examples["tokens"], examples["acts"])
-                for a, c in zip(acts, counted_tokens(list(tokens))) if c), default=0.0)
+    kept = (np.abs(np.asarray(acts, dtype=float))[counted_tokens(tokens)]
+            for tokens, acts in zip(examples["tokens"], examples["acts"]))
+    return max((float(k.max()) for k in kept if k.size), default=0.0)
 
 
 def example_rows(examples: pd.DataFrame, scale: float) -> str:
     """Examples (kind, rank, act, pos, window_start, tokens, acts): top ones, then quantile samples."""
     parts: list[str] = []
     section = None
-    for row in examples.itertuples():
-        kind = str(row.kind)
+    columns = ("kind", "act", "pos", "window_start", "tokens", "acts")
+    for kind, act, pos, start, tokens, acts in zip(*(examples[c] for c in columns)):   # no per-row objects
         title = "Top activations" if kind == "top" else "Quantile samples (q0 weakest, higher bins stronger)"
         if title != section:
             parts.append(f"<h4>{esc(title)}</h4>")
             section = title
-        label = f"{float(row.act):.3f}" if kind == "top" else f"{esc(kind)} · {float(row.act):.3f}"
-        peak = int(row.pos) - int(row.window_start)
+        label = f"{float(act):.3f}" if kind == "top" else f"{esc(kind)} · {float(act):.3f}"
         parts.append(f'<div class="wb-example"><span class="wb-act">{label}</span>'
-                     f"{highlighted(list(row.tokens), list(row.acts), scale, peak)}</div>")
+                     f"{highlighted(list(tokens), list(acts), scale, int(pos) - int(start))}</div>")
     return "".join(parts)
 
 

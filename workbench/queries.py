@@ -101,11 +101,13 @@ def atom_origin(store: Source, dict_id: str, feature: int) -> dict | None:
 
 
 def explanations(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
-    """Explanations of one feature with their scores (one row per explanation x scorer), oldest first."""
+    """Explanations of one feature with their scores (one row per explanation x scorer), oldest first, each
+    explanation's rows together."""
     return store.query(
         "SELECT x.expl_id, x.explainer, x.prompt_version, x.text, s.scorer, s.score, s.n "
         "FROM explanations x LEFT JOIN scores s USING (expl_id) "
-        "WHERE x.dict_id = ? AND x.feature = ? ORDER BY x.created_at, s.scorer", [dict_id, feature_number(feature)])
+        "WHERE x.dict_id = ? AND x.feature = ? ORDER BY x.created_at, x.expl_id, s.scorer",
+        [dict_id, feature_number(feature)])
 
 
 def search_explanations(store: Source, dict_id: str, text: str, limit: int = 50) -> pd.DataFrame:

@@ -24,10 +24,10 @@ def header(page: FeaturePage) -> str:
 
 
 def latest_explanation(explanations: pd.DataFrame) -> pd.DataFrame:
-    """The rows (one per scorer) of the newest explanation: `explanations` lists the oldest first."""
-    if explanations.empty:
-        return explanations
-    return explanations[explanations["expl_id"] == explanations["expl_id"].iloc[-1]]
+    """The rows (one per scorer) of the newest explanation: `explanations` lists the oldest first, each
+    explanation's rows together."""
+    ids = explanations["expl_id"].tolist()
+    return explanations.iloc[ids.index(ids[-1]):] if ids else explanations
 
 
 def explanation_line(latest: pd.DataFrame) -> str:
@@ -42,10 +42,9 @@ def explanation_line(latest: pd.DataFrame) -> str:
 def score_line(latest: pd.DataFrame) -> str:
     """Each scorer's score with its shuffled control beside it, one span per scorer; words where the
     explanation has no scores."""
-    scored = latest.dropna(subset=["scorer"])
-    if scored.empty:
+    score = {s: v for s, v in zip(latest["scorer"], latest["score"]) if isinstance(s, str)}   # no scorer: unscored
+    if not score:
         return '<span class="wb-missing">not scored</span>'
-    score = dict(zip(scored["scorer"], scored["score"]))
     spans = []
     for name in sorted(s for s in score if not s.endswith(CONTROL)):
         control = f" · shuffled {_score(score[name + CONTROL])}" if name + CONTROL in score else ""
