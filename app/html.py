@@ -48,8 +48,8 @@ def esc(value: object) -> str:
 
 
 def missing(value: object) -> bool:
-    """None, pandas' NA or a float NaN: a value the store does not have."""
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    """None, pandas' NA or a NaN (numpy's float32 too): a value the store does not have."""
+    return value is None or value is pd.NA or (isinstance(value, numbers.Real) and math.isnan(value))
 
 
 def number(value: object, percent: bool = False) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -209,8 +210,8 @@ def test_missing_explanation_scores_and_statistics_are_said_in_words() -> None:
 
 
 def test_numbers_and_tables_are_formatted_with_header_tooltips() -> None:
-    assert [html.number(v) for v in (0.123456, 23.5, 64, 16384, 2.0e-5, None, float("nan"), pd.NA)] == [
-        "0.1235", "23.5", "64", "16,384", "2e-05", "—", "—", "—"]
+    values = (0.123456, 23.5, 64, 16384, 2.0e-5, None, float("nan"), pd.NA, np.float32("nan"))
+    assert [html.number(v) for v in values] == ["0.1235", "23.5", "64", "16,384", "2e-05", "—", "—", "—", "—"]
     assert [html.number(v, percent=True) for v in (0.05, 0.93456, 0.000123)] == ["5%", "93.5%", "0.0123%"]
     out = html.table([html.Column("fvu", "FVU", "fraction <unexplained>"), html.Column("dead", "dead", percent=True),
                       "dictionary"], [(0.21, 0.05, "tiny-<topk>"), (float("nan"), None, None)])
