@@ -242,7 +242,7 @@ def _read(cfg: CompareLayersConfig, loaded: LoadedModel, hooks: list[str], promp
     one chunk per forward batch."""
     out: list[list[Rows]] = [[] for _ in hooks]
     served = [0] * len(hooks)
-    bar = tqdm(total=budget * len(hooks), unit="row", desc=f"activations of {loaded.name}", disable=not progress)
+    bar = tqdm(total=budget, unit="tok", desc=f"{loaded.name}: rows at every layer", disable=not progress)
     for per_hook, _ in layer_batches(loaded, hooks, prompts.sequences(side), cfg.forward_batch):
         for i, rows in enumerate(per_hook):
             if served[i] >= budget:
@@ -252,7 +252,7 @@ def _read(cfg: CompareLayersConfig, loaded: LoadedModel, hooks: list[str], promp
                 rows = rows[counts(rows)]
             out[i].append(rows[: budget - served[i]])
             served[i] += len(out[i][-1])
-            bar.update(len(out[i][-1]))
+        bar.update(min(served) - bar.n)
         if min(served) >= budget:
             break
     bar.close()
