@@ -73,6 +73,7 @@ def test_layers_of_different_depth_match_by_relative_depth():
     assert depth[[0, 7, 8, 15, 22, 29]].tolist() == [0, 7, 7, 14, 20, 27]  # 8*27/29 = 7.45, 22*27/29 = 20.48
     s = torch.tensor([[0.9, 0.1], [0.2, 0.3], [0.8, 0.5]])                 # 3 layers of A against 2 of B
     assert similarity.matching_accuracy(s) == pytest.approx(2 / 3)         # expected 0, 1, 1: the last row misses
+    assert similarity.matching_accuracy(s, within=1) == 1.0                # ... by one layer
 
 
 def itda(labels: list[tuple[int, int]], stream: str = "s") -> ITDA:

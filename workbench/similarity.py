@@ -106,8 +106,9 @@ def relative_depth(n_a: int, n_b: int) -> Tensor:
     return (2 * i * (n_b - 1) + n_a - 1) // (2 * (n_a - 1)) if n_a > 1 else torch.zeros_like(i)
 
 
-def matching_accuracy(similarity: Tensor, expected: Tensor | None = None) -> float:
+def matching_accuracy(similarity: Tensor, expected: Tensor | None = None, within: int = 0) -> float:
     """Share of rows i (layers of A) whose most similar column (layer of B) is `expected[i]` (default:
-    the column at the same relative depth, `relative_depth(rows, columns)`: i for a square matrix)."""
+    the column at the same relative depth, `relative_depth(rows, columns)`: i for a square matrix), or
+    at most `within` columns from it."""
     target = relative_depth(*similarity.shape) if expected is None else expected
-    return float((similarity.argmax(-1) == target).double().mean())
+    return float(((similarity.argmax(-1) - target).abs() <= within).double().mean())
