@@ -1,4 +1,4 @@
-"""Constants and helpers shared by the app tests and benchmarks/app.py (Chromium as STACK.md runs it)."""
+"""Constants and helpers shared by the app tests and benchmarks/app_clicks.py (Chromium as STACK.md runs it)."""
 
 from __future__ import annotations
 

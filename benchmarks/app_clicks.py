@@ -6,7 +6,7 @@ some explanations; serves the app; then in the browser types a random feature id
 feature", and times click -> page rendered (header, examples and histogram of that feature) with
 `performance.now()` on the page. Also times the store reads alone, server side.
 
-    .venv/bin/python benchmarks/app.py [--features 262144] [--clicks 60] [--rebuild]
+    .venv/bin/python benchmarks/app_clicks.py [--features 262144] [--clicks 60] [--rebuild]
 
 The last line is `RESULT key=value ...`. Run it when no other heavy job is running (`uptime`).
 """
