@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_CACHE = REPO / "data" / "cache"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # scripts/test.sh runs two workers on two cores: two torch threads each would oversubscribe them
+    # (a tiny model's forward is several times slower on contended threads than on one).
+    torch.set_num_threads(1)
 
 
 def link_shared_caches(cache: Path) -> None:

@@ -78,20 +78,15 @@ def test_interrupting_a_run_marks_its_unfinished_sub_runs(tmp_path):
     assert statuses == {"base": "interrupted", "base/f1": "finished", "base/f2": "interrupted", "other/f3": "running"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "nope"], "unknown model 'nope'"),
-    (["--model", "tiny", "--hook-point", "blocks.1.hook_nope"], "unknown hook point"),
-    (["--model", "tiny", "--hook-point", "blocks.9.hook_resid_post"], "layer 9 out of range"),
-    (["--model", "tiny", "--hook-point", "blocks.1.hook_resid_post", "--corpus", "nope"], "unknown corpus"),
-    (["--model", "tiny", "--layout", "zigzag"], "layout must be packed or chat"),
-])
-def test_bad_input_is_one_line_and_store_unchanged(data_dir, args, message):
+def test_bad_input_in_a_real_process_is_one_line_and_store_unchanged(data_dir):
+    """One bad flag through a fresh interpreter, so nothing printed while importing can add a line;
+    tests/test_malformed_inputs.py checks every other bad flag in-process."""
     store = data_dir / "w.duckdb"
     Store(store).init()
-    result = subprocess.run([sys.executable, "-m", "workbench.cli", "--store", str(store), "collect", *args],
-                            env=subprocess_env(data_dir), capture_output=True, text=True)
+    argv = [sys.executable, "-m", "workbench.cli", "--store", str(store), "collect", "--model", "nope"]
+    result = subprocess.run(argv, env=subprocess_env(data_dir), capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "unknown model 'nope'" in result.stderr
     assert Store(store).query("SELECT count(*) AS n FROM runs")["n"].item() == 0
 
 

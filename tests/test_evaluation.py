@@ -2,9 +2,6 @@
 `workbench evaluate` end to end on the tiny model (rows stored, reruns skipped, bad input refused)."""
 
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -220,16 +217,3 @@ def test_bad_input_is_refused_before_any_write(two_seeds, fields, message):
     with pytest.raises((ValueError, LookupError), match=message):
         evaluate_run(EvaluateConfig(**{**EVAL, "dict_id": first, **fields}), store)
     assert _table(store) == before
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--dict-id", "d", "--groups", "core,vibes"], "unknown metric groups ['vibes']"),
-    (["--all", "true", "--ks", "1,x"], "argument --ks: expected comma-separated int values, got '1,x'"),
-    (["--all", "true", "--ks", "1,-2"], "ks must be positive integers"),
-    ([], "give exactly one of dict_id and --all"),
-])
-def test_cli_bad_flags_give_one_line(data_dir, flags, message):
-    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "--store", str(data_dir / "w.duckdb"), "evaluate",
-                           *flags], capture_output=True, text=True, env={**os.environ, "WORKBENCH_DATA": str(data_dir)})
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "error: " in lines[0] and message in lines[0]

@@ -1,8 +1,12 @@
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import pytest
 import torch
 
 from workbench.fetch import qwen_gguf_path
-from workbench.models import QWEN_CODER, ModelError, load_model, parse_hook_point
+from workbench.models import QWEN_CODER, ModelError, _build_folder_once, load_model, parse_hook_point
 
 
 def _prompt_ids(loaded, text: str) -> torch.Tensor:
@@ -73,3 +77,21 @@ def test_hook_point_validation(tiny):
         parse_hook_point(tiny, "blocks.5.hook_resid_post")
     with pytest.raises(ModelError, match="unknown hook point"):
         parse_hook_point(tiny, "blocks.0.hook_nonsense")
+
+
+def test_a_cache_folder_built_by_two_workers_at_once_is_whole(tmp_path):
+    """Parallel test workers (or two jobs) may build the tiny model at once: both calls return, the
+    folder holds one writer's complete files, and no temporary folder is left behind."""
+    folder, both_writing = tmp_path / "models" / "built", threading.Barrier(2)
+
+    def write(tmp: Path) -> None:
+        both_writing.wait(timeout=10)
+        for part in ("a", "b"):
+            (tmp / part).write_text(threading.current_thread().name)
+
+    with ThreadPoolExecutor(2, thread_name_prefix="writer") as pool:
+        for call in [pool.submit(_build_folder_once, folder, write) for _ in range(2)]:
+            call.result(timeout=30)   # raises what the call raised
+    contents = {(folder / part).read_text() for part in ("a", "b")}
+    assert len(contents) == 1
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["built"]

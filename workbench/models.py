@@ -15,6 +15,9 @@ A folder saved with codebooks (`workbench/codebooks.py`) loads with them inserte
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,11 +158,29 @@ def tiny_hf_dir() -> Path:
         torch.manual_seed(0)
         config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id, **TINY_CONFIG)
-        tmp = folder.with_suffix(".partial")
-        LlamaForCausalLM(config).save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        tmp.rename(folder)
+
+        def write(tmp: Path) -> None:
+            LlamaForCausalLM(config).save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+
+        _build_folder_once(folder, write)
     return folder
+
+
+def _build_folder_once(folder: Path, write: Callable[[Path], None]) -> None:
+    """Write a cache folder in a temporary folder beside it and rename it into place, so that processes
+    building it at once (parallel test workers) never see it half written; the first rename wins."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    tmp.chmod(0o755)   # mkdtemp makes it private; the cache is readable like any other folder
+    try:
+        write(tmp)
+        tmp.rename(folder)
+    except OSError:
+        if not folder.exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 TINY_CHAT_TEMPLATE = (
@@ -187,7 +208,7 @@ def tiny_tokenizer():
         fast = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|im_end|>",
                                        unk_token="<unk>", pad_token="<|endoftext|>")
         fast.chat_template = TINY_CHAT_TEMPLATE
-        fast.save_pretrained(folder)
+        _build_folder_once(folder, fast.save_pretrained)
     return AutoTokenizer.from_pretrained(str(folder))
 
 

@@ -113,9 +113,13 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         matrix = data.similarity_matrix(ctx.store, run_id, measure)
         accuracy = similarity.matching_accuracy(torch.tensor(matrix.to_numpy()))
         note = html.notice(f"Layer matching accuracy ({measure}): {accuracy:.3f} of {len(matrix)} layers of A "
-                           "have their own index as the most similar layer of B.")
+                           "have the layer of B at the same relative depth as their most similar one.")
         return {message: "", sim_accuracy: note, sim_plot: charts.similarity_heatmap(matrix, measure)}
 
     gr.on([sim_run.change, sim_measure.change], show_similarity, inputs=[sim_run, sim_measure],
           outputs=[message, sim_accuracy, sim_plot])
-    demo.load(lambda: gr.update(choices=data.similarity_runs(ctx.store)), outputs=sim_run)
+    @guarded(lambda m: {message: m})
+    def fill_similarity_runs() -> dict:
+        return {sim_run: gr.update(choices=data.similarity_runs(ctx.store))}   # the message is left to `show`
+
+    demo.load(fill_similarity_runs, outputs=[message, sim_run])

@@ -75,7 +75,11 @@ def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
 
     run.click(generate, inputs=[dict_menu, mode, features, tokens, chat, prompt], outputs=[message, baseline, steered])
     stored_menu.change(show_stored, inputs=stored_menu, outputs=[message, stored])
-    demo.load(lambda: gr.update(choices=data.steering_runs(ctx.store)), outputs=stored_menu)
+    @guarded(lambda m: {message: m})
+    def fill_stored_runs() -> dict:
+        return {stored_menu: gr.update(choices=data.steering_runs(ctx.store))}
+
+    demo.load(fill_stored_runs, outputs=[message, stored_menu])
     nav.steer_button.click(from_feature_page, inputs=[nav.dict_menu, nav.feature],
                            outputs=[nav.message, dict_menu, features, nav.tabs])
     demo.load(lambda: live_dictionary_menu(ctx, message, dict_menu), outputs=[message, dict_menu])

@@ -302,15 +302,17 @@ def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str,
     assert writer.returncode == 0 and int(out.split()[-1]) > 5  # the pipeline really was writing
 
 
-def test_a_long_publish_shows_updating_then_the_page(page, built: BuiltStore) -> None:
-    """A writer holding the store past the app's retry window: the page says "updating", then recovers."""
+def test_a_long_publish_shows_updating_then_the_page(page, built: BuiltStore, capfd) -> None:
+    """A writer holding the store past the app's retry window: the page says "updating", then recovers.
+    The writer holds the lock until the test has seen the notice (a fixed hold could end before a
+    loaded machine has drawn the page)."""
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
+        import sys
         from workbench.store import Store
         with Store({str(built.store.path)!r}).writer():
             print("locked", flush=True)
-            time.sleep(3)
-        """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+            sys.stdin.readline()
+        """)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     demo = build_app(Store(built.store.path, lock_timeout=0.5), "tiny")
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                 ssr_mode=False)
@@ -321,8 +323,10 @@ def test_a_long_publish_shows_updating_then_the_page(page, built: BuiltStore) ->
         page.wait_for_selector("#fb-message .wb-notice")
         assert "being updated" in page.locator("#fb-message").inner_text()
         assert page.locator(".wb-error").count() == 0 and page.locator(".toast-body").count() == 0
-        holder.wait(timeout=30)
+        assert "Traceback" not in capfd.readouterr().err   # every view's page-load callback met the lock
+        holder.communicate("release\n", timeout=30)
         page.reload()
         wait_page(page, HOSTILE_FEATURE)
     finally:
+        holder.kill()
         demo.close()
