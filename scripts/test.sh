@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: set up (idempotent), lint and type-check, then the default pytest suite (slow
-# tests excluded), in two worker processes (pytest-xdist): most tests use one core, so two workers
-# halve the wall time on this project's two-core machines. Ruff and mypy read their settings from
+# tests excluded), in two worker processes (pytest-xdist): most tests use one core, so a second
+# worker uses the second core of this project's machines. Ruff and mypy read their settings from
 # pyproject.toml. Extra arguments go to pytest (`-n 0` runs in one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
