@@ -23,14 +23,13 @@ def main() -> None:
     print("| run | model A | model B | layers | " + " | ".join(similarity.MEASURES) + " |")
     print("|---" * (4 + len(similarity.MEASURES)) + "|")
     for run_id in data.similarity_runs(store):
-        cells, shape, models = [], (0, 0), ("", "")
-        for measure in similarity.MEASURES:
-            frame = data.similarity_matrix(store, run_id, measure)
-            matrix = torch.tensor(frame.to_numpy())
-            shape, models = tuple(matrix.shape), (frame.attrs["model_a"], frame.attrs["model_b"])
-            cells.append(f"{similarity.matching_accuracy(matrix):.3f} "
-                         f"({similarity.matching_accuracy(matrix, within=1):.3f} within one)")
-        print(f"| {run_id} | {models[0]} | {models[1]} | {shape[0]} x {shape[1]} | " + " | ".join(cells) + " |")
+        frames = [data.similarity_matrix(store, run_id, measure) for measure in similarity.MEASURES]
+        matrices = [torch.tensor(frame.to_numpy()) for frame in frames]
+        cells = [f"{similarity.matching_accuracy(m):.3f} ({similarity.matching_accuracy(m, within=1):.3f} within one)"
+                 for m in matrices]
+        rows, columns = matrices[0].shape
+        print(f"| {run_id} | {frames[0].attrs['model_a']} | {frames[0].attrs['model_b']} | {rows} x {columns} | "
+              + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

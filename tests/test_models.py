@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from workbench.fetch import qwen_gguf_path
-from workbench.models import QWEN_CODER, ModelError, _build_folder_once, load_model, parse_hook_point
+from workbench.models import QWEN_CODER, ModelError, load_model, parse_hook_point
+from workbench.paths import write_atomically
 
 
 def _prompt_ids(loaded, text: str) -> torch.Tensor:
@@ -86,11 +87,12 @@ def test_a_cache_folder_built_by_two_workers_at_once_is_whole(tmp_path):
 
     def write(tmp: Path) -> None:
         both_writing.wait(timeout=10)
+        tmp.mkdir()   # `write` makes its path, as save_pretrained does
         for part in ("a", "b"):
             (tmp / part).write_text(threading.current_thread().name)
 
     with ThreadPoolExecutor(2, thread_name_prefix="writer") as pool:
-        for call in [pool.submit(_build_folder_once, folder, write) for _ in range(2)]:
+        for call in [pool.submit(write_atomically, folder, write) for _ in range(2)]:
             call.result(timeout=30)   # raises what the call raised
     contents = {(folder / part).read_text() for part in ("a", "b")}
     assert len(contents) == 1

@@ -15,9 +15,6 @@ A folder saved with codebooks (`workbench/codebooks.py`) loads with them inserte
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench.fetch import WheelSpec, extract, qwen_gguf
-from workbench.paths import cache_dir, fixtures_dir
+from workbench.paths import cache_dir, fixtures_dir, write_atomically
 from workbench.store import Store
 
 if TYPE_CHECKING:  # transformer_lens takes ~7 s to import: only loading a model pays for it
@@ -124,10 +121,16 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     hf = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     hf.hf_quantizer.remove_quantization_config(hf)  # type: ignore[union-attr,operator]  # else save_pretrained refuses
-    tmp = out_dir.with_suffix(".partial")
-    hf.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(out_dir)
+    _save_model_folder(out_dir, hf, tok)
+
+
+def _save_model_folder(folder: Path, model: Any, tokenizer: Any) -> None:
+    """A transformers model and its tokenizer as one folder, renamed into place once whole."""
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    write_atomically(folder, write)
 
 
 def _load_hf_folder(folder: Path, device: str, name: str) -> LoadedModel:
@@ -158,29 +161,8 @@ def tiny_hf_dir() -> Path:
         torch.manual_seed(0)
         config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id, **TINY_CONFIG)
-
-        def write(tmp: Path) -> None:
-            LlamaForCausalLM(config).save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-
-        _build_folder_once(folder, write)
+        _save_model_folder(folder, LlamaForCausalLM(config), tok)
     return folder
-
-
-def _build_folder_once(folder: Path, write: Callable[[Path], None]) -> None:
-    """Write a cache folder in a temporary folder beside it and rename it into place, so that processes
-    building it at once (parallel test workers) never see it half written; the first rename wins."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    tmp.chmod(0o755)   # mkdtemp makes it private; the cache is readable like any other folder
-    try:
-        write(tmp)
-        tmp.rename(folder)
-    except OSError:
-        if not folder.exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 TINY_CHAT_TEMPLATE = (
@@ -208,7 +190,7 @@ def tiny_tokenizer():
         fast = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|im_end|>",
                                        unk_token="<unk>", pad_token="<|endoftext|>")
         fast.chat_template = TINY_CHAT_TEMPLATE
-        _build_folder_once(folder, fast.save_pretrained)
+        write_atomically(folder, fast.save_pretrained)
     return AutoTokenizer.from_pretrained(str(folder))
 
 

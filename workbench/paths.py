@@ -7,6 +7,8 @@ Everything lives under one data folder (default `./data`, override with `WORKBEN
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,12 +30,23 @@ def default_store_path() -> Path:
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(tmp)` next to `path`, then rename it into place: a killed writer never leaves a partial
-    `path` for a resumed run to read back."""
+    """`write(tmp)` next to `path` under a name of its own, then rename it into place: a killed writer
+    never leaves a partial `path` for a resumed run to read back, and writers of the same path at once
+    (parallel test workers building a cache) never mix their files. Where two write one folder, the
+    first rename wins and the other's copy is dropped."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    write(tmp)
-    tmp.rename(path)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.partial")
+    try:
+        write(tmp)
+        tmp.rename(path)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def run_artifacts(kind: str, run_id: str) -> Path:

@@ -51,6 +51,15 @@ def guarded(fallback: Callable[[str], Any]) -> Callable[[Callable[..., Any]], Ca
     return wrap
 
 
+def menu_filler(message: gr.HTML, menu: gr.Dropdown, choices: Callable[[], list[str]]) -> Callable[[], dict]:
+    """A page-load callback that fills `menu` with `choices()`, nothing selected; a store trouble goes
+    to `message` (which is otherwise left to the view's own callbacks)."""
+    @guarded(lambda m: {message: m})
+    def fill() -> dict:
+        return {menu: gr.update(choices=choices())}
+    return fill
+
+
 def live_dictionary_menu(ctx: AppContext, message: gr.HTML, menu: gr.Dropdown) -> dict:
     """Updates for a view that runs the live model: its menu of the dictionaries trained on it."""
     @guarded(lambda m: {message: m})

@@ -8,7 +8,7 @@ import torch
 
 from app import charts, data, html
 from app.html import Column
-from app.views.common import AppContext, guarded
+from app.views.common import AppContext, guarded, menu_filler
 from saes import registry
 from workbench import queries, similarity
 
@@ -118,8 +118,4 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     gr.on([sim_run.change, sim_measure.change], show_similarity, inputs=[sim_run, sim_measure],
           outputs=[message, sim_accuracy, sim_plot])
-    @guarded(lambda m: {message: m})
-    def fill_similarity_runs() -> dict:
-        return {sim_run: gr.update(choices=data.similarity_runs(ctx.store))}   # the message is left to `show`
-
-    demo.load(fill_similarity_runs, outputs=[message, sim_run])
+    demo.load(menu_filler(message, sim_run, lambda: data.similarity_runs(ctx.store)), outputs=[message, sim_run])

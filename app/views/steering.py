@@ -8,7 +8,7 @@ import gradio as gr
 
 from app import data
 from app.live import INTERVENTIONS
-from app.views.common import AppContext, guarded, live_dictionary_menu
+from app.views.common import AppContext, guarded, live_dictionary_menu, menu_filler
 from app.views.features import FeatureNav
 
 TAB_ID = "steering"
@@ -75,11 +75,7 @@ def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
 
     run.click(generate, inputs=[dict_menu, mode, features, tokens, chat, prompt], outputs=[message, baseline, steered])
     stored_menu.change(show_stored, inputs=stored_menu, outputs=[message, stored])
-    @guarded(lambda m: {message: m})
-    def fill_stored_runs() -> dict:
-        return {stored_menu: gr.update(choices=data.steering_runs(ctx.store))}
-
-    demo.load(fill_stored_runs, outputs=[message, stored_menu])
+    demo.load(menu_filler(message, stored_menu, lambda: data.steering_runs(ctx.store)), outputs=[message, stored_menu])
     nav.steer_button.click(from_feature_page, inputs=[nav.dict_menu, nav.feature],
                            outputs=[nav.message, dict_menu, features, nav.tabs])
     demo.load(lambda: live_dictionary_menu(ctx, message, dict_menu), outputs=[message, dict_menu])
