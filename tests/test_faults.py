@@ -5,40 +5,30 @@ moment after its work is underway, within as long as the uninterrupted run worke
 the end, in separate data folders (so the killed run can only resume from its own files), and
 compares what the two stores hold.
 
-Every command is `workbench.cli.main(argv)` in a process of its own, on one thread, forked from a
-server process that imported the workbench once: a fresh interpreter spends ~6 s of each start
-importing torch and TransformerLens, which would dominate these tests. The kill is SIGKILL to that
-process, as to any."""
+Commands run as `tests/processes.py` starts them; the kill is SIGKILL to the command's process."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import random
 import shutil
-import sys
-import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from functools import cache
-from multiprocessing.context import ForkServerContext, ForkServerProcess
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
-from tqdm import tqdm
 
 import saes
 from tests.conftest import link_shared_caches
-from workbench import cli, jobs
-from workbench.store import Store, StoreError
+from tests.processes import run_to_end, start, store_clock, store_of, underway_at
+from tests.test_collect import COLLECT
+from workbench.store import Store
 
 TRAIN = ["train", "--model", "tiny", "--corpus", "wiki-sample", "--hook-point", "blocks.1.hook_resid_post",
-         "--tokens", "16384", "--batch-tokens", "16", "--buffer-tokens", "1024", "--context", "64",
+         "--tokens", "8192", "--batch-tokens", "16", "--buffer-tokens", "1024", "--context", "64",
          "--eval-tokens", "512", "--ce-sequences", "2", "--expansion", "16", "--sae.k", "8",
          "--trainer.checkpoint-every", "32"]
 
@@ -74,6 +64,7 @@ class Case(NamedTuple):
 SMALL_DICT = ["--tokens", "8000", "--batch-tokens", "512", "--buffer-tokens", "4096", "--eval-tokens", "1000",
               "--ce-sequences", "2", "--sae.k", "8", "--expansion", "4"]
 PIPELINES = {
+    "collect": Case(COLLECT),
     "probes": Case(["probes", "--model", "tiny", "--per-label", "3", "--tokens", "16", "--prompt-tokens", "8",
                     "--moe.steps", "60", "--moe.batch", "4", "--moe-blocks", "16", "--moe-seeds", "0,1"]),
     "geo": Case(["geo", "--model", "tiny", "--places", "200", "--layers", "0,1", "--sae-layer", "1",
@@ -81,13 +72,13 @@ PIPELINES = {
                  "--mapped-units", "2", "--batch", "16"]),
     "features": Case(["features", "--dict-id", "{dict_id}", "--split", "train", "--tokens", "18000", "--context", "64",
                       "--n-top", "5", "--per-quantile", "2"]),
-    "interpret": Case(["interpret", "--dict-id", "{dict_id}", "--features", "0:6", "--prefill", "true",
+    "interpret": Case(["interpret", "--dict-id", "{dict_id}", "--features", "0:4", "--prefill", "true",
                        "--scorers", "embedding,surprisal,intervention", "--n-train", "6", "--n-test", "4",
                        "--n-inactive", "4", "--intervention-prompts", "2", "--intervention-tokens", "4",
                        "--llm.base-url", "{llm}", "--llm.timeout-s", "30", "--progress", "false"]),
     "evaluate": Case(["evaluate", "--dict-id", "{dict_id}", "--groups", "core,stability,ground_truth",
                       "--corpus", "wiki-sample", "--context", "64", "--eval-tokens", "3000", "--ce-sequences", "4",
-                      "--synthetic-rows", "200000", "--progress", "false"]),
+                      "--synthetic-rows", "50000", "--progress", "false"]),
     "unlearn": Case(["unlearn", "--dict-id", "{dict_id}", "--concepts",
                      "geo=wiki-sample:Geography,people=wiki-sample:People", "--n-features", "4",
                      "--select-tokens", "1500", "--eval-tokens", "200", "--prompts", "2", "--prompt-tokens", "6",
@@ -222,79 +213,3 @@ def kill_at_random_moments(argv: list[str], rng: random.Random, within: float, d
         landed += alive and not done()
     print(f"{argv[2]}: {landed} of {kills} kills landed mid-run")   # argv[2]: the subcommand, after --store
     return landed
-
-
-def run_to_end(argv: list[str], underway: str = "") -> float:
-    """Run the command to its end; returns how long it worked (from when its work was underway)."""
-    since = store_clock()
-    proc = start(argv)
-    began = underway_at(proc, argv, since, underway)
-    proc.join()
-    assert proc.exitcode == 0, log(argv).read_text()[-3000:]
-    return time.monotonic() - began
-
-
-def underway_at(proc: ForkServerProcess, argv: list[str], since: datetime, underway: str) -> float:
-    """Wait until the command's work is underway (a run it began since `since` is `running`, or
-    `underway` is on its output) or it has ended; returns that moment."""
-    while proc.is_alive() and not ("running" in statuses(store_of(argv), since) or said(argv, underway)):
-        time.sleep(0.02)
-    return time.monotonic()
-
-
-def statuses(store: Path, since: datetime) -> list[str]:
-    """The statuses of the runs begun since `since` (a rerun begins its run again); none before the
-    command has created its store (a reader would create it) and while it still writes the file's
-    header (DuckDB refuses the file until then)."""
-    if not store.exists():
-        return []
-    try:
-        return Store(store).query("SELECT status FROM runs WHERE started_at >= ?", [since])["status"].tolist()
-    except StoreError:
-        return []
-
-
-def store_clock() -> datetime:
-    """Now, as the store records times."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def said(argv: list[str], text: str) -> bool:
-    """Whether the command has written `text` (if any) to its output."""
-    return bool(text) and log(argv).exists() and text in log(argv).read_text()
-
-
-def store_of(argv: list[str]) -> Path:
-    return Path(argv[argv.index("--store") + 1])
-
-
-def log(argv: list[str]) -> Path:
-    """The command's output, beside its store (whose folder is its data folder)."""
-    return store_of(argv).parent / "cli.log"
-
-
-def start(argv: list[str]) -> ForkServerProcess:
-    """`workbench argv` in a new process, with its store's folder as its data folder."""
-    log(argv).unlink(missing_ok=True)
-    proc = forks().Process(target=_cli, args=(argv,))
-    proc.start()
-    return proc
-
-
-def _cli(argv: list[str]) -> None:
-    torch.set_num_threads(1)   # tiny models run several times faster on one thread than on two contended ones
-    tqdm.set_lock(threading.RLock())   # its default, a named semaphore, would outlive a killed process
-    os.environ["WORKBENCH_DATA"] = str(store_of(argv).parent)
-    out = os.open(log(argv), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    sys.exit(cli.main(argv))
-
-
-@cache
-def forks() -> ForkServerContext:
-    """Processes forked from a server that has imported this module, TransformerLens and the pipelines."""
-    context = multiprocessing.get_context("forkserver")
-    modules = {jobs.job(case.args[0]).module for case in PIPELINES.values()} | {jobs.job("train").module}
-    context.set_forkserver_preload([__name__, "transformer_lens", *sorted(modules)])
-    return context
