@@ -81,9 +81,10 @@ def shown_token(token: str) -> str:
 
 
 def token_span(token: str, act: float, scale: float, peak: bool = False, title: str | None = None,
-               counted: bool = True) -> str:
+               counted: bool = True, pos: int | None = None) -> str:
     """One token with background alpha ∝ act / scale; its title (hover) is the value unless given. A
-    token the scale does not count is greyed, unshaded, and says so on hover.
+    token the scale does not count is greyed, unshaded, and says so on hover. `pos`, when given, is
+    kept as `data-pos` (the prompt inspector's strip: a click names the token).
 
     Markup is kept short (no style on inactive tokens): a page can hold a thousand of these.
     """
@@ -92,7 +93,8 @@ def token_span(token: str, act: float, scale: float, peak: bool = False, title: 
     cls = f' class="{classes.strip()}"' if classes else ""
     style = f' style="background:rgba({ACT_RGB if act >= 0 else NEG_RGB},{alpha:.2f})"' if alpha >= 0.005 else ""
     text = esc(title) if title is not None else (f"{act:.4g}" if counted else NOT_COUNTED)
-    return f'<span{cls}{style} title="{text}">{esc(shown_token(token))}</span>'
+    at = f' data-pos="{pos}"' if pos is not None else ""
+    return f'<span{cls}{style}{at} title="{text}">{esc(shown_token(token))}</span>'
 
 
 def highlighted(tokens: Sequence[str], acts: Sequence[float], scale: float, peak: int | None = None) -> str:

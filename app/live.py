@@ -8,7 +8,7 @@ so a steered generation must not overlap another view's forward pass.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple, cast
@@ -19,7 +19,7 @@ import torch
 from saes.base import Dictionary
 from workbench import queries
 from workbench.activations import hook_activations, merge_heads
-from workbench.generation import greedy_continuation, prompt_tokens
+from workbench.generation import greedy_stream, prompt_tokens
 from workbench.hooks import clamp, steer
 from workbench.models import LoadedModel, load_model
 from workbench.registered import load_dictionary
@@ -54,6 +54,8 @@ class Inspection(NamedTuple):
     counted: list[bool]
     """Per token: does the dictionary's token rule count it (special tokens and massive-norm sinks
     do not; the strip's colour scale ignores them)."""
+    chosen: list[float] | None = None
+    """Per token, the activation of the feature asked for (`top_features(colour_by=...)`), if any."""
 
 
 class Generation(NamedTuple):
@@ -99,10 +101,13 @@ class LiveModels:
         return prompt_tokens(self.model(), text, chat)
 
     @torch.inference_mode()
-    def top_features(self, text: str, dict_id: str, per_token: int = 3) -> Inspection:
-        """The prompt's tokens and, per token, its strongest `per_token` active features."""
+    def top_features(self, text: str, dict_id: str, per_token: int = 3, colour_by: int | None = None) -> Inspection:
+        """The prompt's tokens and, per token, its strongest `per_token` active features (and feature
+        `colour_by`'s activation at every token, when given)."""
         with self._lock, _torch_threads(self.threads):
             loaded, sae = self.model(), self.dictionary(dict_id)
+            if colour_by is not None and not 0 <= colour_by < sae.d_sae:
+                raise ValueError(f"feature {colour_by} is out of range: {dict_id} has features 0..{sae.d_sae - 1}")
             tokens = self.tokens(text)
             acts = merge_heads(hook_activations(loaded, sae.hook_point, tokens)[0], sae.hook_point)  # [T, d_in]
             code = sae.encode(acts)
@@ -111,8 +116,9 @@ class LiveModels:
         values, indices = code.values[:, :per_token], code.indices[:, :per_token]
         rows = [(pos, strs[pos], rank + 1, int(indices[pos, rank]), float(values[pos, rank]))
                 for pos in range(len(strs)) for rank in range(values.shape[1]) if values[pos, rank] > 0]
+        chosen = None if colour_by is None else code.dense()[:, colour_by].tolist()
         return Inspection(strs, pd.DataFrame(rows, columns=["pos", "token", "rank", "feature", "act"]),
-                          counted.tolist())
+                          counted.tolist(), chosen)
 
     def token_rule(self, dict_id: str) -> TokenRule:
         """The rule the dictionary was fitted with; for display, dictionaries without one (fitted
@@ -122,22 +128,34 @@ class LiveModels:
         stored = queries.run_config(self.store, row["run_id"]).get("token_rule")
         return TokenRule(**stored) if stored is not None else TokenRule()
 
-    @torch.inference_mode()
     def generate(self, prompt: str, dict_id: str, mode: str, strengths: Mapping[int, float],
                  max_new_tokens: int = 32, chat: bool = True) -> Generation:
         """Greedy continuations of `prompt` without and with the intervention."""
+        last = deque(self.generate_stream(prompt, dict_id, mode, strengths, max_new_tokens, chat), maxlen=1)
+        return last[0] if last else Generation("", "")
+
+    def generate_stream(self, prompt: str, dict_id: str, mode: str, strengths: Mapping[int, float],
+                        max_new_tokens: int = 32, chat: bool = True) -> Iterator[Generation]:
+        """Both continuations as they grow, one token of each per item (bad input is refused before
+        the first). The model lock is held for one step at a time, with the intervention's hooks in
+        place only for the intervened continuation's token, so another view may run between steps."""
         if mode not in INTERVENTIONS:
             raise ValueError(f"mode must be one of {sorted(INTERVENTIONS)}, got {mode!r}")
-        with self._lock, _torch_threads(self.threads):
+        with self._lock:
             loaded, sae = self.model(), self.dictionary(dict_id)
             tokens = self.tokens(prompt, chat)
-            bad = [f for f in strengths if not 0 <= f < sae.d_sae]
-            if bad:
-                raise ValueError(f"features {bad} are out of range: {dict_id} has features 0..{sae.d_sae - 1}")
-            baseline = self._continue(tokens, max_new_tokens)
-            with INTERVENTIONS[mode](loaded.model, sae, strengths):
-                intervened = self._continue(tokens, max_new_tokens)
-        return Generation(baseline, intervened)
-
-    def _continue(self, tokens: torch.Tensor, max_new_tokens: int) -> str:
-        return greedy_continuation(self.model(), tokens, max_new_tokens)
+        bad = [f for f in strengths if not 0 <= f < sae.d_sae]
+        if bad:
+            raise ValueError(f"features {bad} are out of range: {dict_id} has features 0..{sae.d_sae - 1}")
+        baseline, intervened = greedy_stream(loaded, tokens, max_new_tokens), greedy_stream(loaded, tokens,
+                                                                                            max_new_tokens)
+        out = Generation("", "")
+        while True:
+            with self._lock, _torch_threads(self.threads):
+                base = next(baseline, None)
+                with INTERVENTIONS[mode](loaded.model, sae, strengths):
+                    steered = next(intervened, None)
+            if base is None and steered is None:
+                return
+            out = Generation(out.baseline if base is None else base, out.intervened if steered is None else steered)
+            yield out

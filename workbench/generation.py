@@ -3,7 +3,10 @@ steering runs share."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from workbench.models import LoadedModel
 
@@ -27,6 +30,23 @@ def prompt_tokens(loaded: LoadedModel, text: str, chat: bool = False, limit: int
 def greedy_continuation(loaded: LoadedModel, tokens: torch.Tensor, max_new_tokens: int) -> str:
     """The model's greedy continuation of `tokens` [1, T] (under whatever hooks are in place)."""
     return greedy_continuations(loaded, tokens, max_new_tokens)[0]
+
+
+@torch.inference_mode()
+def greedy_stream(loaded: LoadedModel, tokens: torch.Tensor, max_new_tokens: int) -> Iterator[str]:
+    """The greedy continuation of `tokens` [1, T] as it grows: the text so far after each new token,
+    ending at end-of-sequence. One forward per token over a key-value cache, so the caller may
+    change the hooks in place between tokens (each forward runs under the hooks present then);
+    under fixed hooks the last text is `greedy_continuation`'s (tested)."""
+    cache = TransformerLensKeyValueCache.init_cache(loaded.model.cfg, loaded.model.cfg.device, 1)
+    step, new = tokens, []
+    for _ in range(max_new_tokens):
+        token = int(loaded.model(step, past_kv_cache=cache)[0, -1].argmax())
+        new.append(token)
+        yield loaded.tokenizer.decode(new, skip_special_tokens=True)
+        if token == loaded.tokenizer.eos_token_id:
+            return
+        step = torch.tensor([[token]], device=tokens.device)
 
 
 @torch.inference_mode()

@@ -110,6 +110,13 @@ def explanations(store: Source, dict_id: str, feature: int) -> pd.DataFrame:
         [dict_id, feature_number(feature)])
 
 
+def latest_explanations(store: Source, dict_id: str) -> dict[int, str]:
+    """Each explained feature's newest explanation, by feature."""
+    df = store.query("SELECT feature, arg_max(text, created_at) AS text FROM explanations WHERE dict_id = ? "
+                     "GROUP BY feature ORDER BY feature", [dict_id])
+    return dict(zip(df["feature"].tolist(), df["text"].tolist()))
+
+
 def search_explanations(store: Source, dict_id: str, text: str, limit: int = 50) -> pd.DataFrame:
     """Features whose explanation contains `text` (case-insensitive substring)."""
     return store.query(

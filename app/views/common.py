@@ -8,7 +8,8 @@ opens a feature page adds its own components without touching anyone else's list
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,23 +33,36 @@ class AppContext:
 def guarded(fallback: Callable[[str], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Wrap a callback so that store trouble and bad input become a message, `fallback(message_html)`
     (typically `{message: html}`: only the message slot changes, the other outputs are left as
-    they were).
+    they were). A generator callback (one that streams its updates) yields the message last.
 
     A held store lock becomes the "updating…" notice, and a request the user can fix (ValueError,
     LookupError: unknown dictionary, bad input) an error box. Anything else is a bug and propagates.
     """
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def streamed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                try:
+                    yield from fn(*args, **kwargs)
+                except (StoreError, ValueError, LookupError) as err:
+                    yield fallback(_message(err))
+            return streamed
+
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except StoreLockedError:
-                message = html.notice(UPDATING)
             except (StoreError, ValueError, LookupError) as err:
-                message = html.error(str(err.args[0]) if err.args else str(err))
-            return fallback(message)
+                return fallback(_message(err))
         return inner
     return wrap
+
+
+def _message(err: Exception) -> str:
+    """The page's message for an error `guarded` turns into one."""
+    if isinstance(err, StoreLockedError):
+        return html.notice(UPDATING)
+    return html.error(str(err.args[0]) if err.args else str(err))
 
 
 def menu_filler(message: gr.HTML, menu: gr.Dropdown, choices: Callable[[], list[str]]) -> Callable[[], dict]:

@@ -1,8 +1,11 @@
-"""Steering playground tab: greedy generations without and with an intervention, side by side."""
+"""Steering playground tab: greedy generations without and with an intervention, side by side,
+streamed token by token. Features are typed as `feature:strength` pairs or picked by searching their
+explanations, at the strength on the slider."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import gradio as gr
 
@@ -10,6 +13,7 @@ from app import data
 from app.live import INTERVENTIONS
 from app.views.common import AppContext, guarded, live_dictionary_menu, menu_filler
 from app.views.features import FeatureNav
+from workbench import queries
 
 TAB_ID = "steering"
 DEFAULT_STRENGTH = 8.0
@@ -31,12 +35,30 @@ def parse_strengths(text: str) -> dict[int, float]:
     return strengths
 
 
+def with_feature(text: str, feature: int, strength: float) -> str:
+    """The pairs in `text` with `feature` set to `strength` (added, or its old strength replaced)."""
+    pairs = parse_strengths(text) if text.strip() else {}
+    pairs[int(feature)] = float(strength)
+    return ", ".join(f"{f}:{v:g}" for f, v in pairs.items())
+
+
+def feature_choices(explanations: dict[int, str], width: int = 90) -> list[tuple[str, int]]:
+    """Menu entries "feature · explanation" (cut to `width` characters) for the explained features."""
+    return [(f"{f} · {text if len(text) <= width else text[:width - 1] + '…'}", f) for f, text in explanations.items()]
+
+
 def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
     with gr.Row():
         dict_menu = gr.Dropdown([], label=f"Dictionary (trained on {ctx.live.model_name})",
                                 elem_id="st-dict", scale=2)
         mode = gr.Radio(list(INTERVENTIONS), value="steer", label="Intervention", scale=1,
                         info="steer: add strength × decoder direction; clamp: set the feature's activation")
+    with gr.Row():
+        pick = gr.Dropdown([], label="Find a feature by its explanation", filterable=True, elem_id="st-pick",
+                           scale=3, info="type words of an explanation; explained features only")
+        strength = gr.Slider(-100, 100, value=DEFAULT_STRENGTH, step=0.5, label="Strength", elem_id="st-strength",
+                             scale=2)
+        add = gr.Button("Add", elem_id="st-add", scale=0)
     with gr.Row():
         features = gr.Textbox(label="Features and strengths", placeholder="12:8, 40:-4", elem_id="st-features")
         tokens = gr.Slider(4, 96, value=32, step=1, label="New tokens")
@@ -49,11 +71,23 @@ def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
         steered = gr.Textbox(label="With intervention", lines=6, interactive=False, elem_id="st-steered")
 
     @guarded(lambda m: {message: m})
-    def generate(dict_id: str | None, how: str, pairs: str, n: float, use_chat: bool, text: str) -> dict:
+    def generate(dict_id: str | None, how: str, pairs: str, n: float, use_chat: bool, text: str) -> Iterator[dict]:
         if not dict_id or not text.strip():
             raise ValueError("Choose a dictionary and type a prompt.")
-        out = ctx.live.generate(text, dict_id, how, parse_strengths(pairs), int(n), use_chat)
-        return {message: "", baseline: out.baseline, steered: out.intervened}
+        yield {message: "", baseline: "", steered: ""}
+        for out in ctx.live.generate_stream(text, dict_id, how, parse_strengths(pairs), int(n), use_chat):
+            yield {baseline: out.baseline, steered: out.intervened}
+
+    @guarded(lambda m: {message: m})
+    def explained(dict_id: str | None) -> dict:
+        found = queries.latest_explanations(ctx.store, dict_id) if dict_id else {}
+        return {message: "", pick: gr.Dropdown(choices=feature_choices(found), value=None)}
+
+    @guarded(lambda m: {message: m})
+    def add_feature(feature: int | None, value: float, text: str) -> dict:
+        if feature is None:
+            raise ValueError("Pick a feature from the menu first.")
+        return {message: "", features: with_feature(text, feature, value)}
 
     @guarded(lambda m: {nav.message: m})
     def from_feature_page(dict_id: str | None, feature: float | None) -> dict:
@@ -74,6 +108,8 @@ def build(ctx: AppContext, demo: gr.Blocks, nav: FeatureNav) -> None:
         return {message: "", stored: data.steering_answers(ctx.store, run_id) if run_id else None}
 
     run.click(generate, inputs=[dict_menu, mode, features, tokens, chat, prompt], outputs=[message, baseline, steered])
+    dict_menu.change(explained, inputs=dict_menu, outputs=[message, pick])
+    add.click(add_feature, inputs=[pick, strength, features], outputs=[message, features])
     stored_menu.change(show_stored, inputs=stored_menu, outputs=[message, stored])
     demo.load(menu_filler(message, stored_menu, lambda: data.steering_runs(ctx.store)), outputs=[message, stored_menu])
     nav.steer_button.click(from_feature_page, inputs=[nav.dict_menu, nav.feature],

@@ -170,10 +170,52 @@ def test_prompt_inspector_opens_feature(page, server: str) -> None:
     page.click("#pi-run")
     page.wait_for_selector(f"#pi-features {CELLS}")
     assert page.locator("#pi-tokens .wb-tokens span").count() >= 7
-    row = page.locator(f"#pi-features {CELLS}").all_inner_texts()[:5]  # pos, token, rank, feature, act
+    row = page.locator(f"#pi-features {CELLS}").all_inner_texts()[:6]  # pos, token, rank, feature, act, explanation
     page.locator(f"#pi-features {CELLS}").nth(3).click()
     wait_page(page, int(row[3]))
     assert page.get_by_role("tab", name="Features").get_attribute("aria-selected") == "true"
+
+
+def inspect_prompt(page, server: str, text: str, colour_by: int | None = None) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Prompt inspector").click()
+    page.wait_for_function("() => document.querySelector('#pi-dict input')?.value")
+    if colour_by is not None:
+        page.fill("#pi-colour-by input", str(colour_by))
+    page.fill("#pi-text textarea", text)
+    page.click("#pi-run")
+    page.wait_for_selector(f"#pi-features {CELLS}")
+
+
+def table_rows(page, selector: str, width: int) -> list[list[str]]:
+    cells = page.locator(f"{selector} {CELLS}").all_inner_texts()
+    return [cells[i:i + width] for i in range(0, len(cells), width)]
+
+
+def test_clicking_a_token_lists_its_features_with_explanations(page, server: str) -> None:
+    inspect_prompt(page, server, "the river flows past the old mill")
+    positions = {row[0] for row in table_rows(page, "#pi-features", 6)}
+    assert len(positions) >= 5                                  # every token's features at first
+    page.locator("#pi-tokens span[data-pos='2']").click()
+    page.wait_for_function("() => document.querySelector('#pi-focus')?.textContent.includes('position 2')")
+    page.wait_for_function(f"() => [...document.querySelectorAll('#pi-features {CELLS}')].length <= 6 * 8")
+    rows = table_rows(page, "#pi-features", 6)
+    assert rows and {row[0] for row in rows} == {"2"}           # the clicked token's own features only
+    explained = {str(f): text for f, text in EXPLANATIONS.items()}
+    assert all(row[5] == explained.get(row[3], "") for row in rows)   # each with its newest explanation
+    page.locator(f"#pi-features {CELLS}").nth(3).click()        # and a row still opens its page
+    wait_page(page, int(rows[0][3]))
+
+
+def test_the_strip_can_be_shaded_by_one_feature(page, server: str) -> None:
+    inspect_prompt(page, server, "the river flows past the old mill")
+    feature = int(table_rows(page, "#pi-features", 6)[-1][3])   # a feature active somewhere in the text
+    inspect_prompt(page, server, "the river flows past the old mill", colour_by=feature)
+    page.wait_for_function("f => document.querySelector('#pi-tokens span[data-pos=\"1\"]')?.title"
+                           ".startsWith('feature ' + f + ':')", arg=feature)
+    titles = page.locator("#pi-tokens span[data-pos]").evaluate_all("spans => spans.map(s => s.title)")
+    values = [float(t.split(": ")[1]) for t in titles if t.startswith("feature ")]   # special tokens are not counted
+    assert max(values) > 0 and page.locator("#pi-tokens span[style*='rgba']").count() == sum(v > 0 for v in values)
 
 
 def test_steered_generation_side_by_side(page, server: str) -> None:
@@ -187,11 +229,37 @@ def test_steered_generation_side_by_side(page, server: str) -> None:
     page.fill("#st-features textarea, #st-features input", "3:40, 7:-10")
     page.fill("#st-prompt textarea", "the river flows past")
     page.get_by_label("Chat template").uncheck()
+    page.evaluate("""() => { window.lengths = new Set();   // the steered text's lengths, as the page shows them
+        setInterval(() => window.lengths.add(document.querySelector('#st-steered textarea').value.length), 5); }""")
     page.click("#st-run")
     page.wait_for_function("() => document.querySelector('#st-steered textarea').value.length > 0")
+    page.wait_for_function("() => !document.querySelector('#st-run').disabled && "
+                           "!document.querySelector('#st-steered .pending, #st-steered .generating')")
+    page.wait_for_timeout(300)
     baseline = page.locator("#st-baseline textarea").input_value()
     steered = page.locator("#st-steered textarea").input_value()
     assert baseline and steered and baseline != steered
+    assert page.evaluate("() => window.lengths.size") >= 4     # streamed: it grew in steps before it was whole
+
+
+def test_a_feature_is_picked_by_searching_its_explanation(page, server: str) -> None:
+    page.goto(server)
+    page.get_by_role("tab", name="Steering").click()
+    page.wait_for_function("() => document.querySelector('#st-dict input')?.value")
+    page.locator("#st-dict input").click()
+    page.get_by_role("option", name="tiny-topk", exact=True).click()   # the dictionary with explanations
+    page.locator("#st-pick input").fill("rivers")
+    page.get_by_role("option", name=f"5 · {EXPLANATIONS[5]}").click()
+    page.click("#st-add")
+    page.wait_for_function("() => document.querySelector('#st-features textarea, #st-features input')?.value"
+                           " === '5:8'")
+    page.locator("#st-strength input[type=number]").fill("-12.5")
+    page.locator("#st-strength input[type=number]").press("Enter")
+    page.locator("#st-pick input").fill("bakeries")
+    page.get_by_role("option", name=f"7 · {EXPLANATIONS[7]}").click()
+    page.click("#st-add")
+    page.wait_for_function("() => document.querySelector('#st-features textarea, #st-features input')?.value"
+                           " === '5:8, 7:-12.5'")
 
 
 def test_stored_markup_steering_side_by_side(page, server: str) -> None:
@@ -329,4 +397,27 @@ def test_a_long_publish_shows_updating_then_the_page(page, built: BuiltStore, ca
         wait_page(page, HOSTILE_FEATURE)
     finally:
         holder.kill()
+        demo.close()
+
+
+def test_a_method_tab_shows_once_the_store_holds_its_run(page, built: BuiltStore, tmp_path) -> None:
+    """The app over a store with dictionaries only: no method tab; after a circuits run is stored, a
+    reload shows the Circuits tab (and only it)."""
+    store = Store(tmp_path / "w.duckdb")
+    store.publish("dicts", {"dictionaries": built.store.query("SELECT * FROM dictionaries")})
+    demo = build_app(store, "tiny")
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                ssr_mode=False)
+    try:
+        page.goto(demo.local_url)
+        page.get_by_role("tab", name="Steering").wait_for()
+        page.wait_for_timeout(1000)   # the page-load callbacks have run
+        shown = page.get_by_role("tab").all_inner_texts()
+        assert shown == ["Dictionaries", "Features", "Prompt inspector", "Steering"]
+        tables = ("circuit_tasks", "circuit_results", "circuit_heads", "circuit_edges")
+        store.publish(CIRCUIT_RUN, {table: built.store.query(f"SELECT * FROM {table}") for table in tables})
+        page.reload()
+        page.get_by_role("tab", name="Circuits").wait_for()
+        assert page.get_by_role("tab").all_inner_texts() == [*shown, "Circuits"]
+    finally:
         demo.close()

@@ -15,13 +15,22 @@ import app  # noqa: F401
 from app import charts, data, html, semantic
 from app.live import Inspection
 from app.serve import PASSWORD_ENV, ServeConfig
+from app.server import METHOD_VIEWS
 from app.views import dictionaries, feature_page, features
 from app.views.common import UPDATING, AppContext
-from app.views.inspector import token_strip
-from app.views.steering import parse_strengths
+from app.views.inspector import feature_table, token_strip
+from app.views.steering import feature_choices, parse_strengths, with_feature
 from tests.app.app_helpers import REPO
-from tests.app.store_builder import HOSTILE_FEATURE, IMG, SCRIPT, BuiltStore
-from workbench import queries
+from tests.app.store_builder import (
+    EXPLANATIONS,
+    HOSTILE_FEATURE,
+    IMG,
+    OLD_EXPLANATION,
+    SCRIPT,
+    SINK_FEATURE,
+    BuiltStore,
+)
+from workbench import jobs, queries
 from workbench.store import Store
 
 
@@ -34,6 +43,10 @@ def test_telemetry_is_off_once_the_app_package_is_imported() -> None:
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert os.environ["HF_HUB_DISABLE_TELEMETRY"] in ("1", "True")  # gradio rewrites it as "True"
+
+
+def test_every_method_view_names_a_job() -> None:
+    assert set(METHOD_VIEWS) <= set(jobs.JOBS)
 
 
 def test_tokens_are_escaped_and_shaded_by_activation() -> None:
@@ -65,6 +78,24 @@ def test_parse_strengths() -> None:
     for bad in ("", "12", "x:1", "12:abc"):
         with pytest.raises(ValueError):
             parse_strengths(bad)
+
+
+def test_a_picked_feature_joins_or_replaces_its_pair() -> None:
+    assert with_feature("", 12, 8.0) == "12:8"
+    assert with_feature("12:8, 40:-4", 40, 2.5) == "12:8, 40:2.5"
+    assert with_feature("12:8", 3, -0.5) == "12:8, 3:-0.5"
+    with pytest.raises(ValueError, match="cannot read 'x'"):
+        with_feature("x", 3, 1.0)
+
+
+def test_feature_menu_names_each_explained_feature() -> None:
+    choices = feature_choices({3: "rivers", 9: "a" * 100}, width=10)
+    assert choices == [("3 · rivers", 3), ("9 · aaaaaaaaa…", 9)]
+
+
+def test_latest_explanations_take_the_newest_text(built: BuiltStore) -> None:
+    latest = queries.latest_explanations(built.store, "tiny-topk")
+    assert latest[5] == EXPLANATIONS[5] and latest[SINK_FEATURE] == EXPLANATIONS[SINK_FEATURE] != OLD_EXPLANATION
 
 
 def test_search_by_id_text_and_density(built: BuiltStore) -> None:
@@ -126,8 +157,8 @@ def test_inspector_strip_keeps_tokens_without_active_features() -> None:
     rows = pd.DataFrame([(1, "a", 1, 5, 2.0), (1, "a", 2, 7, 1.0), (2, "<b>", 1, 3, 1.0)],
                         columns=["pos", "token", "rank", "feature", "act"])
     strip = token_strip(Inspection(["<s>", "a", "<b>"], rows, [True, True, True]))
-    assert '<span title="no active feature">&lt;s&gt;</span>' in strip
-    assert 'rgba(255,140,0,1.00)" title="features 5, 7">a<' in strip and "&lt;b&gt;" in strip
+    assert '<span data-pos="0" title="no active feature">&lt;s&gt;</span>' in strip
+    assert 'rgba(255,140,0,1.00)" data-pos="1" title="features 5, 7">a<' in strip and "&lt;b&gt;" in strip
 
 
 def test_inspector_scale_ignores_tokens_the_rule_leaves_out() -> None:
@@ -135,9 +166,28 @@ def test_inspector_scale_ignores_tokens_the_rule_leaves_out() -> None:
     rows = pd.DataFrame([(0, "<s>", 1, 1, 3900.0), (1, "river", 1, 5, 15.0), (2, "bank", 1, 5, 2.0)],
                         columns=["pos", "token", "rank", "feature", "act"])
     strip = token_strip(Inspection(["<s>", "river", "bank"], rows, [False, True, True]))
-    assert '<span title="not counted (special token or massive-norm sink)">&lt;s&gt;</span>' in strip
-    assert 'rgba(255,140,0,1.00)" title="features 5">river<' in strip
-    assert 'rgba(255,140,0,0.13)" title="features 5">bank<' in strip
+    assert '<span data-pos="0" title="not counted (special token or massive-norm sink)">&lt;s&gt;</span>' in strip
+    assert 'rgba(255,140,0,1.00)" data-pos="1" title="features 5">river<' in strip
+    assert 'rgba(255,140,0,0.13)" data-pos="2" title="features 5">bank<' in strip
+
+
+def test_inspector_strip_shaded_by_one_feature() -> None:
+    """Shaded by feature 7: its own activations set the scale (2 -> alpha 1, 0.5 -> 0.25), not the
+    strongest feature's, and a token where it is silent stays unshaded."""
+    rows = pd.DataFrame([(1, "river", 1, 5, 15.0), (1, "river", 2, 7, 2.0), (2, "bank", 1, 7, 0.5)],
+                        columns=["pos", "token", "rank", "feature", "act"])
+    seen = Inspection(["<s>", "river", "bank", "."], rows, [False, True, True, True], chosen=[9.0, 2.0, 0.5, 0.0])
+    strip = token_strip(seen, colour_by=7)
+    assert 'rgba(255,140,0,1.00)" data-pos="1" title="feature 7: 2">river<' in strip
+    assert 'rgba(255,140,0,0.25)" data-pos="2" title="feature 7: 0.5">bank<' in strip
+    assert '<span data-pos="3" title="feature 7: 0">.</span>' in strip
+
+
+def test_inspector_table_carries_each_features_newest_explanation() -> None:
+    rows = pd.DataFrame([(1, "river", 1, 5, 15.0), (1, "river", 2, 7, 2.0)],
+                        columns=["pos", "token", "rank", "feature", "act"])
+    table = feature_table(Inspection(["<s>", "river"], rows, [False, True]), {5: "rivers and streams"})
+    assert table.columns.tolist()[3] == "feature" and table["explanation"].tolist() == ["rivers and streams", ""]
 
 
 def test_evaluation_table_takes_the_latest_value_and_leaves_timings_out(built: BuiltStore) -> None:
