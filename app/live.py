@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import NamedTuple, cast
 
 import pandas as pd
@@ -136,9 +136,10 @@ class LiveModels:
 
     def generate_stream(self, prompt: str, dict_id: str, mode: str, strengths: Mapping[int, float],
                         max_new_tokens: int = 32, chat: bool = True) -> Iterator[Generation]:
-        """Both continuations as they grow, one token of each per item (bad input is refused before
-        the first). The model lock is held for one step at a time, with the intervention's hooks in
-        place only for the intervened continuation's token, so another view may run between steps."""
+        """Both continuations as they grow, one token of one of them per item, taking turns (bad input
+        is refused before the first). The model lock is held for one token at a time, with the
+        intervention's hooks in place only for the intervened continuation's, so another view may
+        run between tokens."""
         if mode not in INTERVENTIONS:
             raise ValueError(f"mode must be one of {sorted(INTERVENTIONS)}, got {mode!r}")
         with self._lock:
@@ -147,15 +148,16 @@ class LiveModels:
         bad = [f for f in strengths if not 0 <= f < sae.d_sae]
         if bad:
             raise ValueError(f"features {bad} are out of range: {dict_id} has features 0..{sae.d_sae - 1}")
-        baseline, intervened = greedy_stream(loaded, tokens, max_new_tokens), greedy_stream(loaded, tokens,
-                                                                                            max_new_tokens)
+        streams = {"baseline": (greedy_stream(loaded, tokens, max_new_tokens), nullcontext),
+                   "intervened": (greedy_stream(loaded, tokens, max_new_tokens),
+                                  lambda: INTERVENTIONS[mode](loaded.model, sae, strengths))}
         out = Generation("", "")
-        while True:
-            with self._lock, _torch_threads(self.threads):
-                base = next(baseline, None)
-                with INTERVENTIONS[mode](loaded.model, sae, strengths):
-                    steered = next(intervened, None)
-            if base is None and steered is None:
-                return
-            out = Generation(out.baseline if base is None else base, out.intervened if steered is None else steered)
-            yield out
+        while streams:
+            for name, (stream, hooks) in list(streams.items()):
+                with self._lock, _torch_threads(self.threads), hooks():
+                    text = next(stream, None)
+                if text is None:
+                    del streams[name]
+                    continue
+                out = out._replace(**{name: text})
+                yield out

@@ -29,7 +29,7 @@ def live(tiny, tmp_path_factory: pytest.TempPathFactory) -> LiveModels:
     return LiveModels(store, "tiny", model=tiny)
 
 
-@pytest.mark.parametrize("text", ["the river flows past", "Bread is baked"])
+@pytest.mark.parametrize("text", ["The city is the capital", "Bread is baked"])
 def test_the_stream_grows_to_the_one_call_continuation(tiny, text: str) -> None:
     tokens = prompt_tokens(tiny, text)
     texts = list(greedy_stream(tiny, tokens, 12))
@@ -39,16 +39,16 @@ def test_the_stream_grows_to_the_one_call_continuation(tiny, text: str) -> None:
 
 def test_hooks_put_in_place_per_token_steer_as_hooks_held_throughout(live: LiveModels, tiny) -> None:
     strengths = {3: 40.0, 7: -10.0}
-    tokens = prompt_tokens(tiny, "the river flows past")
+    tokens = prompt_tokens(tiny, "The city is the capital")
     with steer(tiny.model, live.dictionary("tiny-rand"), strengths):
         steered = greedy_continuation(tiny, tokens, 10)
     baseline = greedy_continuation(tiny, tokens, 10)
     assert steered != baseline   # the intervention changes the text, so the comparison below can fail
 
-    items = list(live.generate_stream("the river flows past", "tiny-rand", "steer", strengths, 10, chat=False))
-    assert len(items) == 10
+    items = list(live.generate_stream("The city is the capital", "tiny-rand", "steer", strengths, 10, chat=False))
+    assert len(items) == 20 and items[0].baseline and not items[0].intervened   # a token of each in turn
     assert items[-1].baseline == baseline and items[-1].intervened == steered
-    assert items[-1] == live.generate("the river flows past", "tiny-rand", "steer", strengths, 10, chat=False)
+    assert items[-1] == live.generate("The city is the capital", "tiny-rand", "steer", strengths, 10, chat=False)
     assert sum(len(hp.fwd_hooks) for hp in tiny.model.hook_dict.values()) == 0   # no hook left behind
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench.fetch import qwen_gguf_path
-from workbench.models import QWEN_CODER, ModelError, load_model, parse_hook_point
+from workbench.models import LINEAR_WEIGHTS, QWEN_CODER, ModelError, load_model, parse_hook_point
 from workbench.paths import write_atomically
 
 
@@ -65,6 +65,23 @@ def test_smollm2_greedy_answer(smollm2):
     ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
     out = smollm2.hf.generate(ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+
+
+def test_linear_weights_are_laid_out_so_no_forward_copies_them():
+    """`load_model` keeps the weights TransformerLens hands to F.linear transposed in memory: the
+    `.T.contiguous()` it calls is then the same storage, and the logits are bit for bit those of the
+    usual layout."""
+    loaded = load_model("tiny")
+    tokens = loaded.model.to_tokens("the river flows past the old mill")
+    weights = {n: p for n, p in loaded.model.named_parameters() if n.rsplit(".", 1)[-1] in LINEAR_WEIGHTS}
+    assert len(weights) == 3 * 2 + 1   # W_gate, W_in, W_out per layer and W_U
+    assert all(p.T.contiguous().data_ptr() == p.data_ptr() for p in weights.values())
+    with torch.inference_mode():
+        laid_out = loaded.model(tokens)
+        for param in weights.values():
+            param.data = param.data.contiguous()
+        usual = loaded.model(tokens)
+    assert torch.equal(laid_out, usual)
 
 
 def test_unknown_model_name():
