@@ -86,13 +86,16 @@ def token_span(token: str, act: float, scale: float, peak: bool = False, title: 
     token the scale does not count is greyed, unshaded, and says so on hover. `pos`, when given, is
     kept as `data-pos` (the prompt inspector's strip: a click names the token).
 
-    Markup is kept short (no style on inactive tokens): a page can hold a thousand of these.
+    Markup is kept short, since a feature page holds thousands of tokens: an inactive token with
+    nothing else to say is plain text, and no style is written where there is no shade.
     """
     alpha = 0.0 if scale <= 0 or not counted else min(abs(act) / scale, 1.0)
     classes = ("wb-peak " if peak else "") + ("" if counted else "wb-excluded")
     cls = f' class="{classes.strip()}"' if classes else ""
     style = f' style="background:rgba({ACT_RGB if act >= 0 else NEG_RGB},{alpha:.2f})"' if alpha >= 0.005 else ""
     text = esc(title) if title is not None else (f"{act:.4g}" if counted else NOT_COUNTED)
+    if act == 0 and counted and not peak and title is None and pos is None:
+        return esc(shown_token(token))   # plain text: most of a window's tokens, a fifth of the page's markup
     at = f' data-pos="{pos}"' if pos is not None else ""
     return f'<span{cls}{style}{at} title="{text}">{esc(shown_token(token))}</span>'
 
