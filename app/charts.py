@@ -3,14 +3,8 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from functools import lru_cache
-from itertools import pairwise
-
 import pandas as pd
 import plotly.graph_objects as go
-from gradio.components.plot import PlotData
 
 LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=45), template="plotly_white")
 
@@ -65,26 +59,6 @@ def probing_vs_k(evals: pd.DataFrame) -> go.Figure:
     fig.update_layout(title="Sparse probing accuracy vs k", xaxis_title="k (latents, or raw dimensions dashed)",
                       yaxis_title="held-out accuracy (mean of sets)", xaxis_type="log", **LAYOUT)
     return fig
-
-
-@lru_cache(maxsize=1)
-def _histogram_layout() -> dict:
-    """The histogram's layout as plotly JSON, resolved once: building and validating a `go.Figure`
-    costs ~50 ms a page on this CPU, and the layout never changes."""
-    fig = go.Figure()
-    fig.update_layout(xaxis_title="activation", yaxis_title="tokens", bargap=0.02, **{**LAYOUT, "height": 260})
-    return json.loads(fig.to_json())["layout"]
-
-
-def activation_histogram(edges: Sequence[float], counts: Sequence[int], feature: int) -> PlotData:
-    """Bars over the recorded bins (non-zero activations only), as plotly JSON for `gr.Plot`."""
-    edges, counts = list(map(float, edges)), list(map(int, counts))
-    bins = list(pairwise(edges))
-    bars = {"type": "bar", "x": [(a + b) / 2 for a, b in bins], "y": counts,
-            "width": [b - a for a, b in bins], "marker": {"color": "rgb(255, 140, 0)"},
-            "hovertemplate": "act %{x:.3g}<br>%{y} tokens<extra></extra>"}
-    layout = {**_histogram_layout(), "title": {"text": f"Activation histogram · feature {int(feature)}"}}
-    return PlotData(type="plotly", plot=json.dumps({"data": [bars], "layout": layout}))
 
 
 def similarity_heatmap(matrix: pd.DataFrame, measure: str) -> go.Figure:

@@ -132,7 +132,7 @@ RENDERED = """f => {
   const h = document.querySelector('#fb-header h2');
   const ok = h && h.textContent.startsWith('Feature ' + f + ' ')
     && document.querySelectorAll('#fb-examples .wb-example').length > 0
-    && (document.querySelector('#fb-hist .gtitle')?.textContent || '').endsWith('feature ' + f);
+    && (document.querySelector('#fb-hist .wb-hist-title')?.textContent || '').endsWith('feature ' + f);
   if (ok) window.__t1 = performance.now();
   return ok;
 }"""

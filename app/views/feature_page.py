@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
-from gradio.components.plot import PlotData
 
-from app import charts, html
+from app import html
 from app.data import FeaturePage
 
 CONTROL = ":shuffled"
@@ -95,7 +94,9 @@ def _origin(origin: dict) -> str:
             f'activation, normalised)</h4><div class="wb-example" id="wb-origin">{marked}</div>')
 
 
-def histogram(page: FeaturePage) -> PlotData | None:
+def histogram(page: FeaturePage) -> str:
+    """The activation histogram (non-zero activations only), or "" when the pass recorded none."""
     if page.stats is None or page.stats["hist_counts"] is None or len(page.stats["hist_counts"]) == 0:
-        return None
-    return charts.activation_histogram(page.stats["hist_edges"], page.stats["hist_counts"], page.feature)
+        return ""
+    return html.histogram_svg(page.stats["hist_edges"], page.stats["hist_counts"],
+                              f"Activation histogram · feature {page.feature}")

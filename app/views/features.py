@@ -35,7 +35,7 @@ class FeatureNav:
     ctx: AppContext
     message: gr.HTML
     header: gr.HTML
-    histogram: gr.Plot
+    histogram: gr.HTML
     examples: gr.HTML
     feature: gr.Number
     dict_menu: gr.Dropdown
@@ -68,10 +68,8 @@ def render(ctx: AppContext, dict_id: str | None, feature: float | None) -> Page:
     page = data.feature_page(ctx.store, dict_id, feature)
     if page.empty:
         return Page(html.error(f"Feature {page.feature} of {dict_id} has no statistics or examples in the store."),
-                    "", gr.Plot(None, visible=False), "")
-    histogram = feature_page.histogram(page)
-    return Page("", feature_page.header(page), gr.Plot(histogram, visible=histogram is not None),
-                feature_page.examples(page))
+                    "", "", "")
+    return Page("", feature_page.header(page), feature_page.histogram(page), feature_page.examples(page))
 
 
 def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
@@ -91,7 +89,7 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
         open_button = gr.Button("Open feature", elem_id="fb-open", scale=0)
     message = gr.HTML(elem_id="fb-message")
     header = gr.HTML(elem_id="fb-header")
-    histogram = gr.Plot(elem_id="fb-hist", show_label=False, visible=False)  # shown with a page
+    histogram = gr.HTML(elem_id="fb-hist")
     with gr.Row():
         steer = gr.Button("Steer with this feature", elem_id="fb-steer", size="sm", scale=0)
     examples = gr.HTML(elem_id="fb-examples")

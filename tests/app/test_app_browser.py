@@ -103,9 +103,9 @@ def test_search_and_open_feature_page(page, server: str) -> None:
     assert float(peak.get_attribute("title")) > 0
     assert "rgba(255,140,0,1.00)" in peak.get_attribute("style")  # the top example's peak is the max
     assert page.locator("#fb-examples .wb-example").count() == 15  # 5 top + 10 quantile bins
-    page.wait_for_selector("#fb-hist .gtitle")
-    assert page.locator("#fb-hist .gtitle").text_content() == "Activation histogram · feature 5"
-    assert page.locator("#fb-hist .bars path").count() > 0
+    page.wait_for_selector("#fb-hist .wb-hist-title")
+    assert page.locator("#fb-hist .wb-hist-title").text_content() == "Activation histogram · feature 5"
+    assert page.locator("#fb-hist rect").count() > 0
 
 
 def test_feature_page_header_and_examples_read_as_text(page, server: str) -> None:

@@ -33,7 +33,7 @@ def test_browse_a_dictionary_the_pipelines_built(page, data_dir: Path) -> None:
         assert page.locator("#fb-header h2").inner_text().startswith(f"Feature {densest} ")
         assert 5 <= page.locator("#fb-examples .wb-example").count() <= 5 + 10 * 2
         assert page.locator("#fb-examples .wb-peak").count() == page.locator("#fb-examples .wb-example").count()
-        page.wait_for_selector("#fb-hist .gtitle")
+        page.wait_for_selector("#fb-hist .wb-hist-title")
         page.get_by_role("tab", name="Prompt inspector").click()
         page.fill("#pi-text textarea", "The history of the city")
         page.click("#pi-run")

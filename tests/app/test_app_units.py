@@ -200,6 +200,15 @@ def test_evaluation_table_takes_the_latest_value_and_leaves_timings_out(built: B
     assert pd.isna(wide.loc["tiny-relu", "probing/mean/raw_k=1"])
 
 
+def test_histogram_bars_by_hand() -> None:
+    """Bins [0, 1) and [1, 2) with 5 and 10 tokens: the plot is 640 - 56 - 12 = 572 wide and
+    200 - 30 - 34 = 136 high, so the bars are 286 wide (less the 0.5 gap), 68 and 136 high."""
+    svg = html.histogram_svg([0.0, 1.0, 2.0], [5, 10], "Activation histogram · feature <3>")
+    assert '<rect x="56.0" y="98.0" width="285.5" height="68.0"><title>act 0 to 1: 5 tokens</title></rect>' in svg
+    assert '<rect x="342.0" y="30.0" width="285.5" height="136.0"><title>act 1 to 2: 10 tokens</title></rect>' in svg
+    assert ">10</text>" in svg and "feature &lt;3&gt;" in svg
+
+
 def test_example_tokens_join_into_the_text_they_decode_to() -> None:
     """No gap between tokens (a token's own leading space is its space); the special token is greyed, not
     shaded; the peak is marked; each active token's activation is its hover title, an inactive one is text."""
