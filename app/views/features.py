@@ -115,10 +115,11 @@ def build(ctx: AppContext, demo: gr.Blocks, tabs: gr.Tabs) -> FeatureNav:
 
     gr.on([search.click, query.submit, dict_menu.input], find, inputs=[dict_menu, query, semantic_box],
           outputs=[search_msg, results])
-    # Within the tab only the page changes: fewer outputs, less for the browser to redo.
-    results.select(clicked, inputs=dict_menu, outputs=[*nav.page_outputs, feature])
+    # Within the tab only the page changes: fewer outputs, less for the browser to redo. A page is a
+    # short read, so it skips the queue (one HTTP request instead of a queue join and an event stream).
+    results.select(clicked, inputs=dict_menu, outputs=[*nav.page_outputs, feature], queue=False)
     gr.on([open_button.click, feature.submit], lambda d, f: nav.show(render(ctx, d, f)), inputs=[dict_menu, feature],
-          outputs=nav.page_outputs)
+          outputs=nav.page_outputs, queue=False)
     demo.load(load, outputs=[*nav.outputs, search_msg, results])
     return nav
 
