@@ -116,7 +116,7 @@ class LiveModels:
         values, indices = code.values[:, :per_token], code.indices[:, :per_token]
         rows = [(pos, strs[pos], rank + 1, int(indices[pos, rank]), float(values[pos, rank]))
                 for pos in range(len(strs)) for rank in range(values.shape[1]) if values[pos, rank] > 0]
-        chosen = None if colour_by is None else code.dense()[:, colour_by].tolist()
+        chosen = None if colour_by is None else code.values.where(code.indices == colour_by, 0.0).sum(-1).tolist()
         return Inspection(strs, pd.DataFrame(rows, columns=["pos", "token", "rank", "feature", "act"]),
                           counted.tolist(), chosen)
 
