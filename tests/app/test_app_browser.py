@@ -218,6 +218,16 @@ def test_the_strip_can_be_shaded_by_one_feature(page, server: str) -> None:
     assert max(values) > 0 and page.locator("#pi-tokens span[style*='rgba']").count() == sum(v > 0 for v in values)
 
 
+# Every length the page writes into the steered box. Wrapping the value setter sees each update the
+# page makes, where polling on a timer misses updates that arrive together on a loaded machine.
+RECORD_STEERED_LENGTHS = """() => {
+    window.lengths = new Set();
+    const proto = HTMLTextAreaElement.prototype, value = Object.getOwnPropertyDescriptor(proto, 'value');
+    Object.defineProperty(proto, 'value', {configurable: true, get() { return value.get.call(this); },
+        set(v) { if (this.closest('#st-steered')) window.lengths.add(String(v).length); value.set.call(this, v); }});
+}"""
+
+
 def test_steered_generation_side_by_side(page, server: str) -> None:
     open_features(page, server, f"&feature={HOSTILE_FEATURE}")
     wait_page(page, HOSTILE_FEATURE)
@@ -229,8 +239,7 @@ def test_steered_generation_side_by_side(page, server: str) -> None:
     page.fill("#st-features textarea, #st-features input", "3:40, 7:-10")
     page.fill("#st-prompt textarea", "the river flows past")
     page.get_by_label("Chat template").uncheck()
-    page.evaluate("""() => { window.lengths = new Set();   // the steered text's lengths, as the page shows them
-        setInterval(() => window.lengths.add(document.querySelector('#st-steered textarea').value.length), 5); }""")
+    page.evaluate(RECORD_STEERED_LENGTHS)
     page.click("#st-run")
     page.wait_for_function("() => document.querySelector('#st-steered textarea').value.length > 0")
     page.wait_for_function("() => !document.querySelector('#st-run').disabled && "
