@@ -189,10 +189,11 @@ def _callbacks(cfg: TrainDictionaryConfig, sae: saes.Dictionary) -> list[StepCal
 def fit_source(cfg: TrainDictionaryConfig, loaded: LoadedModel, ckpt_dir: Path, progress: bool,
                callbacks: list[StepCallback]) -> FitSource:
     """What `fit` gets: the train split's counted rows (fewer than the budget fails) and the trainer
-    settings of `cfg`."""
+    settings of `cfg`. The rows' own bar shows collection, which runs minutes before the first step
+    while the mixing buffer fills."""
     def rows() -> Iterator[Rows]:
         served = 0
-        for r in activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=False,
+        for r in activation_rows(loaded, cfg.source(), "train", cfg.tokens, cfg.forward_batch, progress=progress,
                                  rule=cfg.token_rule):
             served += len(r)
             yield r

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 import saes
+from pipelines import train as train_pipeline
+from pipelines.train import TrainDictionaryConfig
 from saes import distributed
 from tests.app.app_helpers import REPO
 from tests.ddp_worker import train
@@ -73,6 +76,22 @@ def test_workbench_train_under_torchrun_matches_one_process(data_dir):
     assert abs(one_fvu - two_fvu) < 1e-3
 
 
+def test_what_two_processes_cannot_split_is_refused_before_any_work(data_dir, monkeypatch):
+    """The check torchrun meets, in-process: two processes seen, nothing loaded or written."""
+    monkeypatch.setattr(distributed, "init_from_env", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(train_pipeline, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    store = Store(data_dir / "w.duckdb")
+    cfg = TrainDictionaryConfig(model="tiny", corpus="wiki-sample", hook_point="blocks.1.hook_resid_post",
+                                batch_tokens=255, sae={"k": 8})
+    with pytest.raises(ValueError, match=r"batch_tokens \(255\) must split evenly over 2 processes"):
+        train_pipeline.run(cfg, store)
+    with pytest.raises(ValueError, match="itda is not trained by gradient: run it in one process, not 2"):
+        train_pipeline.run(dataclasses.replace(cfg, architecture="itda", batch_tokens=256, sae={}), store)
+    assert store.query("SELECT count(*) AS n FROM runs")["n"].item() == 0
+
+
+@pytest.mark.slow   # the in-process test above covers the check; this one adds the real launch
 def test_torchrun_refuses_what_it_cannot_split(data_dir):
     store = data_dir / "w.duckdb"
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -364,10 +364,10 @@ def test_model_sparsity_tab_puts_probes_beside_the_layer_dictionaries(page, serv
 
 
 def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str, built: BuiltStore) -> None:
-    writer = subprocess.Popen([sys.executable, str(REPO / "tests/app/publisher.py"), str(built.store.path), "12"],
+    writer = subprocess.Popen([sys.executable, str(REPO / "tests/app/publisher.py"), str(built.store.path), "7"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
-        for i in range(8):
+        for i in range(4):
             open_features(page, server, f"&feature={i}")
             page.wait_for_selector("#fb-header h2, #fb-message .wb-notice")
             assert page.locator(".wb-error").count() == 0
@@ -376,7 +376,7 @@ def test_no_error_reaches_the_page_while_a_pipeline_publishes(page, server: str,
             page.wait_for_selector("#dict-table td")
     finally:
         out, _ = writer.communicate(timeout=60)
-    assert writer.returncode == 0 and int(out.split()[-1]) > 5  # the pipeline really was writing
+    assert writer.returncode == 0 and int(out.split()[-1]) > 3  # the pipeline really was writing
 
 
 def test_a_long_publish_shows_updating_then_the_page(page, built: BuiltStore, capfd) -> None:
