@@ -221,9 +221,16 @@ def _documents(loaded: LoadedModel, seqs: list[torch.Tensor], corpus: str,
 
 
 def token_names(tokenizer: Any) -> list[str]:
-    """The text of every token id, as a token shown on its own."""
-    return [tokenizer.convert_tokens_to_string([t]) if t is not None else ""
-            for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
+    """The text of every token id, as a token shown on its own. A tokenizer whose pieces carry no
+    spaces and whose decoding puts one between them (word-level, as the tiny model's) gets a leading
+    space on each token, as a BPE's word-initial tokens have, so joined windows read as text."""
+    names = [tokenizer.convert_tokens_to_string([t]) if t is not None else ""
+             for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
+    special = set(tokenizer.all_special_ids)
+    a, b = [i for i, name in enumerate(names) if i not in special and name.strip()][:2]
+    if tokenizer.decode([a, b]) != f"{names[a]} {names[b]}":
+        return names
+    return [" " + name if name else name for name in names]
 
 
 def atom_origins(cfg: FeaturesConfig, loaded: LoadedModel, origins: torch.Tensor,

@@ -148,3 +148,18 @@ def test_feature_examples_reproduce_from_their_stored_tokens(trained):
                     "(SELECT min(feature) FROM feature_examples)")
     with pytest.raises(RuntimeError, match="1 examples do not reproduce"):
         check_examples(CheckExamplesConfig(dict_id=dict_id), store, progress=False)
+
+
+@pytest.mark.parametrize("folder", ["tiny", "smollm2"])
+def test_token_names_join_into_the_decoded_text(folder):
+    """Feature pages join token names into windows: word-level tokens (the tiny model's) get the
+    spaces their decoding puts between them; BPE names (SmolLM2's) already carry theirs."""
+    from transformers import AutoTokenizer
+
+    from pipelines.features import token_names
+    from workbench.models import smollm2_hf_dir, tiny_hf_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str({"tiny": tiny_hf_dir, "smollm2": smollm2_hf_dir}[folder]()))
+    ids = tokenizer("the river flows past the old mill. It is", add_special_tokens=False)["input_ids"]
+    names = token_names(tokenizer)
+    assert "".join(names[i] for i in ids).strip() == tokenizer.decode(ids)
