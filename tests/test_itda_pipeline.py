@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from app.views import features
 from app.views.common import AppContext
+from pipelines.features import token_names
 from workbench import cli, queries
 from workbench.models import load_model
 from workbench.registered import load_registered
@@ -33,13 +34,13 @@ def test_itda_is_trained_paged_and_shows_where_each_atom_came_from(data_dir):
     assert len(origins) == itda.d_dict
     tiny = load_model("tiny")
     train = list(token_sequences(tiny, ActivationSource(model="tiny", corpus="wiki-sample", context=64), "train")())
-    names = tiny.tokenizer.convert_ids_to_tokens
+    names = token_names(tiny.tokenizer)
     for feature in (0, itda.d_dict // 2, itda.d_dict - 1):
         seq, pos, token = itda.origins()[1][feature].tolist()
         stored = origins.iloc[feature]
         assert (stored.seq, stored.pos) == (seq, pos) and int(train[seq][pos]) == token
         marked = stored.window_tokens[pos - stored.window_start]
-        assert marked == tiny.tokenizer.convert_tokens_to_string(names([token]))
+        assert marked == names[token]
 
     feature = int(store.query("SELECT feature FROM feature_stats WHERE dict_id = ? ORDER BY freq DESC LIMIT 1",
                               [dict_id])["feature"].item())
