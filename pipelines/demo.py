@@ -28,7 +28,7 @@ class DemoConfig:
     """Model registry name."""
     hook_point: str = "blocks.6.hook_resid_post"
     """Hook point. Layer 6 of SmolLM2's 30: collecting it costs half of layer 12's forward, which is
-    what fits the job in 10 minutes on two AVX2 cores (README). Until 2026-12-02 the demo used
+    what fits the job in 10 minutes on two AVX2 cores (README). Until 2026-12-01 the demo used
     `blocks.12.hook_resid_post` with 300,000 training tokens; the README's sections on "the demo
     dictionary" from then describe that one."""
     corpus: str = "wiki+bbc"

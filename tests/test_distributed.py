@@ -89,8 +89,7 @@ def test_what_two_processes_cannot_split_is_refused_before_any_work(data_dir, mo
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setattr(train_pipeline, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     store = Store(data_dir / "w.duckdb")
-    cfg = TrainDictionaryConfig(model="tiny", corpus="wiki-sample", hook_point="blocks.1.hook_resid_post",
-                                batch_tokens=255, sae={"k": 8})
+    cfg = TrainDictionaryConfig(**{**TRAIN_FIELDS, "batch_tokens": 255}, sae={"k": 8})
     with pytest.raises(ValueError, match=r"batch_tokens \(255\) must split evenly over 2 processes"):
         train_pipeline.run(cfg, store)
     with pytest.raises(ValueError, match="itda is not trained by gradient: run it in one process, not 2"):
