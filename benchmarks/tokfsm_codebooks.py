@@ -36,7 +36,7 @@ from workbench.activations import merge_heads
 from workbench.evaluation.class_units import best_codes, best_unit_precision
 from workbench.finetune import finetune
 from workbench.models import LoadedModel, load_model
-from workbench.paths import data_dir
+from workbench.paths import data_dir, write_atomically
 
 STATES_PER_SEQ = 32
 PLACEMENTS = {"attention": ("attn.hook_z",), "attention+mlp": ("attn.hook_z", "hook_mlp_out")}
@@ -45,13 +45,11 @@ PLACEMENTS = {"attention": ("attn.hook_z",), "attention+mlp": ("attn.hook_z", "h
 def base_model(seed: int, steps: int) -> LoadedModel:
     """The TokFSM model of `seed`, trained once and cached as a Hugging Face folder."""
     folder = data_dir() / "artifacts" / "tokfsm" / f"base-s{seed}-{steps}"
-    if not (folder / "config.json").exists():
+    if not folder.exists():
         model = tokfsm.make_model(tokfsm.TokFSMModelConfig(), seed)
         cfg = tokfsm.TokFSMTrainConfig(steps=steps, seed=seed)
         tokfsm.train(model, tokfsm.make_fsm(seed=0), cfg, progress=True)
-        partial = folder.with_name(folder.name + ".partial")
-        tokfsm.save_model(model, partial)
-        partial.rename(folder)
+        write_atomically(folder, lambda tmp: tokfsm.save_model(model, tmp))
     return load_model(str(folder))
 
 
@@ -63,7 +61,17 @@ def trajectory_rows(fsm: tokfsm.FSM, batch: int, generator: torch.Generator) -> 
 def with_codebooks(base: LoadedModel, hook_names: tuple[str, ...], seed: int, steps: int, batch: int,
                    lr: float) -> LoadedModel:
     """A copy of `base` finetuned end to end with k = 1 codebooks at `hook_names` of every layer,
-    saved with them and loaded back as a variant is (codebooks inserted in TransformerLens)."""
+    saved with them (cached per seed and finetune settings) and loaded back as a variant is
+    (codebooks inserted in TransformerLens)."""
+    folder = (data_dir() / "artifacts" / "tokfsm" /
+              f"{'-'.join(hook_names)}-s{seed}-{steps}x{batch}-lr{lr:g}".replace(".", "_"))
+    if not folder.exists():
+        write_atomically(folder, lambda tmp: finetune_with_codebooks(base, hook_names, seed, steps, batch, lr, tmp))
+    return load_model(str(folder))
+
+
+def finetune_with_codebooks(base: LoadedModel, hook_names: tuple[str, ...], seed: int, steps: int, batch: int,
+                            lr: float, folder: Path) -> None:
     hf = copy.deepcopy(base.hf)
     cfg = base.model.cfg
     fsm = tokfsm.make_fsm(seed=0)
@@ -83,10 +91,8 @@ def with_codebooks(base: LoadedModel, hook_names: tuple[str, ...], seed: int, st
     with codebooks.inserted_hf(hf, cbs) as insertion:
         finetune(hf, parameters, rows, steps, batch, lr, extra_loss=insertion.take_loss,
                  after_step=lambda: [cb.after_step(generator) for cb in cbs], progress=True, desc="codebooks")
-    folder = data_dir() / "artifacts" / "tokfsm" / f"{'-'.join(hook_names)}-s{seed}".replace(".", "_")
     tokfsm.save_model(hf, folder)
     codebooks.save_codebooks(folder, cbs)
-    return load_model(str(folder))   # as a variant loads: codebooks inserted in TransformerLens
 
 
 def transition_accuracy(loaded: LoadedModel, seed: int) -> float:
