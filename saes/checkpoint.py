@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from saes.storage import read_tensors, save_tensors_atomic, write_json_atomic
+from workbench.paths import write_atomically
 
 STATE_FILE = "state.safetensors"
 META_FILE = "trainer.json"
@@ -39,13 +40,14 @@ def save_checkpoint(root: str | Path, step: int, tensors: Mapping[str, Tensor], 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:09d}"
-    tmp = root / f".tmp_step_{step:09d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_tensors_atomic(tmp / STATE_FILE, tensors)
-    write_json_atomic(tmp / META_FILE, dict(meta))
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        save_tensors_atomic(tmp / STATE_FILE, tensors)
+        write_json_atomic(tmp / META_FILE, dict(meta))
+
     shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    write_atomically(final, write)
     for path in root.iterdir():
         if _STEP_DIR.match(path.name) and path != final:
             shutil.rmtree(path, ignore_errors=True)

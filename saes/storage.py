@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from saes import registry
 from saes.base import Dictionary
 from workbench.config import check_types
+from workbench.paths import write_atomically
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 SAELENS_CFG_FILE = "cfg.json"
@@ -41,15 +41,12 @@ FORMAT_VERSION = 1
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON through a temporary file and a rename, so a crash leaves no half file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True)))
 
 
 def save_tensors_atomic(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

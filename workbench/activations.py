@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from workbench.models import LoadedModel, parse_hook_point
+from workbench.paths import write_atomically
 
 
 @dataclass
@@ -336,9 +337,7 @@ class ShardCache:
         return f"activation cache file {path} is unreadable ({reason}): delete {self.dir} to rebuild it"
 
     def _write_manifest(self, manifest: dict) -> None:
-        tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, default=str))
-        tmp.replace(self.manifest_path)
+        write_atomically(self.manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, default=str)))
 
     def _discard_outdated(self) -> None:
         """A cache written by an older format is deleted (with a message), never reused."""

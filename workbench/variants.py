@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.paths import data_dir
+from workbench.paths import data_dir, write_atomically
 from workbench.store import Store
 
 VARIANT_FILE = "workbench_variant.json"
@@ -47,15 +47,16 @@ def save_variant(store: Store, name: str, parent: str, how: Mapping[str, Any], h
     ValueError, before anything is written, for the cases `check_new_variant` names."""
     check_new_variant(store, name, parent)
     folder = data_dir() / "artifacts" / "models" / name
-    partial = folder.with_name(name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    hf_model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    if write_extras is not None:
-        write_extras(partial)
-    (partial / VARIANT_FILE).write_text(json.dumps({"name": name, "parent": parent, "how": dict(how)}, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+
+    def write(tmp: Path) -> None:
+        hf_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if write_extras is not None:
+            write_extras(tmp)
+        (tmp / VARIANT_FILE).write_text(json.dumps({"name": name, "parent": parent, "how": dict(how)}, indent=1))
+
+    shutil.rmtree(folder, ignore_errors=True)  # a folder left by a run killed before it registered the variant
+    write_atomically(folder, write)
     run_id = f"variant-{name}"
     row = {"name": name, "parent": parent, "how": json.dumps(dict(how)), "path": str(folder),
            "created_at": pd.Timestamp.now(tz="UTC").tz_localize(None)}
