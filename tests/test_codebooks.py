@@ -6,6 +6,7 @@ through the feature pass like any dictionary's latents; bad input is refused bef
 from __future__ import annotations
 
 import copy
+import html
 
 import pytest
 import torch
@@ -148,9 +149,12 @@ def test_the_finetuned_variant_loads_with_its_codebooks_and_its_codes_go_through
                          "--intervention-tokens", "4", "--progress", "false"]) == 0
     finally:
         server.stop()
-    assert store.query("SELECT count(*) AS n FROM explanations WHERE dict_id = ?", [dict_id])["n"].item() == 1
-    message, header, *_ = features.render(AppContext(store, live=None, semantic=None), dict_id, feature)  # type: ignore[arg-type]
-    assert message == "" and f"Feature {feature}" in header
+    explanation = store.query("SELECT text FROM explanations WHERE dict_id = ?", [dict_id])["text"]
+    assert len(explanation) == 1
+    message, header, histogram, examples = features.render(AppContext(store, live=None, semantic=None),  # type: ignore[arg-type]
+                                                           dict_id, feature)
+    assert message == "" and f"Feature {feature}" in header and html.escape(explanation.iloc[0]) in header
+    assert "<svg" in histogram and "Top activations" in examples and examples.count('class="wb-example"') >= 1
     run(CodebooksConfig(**SMALL), store, progress=False)
     assert len(store.query("SELECT * FROM models")) == 1   # a finished run is not redone
 
