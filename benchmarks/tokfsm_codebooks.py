@@ -66,12 +66,12 @@ def with_codebooks(base: LoadedModel, hook_names: tuple[str, ...], seed: int, st
     folder = (data_dir() / "artifacts" / "tokfsm" /
               f"{'-'.join(hook_names)}-s{seed}-{steps}x{batch}-lr{lr:g}".replace(".", "_"))
     if not folder.exists():
-        write_atomically(folder, lambda tmp: finetune_with_codebooks(base, hook_names, seed, steps, batch, lr, tmp))
+        write_atomically(folder, lambda tmp: save_codebook_finetune(base, hook_names, seed, steps, batch, lr, tmp))
     return load_model(str(folder))
 
 
-def finetune_with_codebooks(base: LoadedModel, hook_names: tuple[str, ...], seed: int, steps: int, batch: int,
-                            lr: float, folder: Path) -> None:
+def save_codebook_finetune(base: LoadedModel, hook_names: tuple[str, ...], seed: int, steps: int, batch: int,
+                           lr: float, folder: Path) -> None:
     hf = copy.deepcopy(base.hf)
     cfg = base.model.cfg
     fsm = tokfsm.make_fsm(seed=0)
