@@ -4,6 +4,7 @@
 #   bash benchmarks/strategies_runs.sh fast-ends     # the same at layers 4 and 25, seed 0, 0.1M tokens
 #   bash benchmarks/strategies_runs.sh gba           # the frontier: GBA, TopK, ReLU+L1, JumpReLU at 4 levels, layer 12
 #   bash benchmarks/strategies_runs.sh evaluate      # chat metrics, and seed stability where there are two seeds
+#   bash benchmarks/strategies_runs.sh autointerp 4  # detection of 30 random live features per TopK strategy dictionary at layer 4
 # then `.venv/bin/python benchmarks/strategies_table.py` prints the README tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,14 +12,15 @@ STORE=${STORE:-data/strategies.duckdb}
 wb() { .venv/bin/workbench --store "$STORE" "$@"; }
 
 # Every strategy: 0.5M tokens (0.1M at layers 4 and 25: collecting activations runs at ~600
-# tokens/s to layer 15 on this CPU), 2,048-token sequences (FAST's truncation: ShareGPT's median rendered
+# tokens/s to layer 15 on this CPU; 100-250 tokens/s on the slower machine of 2026-12), 2,048-token sequences (FAST's truncation: ShareGPT's median rendered
 # conversation is 1,915 tokens, 2,048 keeps 89% of its tokens; BT's blocks, as in the paper), every
 # token counted (the paper trains on all of them, attention sinks included). The train run's own
-# evaluation is small (8,192 tokens, CE on 4 sequences of 2,048: 32 took 13 min a dictionary here):
-# the table reads the chat group, which evaluates every strategy on the same conversations.
-strategy_runs() {   # layer seed tokens
+# evaluation is small (8,192 tokens, CE on 4 sequences of 2,048 in the middle, 1 at the ends: 32 took
+# 13 min a dictionary, and one sequence takes ~70 s on the 2026-12 machine): the table reads the chat
+# group, which evaluates every strategy on the same conversations.
+strategy_runs() {   # layer seed tokens ce-sequences
   local common=(--hook-point "blocks.$1.hook_resid_post" --tokens "$3" --context 2048 --forward-batch 4
-                --token-rule.max-norm-ratio 0 --eval-tokens 8192 --ce-sequences 4 --seed "$2")
+                --token-rule.max-norm-ratio 0 --eval-tokens 8192 --ce-sequences "$4" --seed "$2")
   for strategy in bt-p bt-f fast; do
     local corpus=sharegpt
     [ "$strategy" = bt-p ] && corpus=wiki+bbc
@@ -48,8 +50,8 @@ gba_runs() {   # the frontier at layer 12 on wiki+bbc (the #14 comparison's data
 }
 
 case "${1:-}" in
-  fast-middle) strategy_runs 15 0 500000; strategy_runs 15 1 500000 ;;
-  fast-ends) strategy_runs 4 0 100000; strategy_runs 25 0 100000 ;;
+  fast-middle) strategy_runs 15 0 500000 4; strategy_runs 15 1 500000 4 ;;
+  fast-ends) strategy_runs 4 0 100000 1; strategy_runs 25 0 100000 1 ;;
   gba) gba_runs ;;
   evaluate)   # chat group on the strategy dictionaries; seed stability where a second seed exists
     # (core metrics are the train run's own, on the training corpus's held-out split)
@@ -59,5 +61,14 @@ case "${1:-}" in
     for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list paired); do
       wb evaluate --dict-id "$dict_id" --groups stability
     done ;;
-  *) echo "usage: $0 fast-middle|fast-ends|gba|evaluate" >&2; exit 2 ;;
+  autointerp)   # one explainer and one scorer for every strategy: the TopK dictionaries (L0 32 each) of
+    # the layer given, examples from one feature pass over held-out ShareGPT conversations, detection
+    # with its shuffled control; 12 examples shown and 5 + 5 scored, so a feature costs ~1 min here
+    layer=${2:?give the layer}
+    for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list chat); do
+      case "$dict_id" in topk-blocks_"$layer"_*) ;; *) continue ;; esac
+      wb evaluate --dict-id "$dict_id" --groups autointerp --interpret-corpus sharegpt --interpret-features 30 \
+        --interpret-scorers detection --interpret-explain-examples 12 --interpret-score-examples 5
+    done ;;
+  *) echo "usage: $0 fast-middle|fast-ends|gba|evaluate|autointerp LAYER" >&2; exit 2 ;;
 esac

@@ -4,9 +4,10 @@
 
 FAST: one row per (layer, architecture, strategy), metrics on the same held-out ShareGPT
 conversations for every strategy (the `chat` group: log2 per-sequence MSE on every token and on
-the chat markup, FVU on every token and on ordinary ones, CE-loss recovered), mean and range over
-seeds; then whether the paper's order MSE_st(FAST) < MSE_st(BT(F)) < MSE_st(BT(P)) holds per
-(layer, architecture). GBA: the layer-12 frontier (L0, FVU, CE-loss recovered and alive fraction
+the chat markup, FVU on every token and on ordinary ones, CE-loss recovered) and, where the
+`autointerp` step ran, detection of real and shuffled explanations, mean and range over seeds;
+then whether the paper's order MSE_st(FAST) < MSE_st(BT(F)) < MSE_st(BT(P)) holds per (layer,
+architecture). GBA: the layer-12 frontier (L0, FVU, CE-loss recovered and alive fraction
 on the held-out wiki+bbc split every one of them shares, cross-seed matched@0.9) per recipe.
 """
 
@@ -51,7 +52,8 @@ def _cell(values: list[float], fmt: str = "{:.3f}") -> str:
 def fast_table(d: pd.DataFrame) -> tuple[int, int]:
     d = d[d["recipe"].isin(STRATEGIES)]
     columns = [("log2 MSE", "chat/log2_mse"), ("log2 MSE_st", "chat/log2_mse_markup"), ("FVU", "chat/fvu"),
-               ("FVU ordinary", "chat/fvu_ordinary"), ("CE rec", "chat/ce_loss_recovered"), ("L0", "chat/l0")]
+               ("FVU ordinary", "chat/fvu_ordinary"), ("CE rec", "chat/ce_loss_recovered"), ("L0", "chat/l0"),
+               ("detection", "autointerp/detection"), ("shuffled", "autointerp/detection_shuffled")]
     print("| layer | SAE | strategy | tokens | seeds | " + " | ".join(c[0] for c in columns) + " |")
     print("|---|---|---|---|---|" + "---|" * len(columns))
     holds = checked = 0
@@ -67,7 +69,8 @@ def fast_table(d: pd.DataFrame) -> tuple[int, int]:
             checked += 1
             ordered = means[2] < means[1] < means[0]
             holds += ordered
-            print(f"| | | FAST < BT(F) < BT(P) on MSE_st: {'holds' if ordered else 'fails'} | | | | | | | | |")
+            verdict = "holds" if ordered else "fails"
+            print(f"| | | FAST < BT(F) < BT(P) on MSE_st: {verdict} |" + " |" * (len(columns) + 2))
     return holds, checked
 
 

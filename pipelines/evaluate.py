@@ -16,8 +16,9 @@ Groups of metrics, each a sub-run `evaluate-{dict_id}-{group}-{config hash}` pub
 - chat: FAST's reconstruction on held-out conversations, one per sequence: log2 per-sequence MSE
   on every token and on the chat markup, FVU, CE-loss recovered and KL
   (`workbench/evaluation/chat.py`);
-- autointerp: detection and fuzzing of a fixed random sample of live features with the
-  shuffled-explanation control (runs `features` and `interpret` by name; needs an LLM).
+- autointerp: detection and fuzzing of a fixed random sample of live features, with the
+  shuffled-explanation control unless it is turned off (runs `features` and `interpret` by name;
+  needs an LLM).
 A finished group is skipped on a rerun, so an interrupted `--all` resumes where it stopped.
 """
 
@@ -47,7 +48,11 @@ from workbench.store import Store
 from workbench.token_rule import TokenRule
 
 GROUPS = ("core", "probing", "absorption", "stability", "ground_truth", "chat", "autointerp")
-GROUP_ONLY_FIELDS = {"chat": ("chat_corpus", "chat_context", "chat_eval_tokens", "chat_ce_sequences", "chat_ce_length")}
+GROUP_ONLY_FIELDS = {
+    "chat": ("chat_corpus", "chat_context", "chat_eval_tokens", "chat_ce_sequences", "chat_ce_length"),
+    "autointerp": ("interpret_corpus", "interpret_features", "interpret_scorers", "interpret_explain_examples",
+                   "interpret_score_examples", "interpret_controls", "llm_base_url", "llm_model", "prefill"),
+}
 """Settings only one group reads: left out of the other groups' run ids, so adding a group's
 settings does not make finished groups of other dictionaries run again."""
 
@@ -95,10 +100,20 @@ class EvaluateConfig:
     """Synthetic activations the ground-truth fit trains on."""
     stability_threshold: float = 0.9
     """Decoder cosine at which a latent counts as found again in the other seed."""
+    interpret_corpus: str = ""
+    """Corpus of the feature pass the autointerp group's examples come from, run when the
+    dictionary has none yet (empty: the corpus it was trained on)."""
     interpret_features: int = 20
     """Live features sampled (seeded) for the autointerp group."""
     interpret_scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing"])
-    """Scorers of the autointerp group, each with its shuffled-explanation control."""
+    """Scorers of the autointerp group."""
+    interpret_explain_examples: int = 20
+    """Activating examples shown to the explainer (`workbench interpret --n-train`)."""
+    interpret_score_examples: int = 10
+    """Held-out activating examples per scorer, and as many non-activating ones."""
+    interpret_controls: bool = True
+    """Also score explanations shuffled across features (the random-explanation control); doubles
+    the scoring calls."""
     llm_base_url: str = ""
     """OpenAI-compatible endpoint for the autointerp group (empty: the embedded local server)."""
     llm_model: str = ""
@@ -130,6 +145,19 @@ class EvaluateConfig:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
         if not 0 < self.stability_threshold <= 1:
             raise ValueError(f"stability_threshold must be in (0, 1], got {self.stability_threshold}")
+        if "autointerp" in self.groups:
+            from pipelines.autointerp import InterpretConfig  # its checks, before any work; imported only here
+
+            try:
+                InterpretConfig(dict_id="unchecked", **self.interpret_fields())
+            except ValueError as e:
+                raise ValueError(f"autointerp group ({self.interpret_fields()}): {e}") from None
+
+    def interpret_fields(self) -> dict[str, Any]:
+        """`workbench interpret`'s fields for the autointerp group (the features and the endpoint aside)."""
+        return {"scorers": self.interpret_scorers, "controls": self.interpret_controls, "prefill": self.prefill,
+                "n_train": self.interpret_explain_examples, "n_test": self.interpret_score_examples,
+                "n_inactive": self.interpret_score_examples}
 
     def group_run_id(self, dict_id: str, group: str) -> str:
         others = {f for g, names in GROUP_ONLY_FIELDS.items() if g != group for f in names}
@@ -276,12 +304,12 @@ def _autointerp(cfg: EvaluateConfig, store: Store, reg: Registered, source: Acti
                 sets: dict) -> Metrics:
     dict_id = reg.row["dict_id"]
     if not queries.live_features(store, dict_id):
-        jobs.run_job("features", store, progress=cfg.progress, dict_id=dict_id)
+        jobs.run_job("features", store, progress=cfg.progress, dict_id=dict_id, corpus=cfg.interpret_corpus)
     live = queries.live_features(store, dict_id)
     rng = np.random.default_rng(cfg.seed)
     sample = sorted(rng.choice(live, min(cfg.interpret_features, len(live)), replace=False).tolist())
     base = jobs.run_job("interpret", store, dict_id=dict_id, features=",".join(map(str, sample)),
-                        scorers=cfg.interpret_scorers, controls=True, prefill=cfg.prefill,
+                        **cfg.interpret_fields(), progress=cfg.progress,
                         llm={k: v for k, v in (("base_url", cfg.llm_base_url), ("model", cfg.llm_model)) if v})
     summary = queries.score_summary(store, base)
     return [(f"autointerp/{r.scorer.replace(':', '_')}", float(r.mean_score), {"run_id": base, "features": r.features})

@@ -147,6 +147,8 @@ CLI_FLAGS = [
     flag("evaluate", "--all", "true", "--ks", "1,-2", expect=["ks must be positive integers"]),
     flag("evaluate", "--dict-id", "tiny-topk", "--stability-threshold", "1.5", expect=["stability_threshold", "1.5"]),
     flag("evaluate", "--dict-id", "tiny-topk", "--groups", "probing", "--ks", "1,500", expect=["k=500", "tiny-topk"]),
+    flag("evaluate", "--dict-id", "tiny-topk", "--groups", "autointerp", "--interpret-score-examples", "1",
+         expect=["autointerp group", "n_test_top must be in 0..n_test"]),
     flag("demo", "--explain-examples", "3", expect=["explain_examples must be >= 4", "got 3 and 6"]),
     flag("demo", "--score-examples", "1", expect=["score_examples >= 2", "got 12 and 1"]),
     flag("demo", "--interpret-features", "-1", expect=["interpret_features must be >= 0, got -1"]),

@@ -189,16 +189,29 @@ def test_negatives_are_each_features_own_and_length_matched(store, tiny):
             assert sae.encode(acts).dense()[..., f].max() == 0
 
 
-def test_evaluate_runs_the_autointerp_group_through_interpret(faulty, store):
+@pytest.mark.parametrize("controls", [True, False])
+def test_evaluate_runs_the_autointerp_group_through_interpret(faulty, store, controls):
     from pipelines.evaluate import EvaluateConfig
     from pipelines.evaluate import run as evaluate_run
 
     cfg = EvaluateConfig(dict_id=DICT_ID, groups=["autointerp"], interpret_features=2, interpret_scorers=["embedding"],
+                         interpret_explain_examples=6, interpret_score_examples=3, interpret_controls=controls,
                          llm_base_url=faulty.url, prefill=True, progress=False)
     evaluate_run(cfg, store)
     rows = store.query("SELECT metric, value, details->>'run_id' AS run_id FROM evaluations ORDER BY metric")
-    assert rows["metric"].tolist() == ["autointerp/embedding", "autointerp/embedding_shuffled", "seconds/autointerp"]
-    assert rows["value"][:2].between(0, 1).all()
-    interpreted = store.query("SELECT DISTINCT feature FROM explanations WHERE starts_with(run_id, ?)",
-                              [rows["run_id"][0]])
+    metrics = ["autointerp/embedding", "autointerp/embedding_shuffled"][:2 if controls else 1]
+    assert rows["metric"].tolist() == [*metrics, "seconds/autointerp"]
+    assert rows["value"][:len(metrics)].between(0, 1).all()
+    run_id = rows["run_id"][0]
+    interpreted = store.query("SELECT DISTINCT feature FROM explanations WHERE starts_with(run_id, ?)", [run_id])
     assert len(interpreted) == 2
+    config = json.loads(store.query("SELECT config FROM runs WHERE run_id = ?", [run_id])["config"][0])
+    assert (config["n_train"], config["n_test"], config["n_inactive"], config["controls"]) == (6, 3, 3, controls)
+
+
+def test_evaluate_refuses_autointerp_examples_interpret_would_refuse():
+    from pipelines.evaluate import EvaluateConfig
+
+    with pytest.raises(ValueError, match=r"autointerp group .*n_test_top must be in 0\.\.n_test"):
+        EvaluateConfig(dict_id=DICT_ID, groups=["autointerp"], interpret_score_examples=1)
+    EvaluateConfig(dict_id=DICT_ID, groups=["core"], interpret_score_examples=1)   # other groups do not read it
