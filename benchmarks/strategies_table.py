@@ -19,6 +19,7 @@ import statistics
 
 import pandas as pd
 
+from pipelines.autointerp import report
 from workbench import queries
 from workbench.store import Store
 
@@ -64,7 +65,8 @@ def fast_table(d: pd.DataFrame) -> tuple[int, int]:
             cells = [_cell(rows[c].tolist() if c in rows else []) for _, c in columns]
             tokens = f"{rows['tokens'].iloc[0]:,}" if len(rows) else "—"
             print(f"| {layer} | {method} | {strategy} | {tokens} | {len(rows)} | " + " | ".join(cells) + " |")
-        means = [group[group["recipe"] == s]["chat/log2_mse_markup"].mean() for s in STRATEGIES]
+        markup = group.get("chat/log2_mse_markup", pd.Series(float("nan"), index=group.index))
+        means = [markup[group["recipe"] == s].mean() for s in STRATEGIES]
         if all(m == m for m in means):
             checked += 1
             ordered = means[2] < means[1] < means[0]
@@ -72,6 +74,21 @@ def fast_table(d: pd.DataFrame) -> tuple[int, int]:
             verdict = "holds" if ordered else "fails"
             print(f"| | | FAST < BT(F) < BT(P) on MSE_st: {verdict} |" + " |" * (len(columns) + 2))
     return holds, checked
+
+
+def autointerp_table(store: Store, d: pd.DataFrame) -> None:
+    """Per strategy dictionary with an autointerp group: detection AUROC of real and shuffled
+    explanations over its sampled features, with the paired real - shuffled gap's 95% t interval."""
+    runs = store.query("SELECT dict_id, details->>'run_id' AS run_id FROM evaluations "
+                       "WHERE metric = 'autointerp/detection'")
+    strategy = dict(zip(d["dict_id"], d["recipe"]))
+    layer = dict(zip(d["dict_id"], d["layer"]))
+    print("| layer | dictionary | strategy | features | detection | shuffled | real - shuffled [95% t] |")
+    print("|---|---|---|---|---|---|---|")
+    for dict_id, run_id in sorted(zip(runs["dict_id"], runs["run_id"]), key=lambda r: (layer[r[0]], r[0])):
+        for g in report.gaps(store, run_id):
+            print(f"| {layer[dict_id]} | {dict_id} | {strategy[dict_id]} | {g.features} | {g.real:.3f} | "
+                  f"{g.shuffled:.3f} | {g.mean:+.3f} [{g.low:+.3f}, {g.high:+.3f}] |")
 
 
 def gba_table(d: pd.DataFrame) -> None:
@@ -111,6 +128,8 @@ def main() -> None:
         return
     d = dictionaries(store)
     holds, checked = fast_table(d)
+    print()
+    autointerp_table(store, d)
     print()
     gba_table(d)
     print(f"RESULT fast_order_holds={holds}/{checked} dictionaries={len(d)}")
