@@ -18,6 +18,7 @@ import json
 import statistics
 
 import pandas as pd
+from scipy import stats
 
 from pipelines.autointerp import report
 from workbench import queries
@@ -78,17 +79,31 @@ def fast_table(d: pd.DataFrame) -> tuple[int, int]:
 
 def autointerp_table(store: Store, d: pd.DataFrame) -> None:
     """Per strategy dictionary with an autointerp group: detection AUROC of real and shuffled
-    explanations over its sampled features, with the paired real - shuffled gap's 95% t interval."""
+    explanations over its sampled features, with the paired real - shuffled gap's 95% t interval;
+    then FAST's real detection against each block strategy's (different features, so Welch's
+    interval)."""
     runs = store.query("SELECT dict_id, details->>'run_id' AS run_id FROM evaluations "
                        "WHERE metric = 'autointerp/detection'")
     strategy = dict(zip(d["dict_id"], d["recipe"]))
     layer = dict(zip(d["dict_id"], d["layer"]))
     print("| layer | dictionary | strategy | features | detection | shuffled | real - shuffled [95% t] |")
     print("|---|---|---|---|---|---|---|")
+    real: dict[tuple[int, str], list[float]] = {}
     for dict_id, run_id in sorted(zip(runs["dict_id"], runs["run_id"]), key=lambda r: (layer[r[0]], r[0])):
-        for g in report.gaps(store, run_id):
-            print(f"| {layer[dict_id]} | {dict_id} | {strategy[dict_id]} | {g.features} | {g.real:.3f} | "
-                  f"{g.shuffled:.3f} | {g.mean:+.3f} [{g.low:+.3f}, {g.high:+.3f}] |")
+        paired = report.paired_scores(store, run_id)
+        paired = paired[paired["scorer"] == "detection"]
+        g = report.gap("detection", paired["real"].tolist(), paired["shuffled"].tolist())
+        real[(layer[dict_id], strategy[dict_id])] = paired["real"].tolist()
+        print(f"| {layer[dict_id]} | {dict_id} | {strategy[dict_id]} | {g.features} | {g.real:.3f} | "
+              f"{g.shuffled:.3f} | {g.mean:+.3f} [{g.low:+.3f}, {g.high:+.3f}] |")
+    for (at, name), fast in real.items():
+        for other in ("bt-f", "bt-p"):
+            if name == "fast" and (at, other) in real:
+                test = stats.ttest_ind(fast, real[(at, other)], equal_var=False)
+                low, high = test.confidence_interval()
+                diff = statistics.mean(fast) - statistics.mean(real[(at, other)])
+                print(f"layer {at}: detection FAST - {other.upper()} = {diff:+.3f} [{low:+.3f}, {high:+.3f}] "
+                      "(Welch 95%)")
 
 
 def gba_table(d: pd.DataFrame) -> None:
