@@ -25,6 +25,7 @@ from workbench import queries
 from workbench.store import Store
 
 STRATEGIES = ("bt-p", "bt-f", "fast")
+LABELS = {"bt-p": "BT(P)", "bt-f": "BT(F)", "fast": "FAST"}
 
 
 def dictionaries(store: Store) -> pd.DataFrame:
@@ -102,7 +103,7 @@ def autointerp_table(store: Store, d: pd.DataFrame) -> None:
                 test = stats.ttest_ind(fast, real[(at, other)], equal_var=False)
                 low, high = test.confidence_interval()
                 diff = statistics.mean(fast) - statistics.mean(real[(at, other)])
-                print(f"layer {at}: detection FAST - {other.upper()} = {diff:+.3f} [{low:+.3f}, {high:+.3f}] "
+                print(f"layer {at}: detection FAST - {LABELS[other]} = {diff:+.3f} [{low:+.3f}, {high:+.3f}] "
                       "(Welch 95%)")
 
 
