@@ -12,11 +12,12 @@ STORE=${STORE:-data/strategies.duckdb}
 wb() { .venv/bin/workbench --store "$STORE" "$@"; }
 
 # Every strategy: 0.5M tokens (0.1M at layers 4 and 25: collecting activations runs at ~600
-# tokens/s to layer 15 on this CPU; 100-250 tokens/s on the slower machine of 2026-12), 2,048-token sequences (FAST's truncation: ShareGPT's median rendered
-# conversation is 1,915 tokens, 2,048 keeps 89% of its tokens; BT's blocks, as in the paper), every
+# tokens/s to layer 15 on this CPU; 1,600 to layer 4 on the 2026-12 machine), 2,048-token
+# sequences (FAST's truncation: ShareGPT's median rendered conversation is 1,915 tokens, 2,048
+# keeps 89% of its tokens; BT's blocks, as in the paper), every
 # token counted (the paper trains on all of them, attention sinks included). The train run's own
 # evaluation is small (8,192 tokens, CE on 4 sequences of 2,048 in the middle, 1 at the ends: 32 took
-# 13 min a dictionary, and one sequence takes ~70 s on the 2026-12 machine): the table reads the chat
+# 13 min a dictionary, and 4 took over 4.5 min on the 2026-12 machine): the table reads the chat
 # group, which evaluates every strategy on the same conversations.
 strategy_runs() {   # layer seed tokens ce-sequences
   local common=(--hook-point "blocks.$1.hook_resid_post" --tokens "$3" --context 2048 --forward-batch 4
