@@ -79,10 +79,10 @@ def fast_table(d: pd.DataFrame) -> tuple[int, int]:
 
 
 def autointerp_table(store: Store, d: pd.DataFrame) -> None:
-    """Per strategy dictionary with an autointerp group: detection AUROC of real and shuffled
-    explanations over its sampled features, with the paired real - shuffled gap's 95% t interval;
-    then FAST's real detection against each block strategy's (different features, so Welch's
-    interval)."""
+    """Per strategy dictionary whose autointerp group ran with its control: detection AUROC of real
+    and shuffled explanations over its sampled features, with the paired real - shuffled gap's 95%
+    t interval; then FAST's real detection against each block strategy's (different features, so
+    Welch's interval)."""
     runs = store.query("SELECT dict_id, details->>'run_id' AS run_id FROM evaluations "
                        "WHERE metric = 'autointerp/detection'")
     strategy = dict(zip(d["dict_id"], d["recipe"]))
@@ -93,6 +93,8 @@ def autointerp_table(store: Store, d: pd.DataFrame) -> None:
     for dict_id, run_id in sorted(zip(runs["dict_id"], runs["run_id"]), key=lambda r: (layer[r[0]], r[0])):
         paired = report.paired_scores(store, run_id)
         paired = paired[paired["scorer"] == "detection"]
+        if paired.empty:   # scored without the shuffled control
+            continue
         g = report.gap("detection", paired["real"].tolist(), paired["shuffled"].tolist())
         real[(layer[dict_id], strategy[dict_id])] = paired["real"].tolist()
         print(f"| {layer[dict_id]} | {dict_id} | {strategy[dict_id]} | {g.features} | {g.real:.3f} | "
