@@ -99,14 +99,12 @@ def autointerp_table(store: Store, d: pd.DataFrame) -> None:
         real[(layer[dict_id], strategy[dict_id])] = paired["real"].tolist()
         print(f"| {layer[dict_id]} | {dict_id} | {strategy[dict_id]} | {g.features} | {g.real:.3f} | "
               f"{g.shuffled:.3f} | {g.mean:+.3f} [{g.low:+.3f}, {g.high:+.3f}] |")
-    for (at, name), fast in real.items():
-        for other in ("bt-f", "bt-p"):
-            if name == "fast" and (at, other) in real:
-                test = stats.ttest_ind(fast, real[(at, other)], equal_var=False)
-                low, high = test.confidence_interval()
-                diff = statistics.mean(fast) - statistics.mean(real[(at, other)])
-                print(f"layer {at}: detection FAST - {LABELS[other]} = {diff:+.3f} [{low:+.3f}, {high:+.3f}] "
-                      "(Welch 95%)")
+    pairs = [(at, other) for at, name in real if name == "fast" for other in ("bt-f", "bt-p") if (at, other) in real]
+    for at, other in pairs:
+        fast, block = real[(at, "fast")], real[(at, other)]
+        low, high = stats.ttest_ind(fast, block, equal_var=False).confidence_interval()
+        diff = statistics.mean(fast) - statistics.mean(block)
+        print(f"layer {at}: detection FAST - {LABELS[other]} = {diff:+.3f} [{low:+.3f}, {high:+.3f}] (Welch 95%)")
 
 
 def gba_table(d: pd.DataFrame) -> None:
