@@ -13,10 +13,11 @@ from __future__ import annotations
 import importlib.util
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from workbench import corpora, queries
 from workbench.config import require_positive
-from workbench.jobs import run_job
+from workbench.jobs import check_job, run_job
 from workbench.store import Store
 
 
@@ -57,11 +58,16 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "train_tokens", "feature_tokens", "k", "expansion")
-        if self.explain_examples < 4 or self.score_examples < 2:   # interpret's 4 top + 2 held-out top examples
-            raise ValueError(f"explain_examples must be >= 4 and score_examples >= 2, got {self.explain_examples} "
-                             f"and {self.score_examples}")
+        check_job("interpret", "the demo's auto-interpretation",
+                  {"n_train": "explain_examples", "n_test": "score_examples"},
+                  dict_id="unchecked", **self.interpret_fields())
         if self.interpret_features < 0:
             raise ValueError(f"interpret_features must be >= 0, got {self.interpret_features}")
+
+    def interpret_fields(self) -> dict[str, Any]:
+        """`workbench interpret`'s fields for the demo's features (the features themselves aside)."""
+        return {"scorers": self.scorers, "n_train": self.explain_examples, "n_test": self.score_examples,
+                "n_inactive": self.score_examples}
 
 
 def run(cfg: DemoConfig, store: Store) -> None:
@@ -92,7 +98,6 @@ def interpret(cfg: DemoConfig, store: Store, dict_id: str) -> list[int]:
     if not features:
         print("no feature has 8 distinct activating examples: nothing to explain")
         return []
-    base = run_job("interpret", store, dict_id=dict_id, features=",".join(map(str, features)), scorers=cfg.scorers,
-                   n_train=cfg.explain_examples, n_test=cfg.score_examples, n_inactive=cfg.score_examples)
+    base = run_job("interpret", store, dict_id=dict_id, features=",".join(map(str, features)), **cfg.interpret_fields())
     print(queries.score_summary(store, base).to_string(index=False))
     return features

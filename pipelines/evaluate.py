@@ -146,12 +146,8 @@ class EvaluateConfig:
         if not 0 < self.stability_threshold <= 1:
             raise ValueError(f"stability_threshold must be in (0, 1], got {self.stability_threshold}")
         if "autointerp" in self.groups:
-            from pipelines.autointerp import InterpretConfig  # its checks, before any work; imported only here
-
-            try:
-                InterpretConfig(dict_id="unchecked", **self.interpret_fields())
-            except ValueError as e:
-                raise ValueError(f"autointerp group ({self.interpret_fields()}): {e}") from None
+            jobs.check_job("interpret", "autointerp group", {"n_train": "interpret_explain_examples",
+                           "n_test": "interpret_score_examples"}, dict_id="unchecked", **self.interpret_fields())
 
     def interpret_fields(self) -> dict[str, Any]:
         """`workbench interpret`'s fields for the autointerp group (the features and the endpoint aside)."""

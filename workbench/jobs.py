@@ -82,6 +82,17 @@ def run_config(name: str, cfg: Any, store: Store, **options: Any) -> Any:
     return importlib.import_module(job(name).module).run(cfg, store, **options)
 
 
+def check_job(name: str, owner: str, renamed: dict[str, str], **fields: Any) -> None:
+    """Validate pipeline `name`'s config from `fields` without running it, for a caller that will run
+    it later: before any work, and naming the caller's own fields (`renamed`: the pipeline's field ->
+    the caller's) in the one-line error."""
+    try:
+        build_config(config_class(name), values=fields)
+    except ValueError as e:
+        given = ", ".join(f"{theirs} = {fields[ours]!r} ({name}'s {ours})" for ours, theirs in renamed.items())
+        raise ValueError(f"{owner}: {e}; given {given}") from None
+
+
 def run_job(name: str, store: Store, progress: bool = True, **fields: Any) -> Any:
     """Build pipeline `name`'s config from `fields` (groups as dicts, e.g. trainer={"lr": 1e-3};
     validated on construction) and run it."""
