@@ -34,7 +34,6 @@ from saes.codebook import Codebook, CodebookConfig
 from workbench import codebooks, tokfsm
 from workbench.activations import merge_heads
 from workbench.evaluation.class_units import best_codes, best_unit_precision
-from workbench.finetune import finetune
 from workbench.models import LoadedModel, load_model
 from workbench.paths import data_dir, write_atomically
 
@@ -85,12 +84,8 @@ def save_codebook_finetune(base: LoadedModel, hook_names: tuple[str, ...], seed:
     generator = torch.Generator().manual_seed(seed)
     for cb in cbs:
         cb.initialize_from_sample(merge_heads(cache[cb.hook_point], cb.hook_point), generator)
-        cb.train()
     rows = trajectory_rows(fsm, batch, torch.Generator().manual_seed(seed + 200))
-    parameters = list(hf.parameters()) + [p for cb in cbs for p in cb.parameters()]
-    with codebooks.inserted_hf(hf, cbs) as insertion:
-        finetune(hf, parameters, rows, steps, batch, lr, extra_loss=insertion.take_loss,
-                 after_step=lambda: [cb.after_step(generator) for cb in cbs], progress=True, desc="codebooks")
+    codebooks.finetune_with_codebooks(hf, cbs, rows, steps, batch, lr, generator)
     tokfsm.save_model(hf, folder)
     codebooks.save_codebooks(folder, cbs)
 

@@ -26,9 +26,9 @@ import torch
 
 from saes.codebook import SIMILARITIES, Codebook, CodebookConfig
 from workbench.activations import hf_target
-from workbench.codebooks import CODEBOOKS_DIR, inserted_hf, save_codebooks
+from workbench.codebooks import CODEBOOKS_DIR, finetune_with_codebooks, inserted_hf, save_codebooks
 from workbench.config import comma_list, require_positive, to_dict
-from workbench.finetune import corpus_blocks, finetune, held_out_loss
+from workbench.finetune import corpus_blocks, held_out_loss
 from workbench.models import LoadedModel, load_model, parse_hook_point
 from workbench.sources import hook_width
 from workbench.store import Store
@@ -163,7 +163,9 @@ def run(cfg: CodebooksConfig, store: Store, progress: bool = True) -> str:
     before = held_out_loss(hf, eval_blocks)
     inserted_before, _ = held_out(hf, codebooks, eval_blocks)
     started = time.monotonic()
-    trained = finetune_with_codebooks(cfg, hf, codebooks, train_blocks, progress and cfg.progress)
+    trained = finetune_with_codebooks(hf, codebooks, train_blocks, cfg.steps, cfg.batch, cfg.lr,
+                                      torch.Generator().manual_seed(cfg.seed), cfg.train_model,
+                                      progress and cfg.progress)
     after, used = held_out(hf, codebooks, eval_blocks)
     how = {"method": "codebooks", **{k: v for k, v in to_dict(cfg).items() if k not in ("name", "model", "progress")},
            "eval_loss_parent": before, "eval_loss_inserted_untrained": inserted_before, "eval_loss_after": after,
@@ -175,24 +177,6 @@ def run(cfg: CodebooksConfig, store: Store, progress: bool = True) -> str:
     print(f"variant {cfg.name}: {cfg.corpus} eval loss {before:.3f} (parent) -> {inserted_before:.3f} (codebooks "
           f"inserted) -> {after:.3f} (finetuned); codes used {', '.join(f'{v:.0%}' for v in used.values())}")
     return cfg.name
-
-
-def finetune_with_codebooks(cfg: CodebooksConfig, hf: torch.nn.Module, codebooks: list[Codebook],
-                            blocks, progress: bool) -> float:
-    """The finetune with the codebooks inserted; returns its tokens per second."""
-    generator = torch.Generator().manual_seed(cfg.seed)
-    hf.requires_grad_(cfg.train_model)
-    parameters = [p for p in hf.parameters() if p.requires_grad] + [p for cb in codebooks for p in cb.parameters()]
-    for cb in codebooks:
-        cb.train()
-    with inserted_hf(hf, codebooks) as insertion:
-        result = finetune(hf, parameters, blocks, cfg.steps, cfg.batch, cfg.lr, extra_loss=insertion.take_loss,
-                          after_step=lambda: [cb.after_step(generator) for cb in codebooks], progress=progress,
-                          desc="codebooks")
-    hf.requires_grad_(True)
-    for cb in codebooks:
-        cb.eval()
-    return result.tokens_per_second
 
 
 def _dictionary_row(cfg: CodebooksConfig, cb: Codebook, folder: Path, how: dict, used: float) -> dict:

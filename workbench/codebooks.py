@@ -27,6 +27,7 @@ from transformer_lens.hook_points import HookPoint
 from saes.codebook import Codebook, Overrides
 from saes.storage import load_dictionary
 from workbench.activations import hf_target, merge_heads
+from workbench.finetune import finetune
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -189,6 +190,25 @@ def inserted_hf(hf: torch.nn.Module, codebooks: Sequence[Codebook]) -> Iterator[
         yield insertion
     finally:
         insertion.remove()
+
+
+def finetune_with_codebooks(hf: torch.nn.Module, codebooks: Sequence[Codebook], blocks: Iterator[Tensor], steps: int,
+                            batch: int, lr: float, generator: torch.Generator, train_model: bool = True,
+                            progress: bool = True) -> float:
+    """Finetune `hf` (or, with train_model false, only the codebooks) with the codebooks inserted, each
+    replacing its dead codes after every step from `generator`; returns the tokens per second."""
+    hf.requires_grad_(train_model)
+    parameters = [p for p in hf.parameters() if p.requires_grad] + [p for cb in codebooks for p in cb.parameters()]
+    for cb in codebooks:
+        cb.train()
+    with inserted_hf(hf, codebooks) as insertion:
+        result = finetune(hf, parameters, blocks, steps, batch, lr, extra_loss=insertion.take_loss,
+                          after_step=lambda: [cb.after_step(generator) for cb in codebooks], progress=progress,
+                          desc="codebooks")
+    hf.requires_grad_(True)
+    for cb in codebooks:
+        cb.eval()
+    return result.tokens_per_second
 
 
 def save_codebooks(folder: Path, codebooks: Sequence[Codebook]) -> dict[str, Path]:

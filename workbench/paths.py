@@ -6,6 +6,7 @@ Everything lives under one data folder (default `./data`, override with `WORKBEN
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -33,9 +34,11 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` next to `path` under a name of its own, then rename it into place: a killed writer
     never leaves a partial `path` for a resumed run to read back, and writers of the same path at once
     (parallel test workers building a cache) never mix their files. Where two write one folder, the
-    first rename wins and the other's copy is dropped."""
+    first rename wins and the other's copy is dropped. The name carries the writer's process id, so
+    the copies of killed writers are removed the next time the path is written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.partial")
+    _remove_dead_writers_copies(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.partial")
     try:
         write(tmp)
         tmp.rename(path)
@@ -47,6 +50,26 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def _remove_dead_writers_copies(path: Path) -> None:
+    for copy in path.parent.glob(f"{glob.escape(path.name)}.*-*.partial"):
+        pid = copy.name[len(path.name) + 1:].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if copy.is_dir():
+                shutil.rmtree(copy, ignore_errors=True)
+            else:
+                copy.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)   # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, as another user's
+        pass
+    return True
 
 
 def run_artifacts(kind: str, run_id: str) -> Path:
