@@ -5,6 +5,8 @@
 #   bash benchmarks/strategies_runs.sh gba           # the frontier: GBA, TopK, ReLU+L1, JumpReLU at 4 levels, layer 12
 #   bash benchmarks/strategies_runs.sh evaluate      # chat metrics, and seed stability where there are two seeds
 #   bash benchmarks/strategies_runs.sh autointerp 4  # detection of 30 random live features per TopK strategy dictionary at layer 4
+#   bash benchmarks/strategies_runs.sh one-table 4   # GBA and ReLU+L1 on the layer's BT(P) stream, then every dictionary
+#                                                    # of the layer on the same held-out sets (core and chat groups)
 # then `.venv/bin/python benchmarks/strategies_table.py` prints the README tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,5 +73,18 @@ case "${1:-}" in
       wb evaluate --dict-id "$dict_id" --groups autointerp --interpret-corpus sharegpt --interpret-features 30 \
         --interpret-scorers detection --interpret-explain-examples 12 --interpret-score-examples 5
     done ;;
-  *) echo "usage: $0 fast-middle|fast-ends|gba|evaluate|autointerp LAYER" >&2; exit 2 ;;
+  one-table)   # the methods of the GBA frontier beside the strategies, at one layer: GBA and ReLU+L1 trained on
+    # the BT(P) stream the strategies' BT(P) rows use (its activations are cached), then the core group
+    # (held-out wiki+bbc) and the chat group (held-out conversations) for every dictionary of the layer
+    layer=${2:?give the layer}
+    common=(--strategy bt-p --corpus wiki+bbc --hook-point "blocks.$layer.hook_resid_post" --tokens 100000
+            --context 2048 --forward-batch 4 --token-rule.max-norm-ratio 0 --eval-tokens 8192 --ce-sequences 1
+            --architecture relu --sae.normalize-activations expected_average_only_in)
+    wb train "${common[@]}" --sae.l1-coefficient 0 --bias-adaptation gba
+    wb train "${common[@]}" --sae.l1-coefficient 1.5
+    for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list all); do
+      case "$dict_id" in *-blocks_"$layer"_*) ;; *) continue ;; esac
+      wb evaluate --dict-id "$dict_id" --groups core,chat --chat-ce-sequences 4
+    done ;;
+  *) echo "usage: $0 fast-middle|fast-ends|gba|evaluate|autointerp LAYER|one-table LAYER" >&2; exit 2 ;;
 esac

@@ -117,6 +117,26 @@ def gba_table(d: pd.DataFrame) -> None:
               f"{1 - r['dead_frac_eval']:.1%} | {_pct(r.get('stability/matched@0.9'))} |")
 
 
+def one_table(d: pd.DataFrame) -> None:
+    """Every dictionary of a layer where the core group ran, methods and strategies together: the
+    core group on held-out wiki+bbc blocks and the chat group on held-out conversations, the same
+    sets for all."""
+    columns = [("L0", "core/l0", "{:.1f}"), ("FVU", "core/fvu", "{:.3f}"), ("FVU all", "core/fvu_all_tokens", "{:.3f}"),
+               ("CE rec", "core/ce_loss_recovered", "{:.3f}"), ("alive", "core/dead_frac", "alive"),
+               ("chat log2 MSE", "chat/log2_mse", "{:.3f}"), ("chat log2 MSE_st", "chat/log2_mse_markup", "{:.3f}"),
+               ("chat FVU", "chat/fvu", "{:.3f}"), ("chat CE rec", "chat/ce_loss_recovered", "{:.3f}")]
+    if "core/fvu" not in d:
+        return
+    d = d[d["core/fvu"].notna() & d["chat/fvu"].notna()]
+    for layer, group in d.groupby("layer"):
+        print(f"layer {layer}, every dictionary on the same held-out sets:")
+        print("| method | recipe | knob | " + " | ".join(c[0] for c in columns) + " |")
+        print("|---|---|---|" + "---|" * len(columns))
+        for _, row in group.sort_values(["method", "recipe"]).iterrows():
+            cells = [_pct(1 - row[c]) if fmt == "alive" else fmt.format(row[c]) for _, c, fmt in columns]
+            print(f"| {row['method']} | {row['recipe']} | {_knob(row)} | " + " | ".join(cells) + " |")
+
+
 def _knob(r) -> str:
     if r.gba is not None:
         return f"targets {r.gba['high_freq']}..{r.gba['low_freq']}"
@@ -132,14 +152,15 @@ def _pct(value) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="data/strategies.duckdb")
-    parser.add_argument("--list", choices=["chat", "paired"], help="print the ids of the strategy dictionaries, "
-                        "or of those with a second seed, for benchmarks/strategies_runs.sh")
+    parser.add_argument("--list", choices=["chat", "paired", "all"], help="print the ids of the strategy "
+                        "dictionaries, of those with a second seed, or of all, for benchmarks/strategies_runs.sh")
     args = parser.parse_args()
     store = Store(args.store)
     if args.list:
         listed = queries.list_dictionaries(store)
-        chosen = (listed[listed["recipe"].isin(STRATEGIES)]["dict_id"] if args.list == "chat"
-                  else [d for d in listed["dict_id"] if queries.seed_partners(store, d)])
+        chosen = {"chat": lambda: listed[listed["recipe"].isin(STRATEGIES)]["dict_id"],
+                  "paired": lambda: [d for d in listed["dict_id"] if queries.seed_partners(store, d)],
+                  "all": lambda: listed["dict_id"]}[args.list]()
         print("\n".join(chosen))
         return
     d = dictionaries(store)
@@ -148,6 +169,8 @@ def main() -> None:
     autointerp_table(store, d)
     print()
     gba_table(d)
+    print()
+    one_table(d)
     print(f"RESULT fast_order_holds={holds}/{checked} dictionaries={len(d)}")
 
 
