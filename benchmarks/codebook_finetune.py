@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import statistics
 
-import torch
-
-from pipelines.codebooks import CodebooksConfig, build_codebooks, held_out, initialise
-from workbench.codebooks import finetune_with_codebooks
+from pipelines.codebooks import CodebooksConfig, build_codebooks, finetune_codebooks, held_out, initialise
 from workbench.finetune import corpus_blocks, finetune, held_out_loss
 from workbench.models import load_model
 
@@ -56,9 +54,8 @@ def main() -> None:
         hf = copy.deepcopy(parent.hf)
         cbs = build_codebooks(cfg, parent)
         initialise(cbs, hf, init, cfg.seed)
-        tokens_per_second = finetune_with_codebooks(hf, cbs, iter(blocks), steps, cfg.batch, cfg.lr,
-                                                    torch.Generator().manual_seed(cfg.seed), cfg.train_model,
-                                                    progress=False)
+        tokens_per_second = finetune_codebooks(dataclasses.replace(cfg, steps=steps), hf, cbs, iter(blocks),
+                                               progress=False)
         return hf, cbs, tokens_per_second
 
     speeds: dict[str, list[float]] = {arm: [] for arm in ARMS}

@@ -118,23 +118,24 @@ def gba_table(d: pd.DataFrame) -> None:
 
 
 def one_table(d: pd.DataFrame) -> None:
-    """Every dictionary of a layer where the core group ran, methods and strategies together: the
-    core group on held-out wiki+bbc blocks and the chat group on held-out conversations, the same
-    sets for all."""
+    """Every dictionary of a layer where both the core and the chat group ran, methods and strategies
+    together: the core group on held-out wiki+bbc blocks and the chat group on held-out
+    conversations, the same sets for all."""
     columns = [("L0", "core/l0", "{:.1f}"), ("FVU", "core/fvu", "{:.3f}"), ("FVU all", "core/fvu_all_tokens", "{:.3f}"),
                ("CE rec", "core/ce_loss_recovered", "{:.3f}"), ("alive", "core/dead_frac", "alive"),
                ("chat log2 MSE", "chat/log2_mse", "{:.3f}"), ("chat log2 MSE_st", "chat/log2_mse_markup", "{:.3f}"),
                ("chat FVU", "chat/fvu", "{:.3f}"), ("chat CE rec", "chat/ce_loss_recovered", "{:.3f}")]
-    if "core/fvu" not in d:
+    if "core/fvu" not in d or "chat/fvu" not in d:
         return
     d = d[d["core/fvu"].notna() & d["chat/fvu"].notna()]
     for layer, group in d.groupby("layer"):
         print(f"layer {layer}, every dictionary on the same held-out sets:")
-        print("| method | recipe | knob | " + " | ".join(c[0] for c in columns) + " |")
-        print("|---|---|---|" + "---|" * len(columns))
-        for _, row in group.sort_values(["method", "recipe"]).iterrows():
+        print("| method | recipe | knob | tokens | seed | " + " | ".join(c[0] for c in columns) + " |")
+        print("|---|---|---|---|---|" + "---|" * len(columns))
+        for _, row in group.sort_values(["method", "recipe", "seed"]).iterrows():
             cells = [_pct(1 - row[c]) if fmt == "alive" else fmt.format(row[c]) for _, c, fmt in columns]
-            print(f"| {row['method']} | {row['recipe']} | {_knob(row)} | " + " | ".join(cells) + " |")
+            print(f"| {row['method']} | {row['recipe']} | {_knob(row)} | {row['tokens']:,} | {row['seed']} | "
+                  + " | ".join(cells) + " |")
 
 
 def _knob(r) -> str:

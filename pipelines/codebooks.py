@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,9 +164,7 @@ def run(cfg: CodebooksConfig, store: Store, progress: bool = True) -> str:
     before = held_out_loss(hf, eval_blocks)
     inserted_before, _ = held_out(hf, codebooks, eval_blocks)
     started = time.monotonic()
-    trained = finetune_with_codebooks(hf, codebooks, train_blocks, cfg.steps, cfg.batch, cfg.lr,
-                                      torch.Generator().manual_seed(cfg.seed), cfg.train_model,
-                                      progress and cfg.progress)
+    trained = finetune_codebooks(cfg, hf, codebooks, train_blocks, progress and cfg.progress)
     after, used = held_out(hf, codebooks, eval_blocks)
     how = {"method": "codebooks", **{k: v for k, v in to_dict(cfg).items() if k not in ("name", "model", "progress")},
            "eval_loss_parent": before, "eval_loss_inserted_untrained": inserted_before, "eval_loss_after": after,
@@ -177,6 +176,13 @@ def run(cfg: CodebooksConfig, store: Store, progress: bool = True) -> str:
     print(f"variant {cfg.name}: {cfg.corpus} eval loss {before:.3f} (parent) -> {inserted_before:.3f} (codebooks "
           f"inserted) -> {after:.3f} (finetuned); codes used {', '.join(f'{v:.0%}' for v in used.values())}")
     return cfg.name
+
+
+def finetune_codebooks(cfg: CodebooksConfig, hf: torch.nn.Module, codebooks: list[Codebook],
+                       blocks: Iterator[torch.Tensor], progress: bool) -> float:
+    """`cfg`'s finetune with the codebooks inserted; returns its tokens per second."""
+    return finetune_with_codebooks(hf, codebooks, blocks, cfg.steps, cfg.batch, cfg.lr,
+                                   torch.Generator().manual_seed(cfg.seed), cfg.train_model, progress)
 
 
 def _dictionary_row(cfg: CodebooksConfig, cb: Codebook, folder: Path, how: dict, used: float) -> dict:

@@ -119,18 +119,23 @@ def test_a_cache_folder_built_by_two_workers_at_once_is_whole(tmp_path):
     assert sorted(p.name for p in folder.parent.iterdir()) == ["built"]
 
 
-def test_a_killed_writers_copy_is_removed_by_the_next_write(tmp_path):
+@pytest.mark.parametrize("as_folder", [False, True], ids=["file", "folder"])
+def test_a_killed_writers_copy_is_removed_by_the_next_write(tmp_path, as_folder):
     """SIGKILL skips write_atomically's clean-up: the copy it leaves is removed by the next write of
-    the same path, while a live writer's copy (this process's) is left alone."""
-    target = tmp_path / "shard.parquet"
+    the same path, while a live writer's copy (this process's) and a dead writer's copy of another
+    path whose name starts the same are left alone."""
+    target = tmp_path / "shard"
+    write_half = ("(tmp.mkdir(), (tmp / 'part').write_text('half'))" if as_folder else "tmp.write_text('half')")
     writer = ("import os, sys; from pathlib import Path; from workbench.paths import write_atomically\n"
-              "write_atomically(Path(sys.argv[1]), lambda tmp: (tmp.write_text('half'), os.kill(os.getpid(), 9)))")
+              f"write_atomically(Path(sys.argv[1]), lambda tmp: ({write_half}, os.kill(os.getpid(), 9)))")
     killed = subprocess.Popen([sys.executable, "-c", writer, str(target)])
     assert killed.wait(timeout=60) == -9
     left = [p.name for p in tmp_path.iterdir()]
-    assert len(left) == 1 and left[0].startswith(f"shard.parquet.{killed.pid}-") and left[0].endswith(".partial")
-    live = tmp_path / f"shard.parquet.{os.getpid()}-0123456789ab.partial"
-    live.write_text("being written")
+    assert len(left) == 1 and left[0].startswith(f"shard.{killed.pid}-") and left[0].endswith(".partial")
+    live = tmp_path / f"shard.{os.getpid()}-0123456789ab.partial"
+    sibling = tmp_path / f"shard.2-epochs.{killed.pid}-0123456789ab.partial"   # path "shard.2-epochs"'s copy
+    for keep in (live, sibling):
+        keep.write_text("being written")
     write_atomically(target, lambda tmp: tmp.write_text("whole"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["shard.parquet", live.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["shard", live.name, sibling.name])
     assert target.read_text() == "whole"

@@ -195,8 +195,9 @@ def inserted_hf(hf: torch.nn.Module, codebooks: Sequence[Codebook]) -> Iterator[
 def finetune_with_codebooks(hf: torch.nn.Module, codebooks: Sequence[Codebook], blocks: Iterator[Tensor], steps: int,
                             batch: int, lr: float, generator: torch.Generator, train_model: bool = True,
                             progress: bool = True) -> float:
-    """Finetune `hf` (or, with train_model false, only the codebooks) with the codebooks inserted, each
-    replacing its dead codes after every step from `generator`; returns the tokens per second."""
+    """Finetune `hf` (or, with train_model false, only the codebooks) with the codebooks inserted; each
+    codebook's `after_step` (its dead-code replacement, every `replace_after` steps) draws from
+    `generator`. Returns the tokens per second."""
     hf.requires_grad_(train_model)
     parameters = [p for p in hf.parameters() if p.requires_grad] + [p for cb in codebooks for p in cb.parameters()]
     for cb in codebooks:

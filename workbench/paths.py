@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -53,9 +54,13 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def _remove_dead_writers_copies(path: Path) -> None:
-    for copy in path.parent.glob(f"{glob.escape(path.name)}.*-*.partial"):
-        pid = copy.name[len(path.name) + 1:].split("-")[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+    """Copies of `path` (not of a sibling whose name merely starts the same) whose writer process no
+    longer exists on this machine. A writer on another machine sharing the data folder, or in another
+    pid namespace, would look dead: the data folder is meant to be local."""
+    own = re.compile(re.escape(path.name) + r"\.(\d+)-[0-9a-f]{12}\.partial")
+    for copy in path.parent.glob(f"{glob.escape(path.name)}.*.partial"):
+        found = own.fullmatch(copy.name)
+        if found and not _process_alive(int(found.group(1))):
             if copy.is_dir():
                 shutil.rmtree(copy, ignore_errors=True)
             else:

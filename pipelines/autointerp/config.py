@@ -97,9 +97,9 @@ class InterpretConfig:
             raise ValueError(f"unknown scorers {unknown or '(none given)'}; choose from {', '.join(scorers.SCORERS)}")
         require_positive(self, "n_train", "n_test", "n_inactive", "intervention_prompts", "intervention_tokens")
         if not 0 <= self.n_top_train <= self.n_train:
-            raise ValueError("n_top_train must be in 0..n_train")
+            raise ValueError(f"n_top_train ({self.n_top_train}) must be in 0..n_train ({self.n_train})")
         if not 0 <= self.n_test_top <= self.n_test:
-            raise ValueError("n_test_top must be in 0..n_test")
+            raise ValueError(f"n_test_top ({self.n_test_top}) must be in 0..n_test ({self.n_test})")
         if self.intervention_kl <= 0:
             raise ValueError(f"intervention_kl must be > 0, got {self.intervention_kl}")
 

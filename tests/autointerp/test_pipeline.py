@@ -212,7 +212,7 @@ def test_evaluate_runs_the_autointerp_group_through_interpret(faulty, store, con
 def test_evaluate_refuses_autointerp_examples_interpret_would_refuse():
     from pipelines.evaluate import EvaluateConfig
 
-    with pytest.raises(ValueError, match=r"^autointerp group: n_test_top must be in 0\.\.n_test; "
+    with pytest.raises(ValueError, match=r"^autointerp group: n_test_top \(2\) must be in 0\.\.n_test \(1\); "
                        r"given .*interpret_score_examples = 1 \(interpret's n_test\)"):
         EvaluateConfig(dict_id=DICT_ID, groups=["autointerp"], interpret_score_examples=1)
     EvaluateConfig(dict_id=DICT_ID, groups=["core"], interpret_score_examples=1)   # other groups do not read it
