@@ -21,9 +21,14 @@ wb() { .venv/bin/workbench --store "$STORE" "$@"; }
 # evaluation is small (8,192 tokens, CE on 4 sequences of 2,048 in the middle, 1 at the ends: 32 took
 # 13 min a dictionary, and 4 took over 4.5 min on the 2026-12 machine): the table reads the chat
 # group, which evaluates every strategy on the same conversations.
+stream_args() {   # layer seed tokens ce-sequences: the settings every strategy run shares, into STREAM_ARGS
+  STREAM_ARGS=(--hook-point "blocks.$1.hook_resid_post" --tokens "$3" --context 2048 --forward-batch 4
+               --token-rule.max-norm-ratio 0 --eval-tokens 8192 --ce-sequences "$4" --seed "$2")
+}
+
 strategy_runs() {   # layer seed tokens ce-sequences
-  local common=(--hook-point "blocks.$1.hook_resid_post" --tokens "$3" --context 2048 --forward-batch 4
-                --token-rule.max-norm-ratio 0 --eval-tokens 8192 --ce-sequences "$4" --seed "$2")
+  stream_args "$@"
+  local common=("${STREAM_ARGS[@]}")
   for strategy in bt-p bt-f fast; do
     local corpus=sharegpt
     [ "$strategy" = bt-p ] && corpus=wiki+bbc
@@ -77,9 +82,9 @@ case "${1:-}" in
     # the BT(P) stream the strategies' BT(P) rows use (its activations are cached), then the core group
     # (held-out wiki+bbc) and the chat group (held-out conversations) for every dictionary of the layer
     layer=${2:?give the layer}
-    common=(--strategy bt-p --corpus wiki+bbc --hook-point "blocks.$layer.hook_resid_post" --tokens 100000
-            --context 2048 --forward-batch 4 --token-rule.max-norm-ratio 0 --eval-tokens 8192 --ce-sequences 1
-            --architecture relu --sae.normalize-activations expected_average_only_in)
+    stream_args "$layer" 0 100000 1
+    common=(--strategy bt-p --corpus wiki+bbc "${STREAM_ARGS[@]}" --architecture relu
+            --sae.normalize-activations expected_average_only_in)
     wb train "${common[@]}" --sae.l1-coefficient 0 --bias-adaptation gba
     wb train "${common[@]}" --sae.l1-coefficient 1.5
     for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list all); do

@@ -47,10 +47,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         if not path.is_dir():
             raise
     finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
 
 
 def _remove_dead_writers_copies(path: Path) -> None:
@@ -61,10 +58,14 @@ def _remove_dead_writers_copies(path: Path) -> None:
     for copy in path.parent.glob(f"{glob.escape(path.name)}.*.partial"):
         found = own.fullmatch(copy.name)
         if found and not _process_alive(int(found.group(1))):
-            if copy.is_dir():
-                shutil.rmtree(copy, ignore_errors=True)
-            else:
-                copy.unlink(missing_ok=True)
+            _remove(copy)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _process_alive(pid: int) -> bool:
