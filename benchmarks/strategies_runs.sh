@@ -7,6 +7,9 @@
 #   bash benchmarks/strategies_runs.sh autointerp 4  # detection of 30 random live features per TopK strategy dictionary at layer 4
 #   bash benchmarks/strategies_runs.sh one-table 4   # GBA and ReLU+L1 on the layer's BT(P) stream, then every dictionary
 #                                                    # of the layer on the same held-out sets (core and chat groups)
+#   bash benchmarks/strategies_runs.sh matched-l0 4 0,1  # JumpReLU per strategy with its initial threshold searched until
+#                                                    # its L0 on the held-out conversations is TopK's 32 (seed 0), then the
+#                                                    # chat group, for each seed given at the threshold found
 # then `.venv/bin/python benchmarks/strategies_table.py` prints the README tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +29,23 @@ stream_args() {   # layer seed tokens ce-sequences: the settings every strategy 
                --token-rule.max-norm-ratio 0 --eval-tokens 8192 --ce-sequences "$4" --seed "$2")
 }
 
+strategy_train() {   # strategy, then the method's arguments; after stream_args
+  local corpus=sharegpt
+  [ "$1" = bt-p ] && corpus=wiki+bbc
+  wb train --strategy "$1" --corpus "$corpus" "${STREAM_ARGS[@]}" "${@:2}"
+}
+
+jumprelu_train() {   # strategy init-threshold; after stream_args (the initial threshold sets JumpReLU's
+  # L0 at these budgets: Adam moves a threshold by about lr a step, whatever the L0 coefficient)
+  strategy_train "$1" --architecture jumprelu --sae.normalize-activations expected_average_only_in \
+    --sae.l0-coefficient 6 --sae.init-threshold "$2"
+}
+
 strategy_runs() {   # layer seed tokens ce-sequences
   stream_args "$@"
-  local common=("${STREAM_ARGS[@]}")
   for strategy in bt-p bt-f fast; do
-    local corpus=sharegpt
-    [ "$strategy" = bt-p ] && corpus=wiki+bbc
-    wb train --strategy "$strategy" --corpus "$corpus" "${common[@]}" --architecture topk --sae.k 32
-    wb train --strategy "$strategy" --corpus "$corpus" "${common[@]}" --architecture jumprelu \
-      --sae.normalize-activations expected_average_only_in --sae.l0-coefficient 6 --sae.init-threshold 1.2
+    strategy_train "$strategy" --architecture topk --sae.k 32
+    jumprelu_train "$strategy" 1.2
   done
 }
 
@@ -83,13 +94,18 @@ case "${1:-}" in
     # (held-out wiki+bbc) and the chat group (held-out conversations) for every dictionary of the layer
     layer=${2:?give the layer}
     stream_args "$layer" 0 100000 1
-    common=(--strategy bt-p --corpus wiki+bbc "${STREAM_ARGS[@]}" --architecture relu
-            --sae.normalize-activations expected_average_only_in)
-    wb train "${common[@]}" --sae.l1-coefficient 0 --bias-adaptation gba
-    wb train "${common[@]}" --sae.l1-coefficient 1.5
+    relu=(--architecture relu --sae.normalize-activations expected_average_only_in)
+    strategy_train bt-p "${relu[@]}" --sae.l1-coefficient 0 --bias-adaptation gba
+    strategy_train bt-p "${relu[@]}" --sae.l1-coefficient 1.5
     for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list all); do
       case "$dict_id" in *-blocks_"$layer"_*) ;; *) continue ;; esac
       wb evaluate --dict-id "$dict_id" --groups core,chat --chat-ce-sequences 4
     done ;;
-  *) echo "usage: $0 fast-middle|fast-ends|gba|evaluate|autointerp LAYER|one-table LAYER" >&2; exit 2 ;;
+  jumprelu)   # one JumpReLU strategy run at the ends' settings (benchmarks/jumprelu_matched_l0.py searches the threshold)
+    stream_args "${2:?give the layer}" "${5:-0}" 100000 1
+    jumprelu_train "${3:?give the strategy}" "${4:?give the initial threshold}" ;;
+  matched-l0)   # JumpReLU at TopK's L0 (32 on the held-out conversations) for every strategy of a layer, seed 0,
+    # then the other seeds given (e.g. 0,1) at the thresholds found
+    .venv/bin/python benchmarks/jumprelu_matched_l0.py --store "$STORE" --layer "${2:?give the layer}" --seeds "${3:-0}" ;;
+  *) echo "usage: $0 fast-middle|fast-ends|gba|evaluate|autointerp LAYER|one-table LAYER|matched-l0 LAYER" >&2; exit 2 ;;
 esac

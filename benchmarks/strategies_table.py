@@ -52,29 +52,66 @@ def _cell(values: list[float], fmt: str = "{:.3f}") -> str:
     return mean if len(values) == 1 else f"{mean} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
+CHAT_COLUMNS = [("log2 MSE", "chat/log2_mse"), ("log2 MSE_st", "chat/log2_mse_markup"), ("FVU", "chat/fvu"),
+                ("FVU ordinary", "chat/fvu_ordinary"), ("CE rec", "chat/ce_loss_recovered"), ("L0", "chat/l0")]
+
+
+def _order_holds(markup_by_strategy: list[float]) -> bool:
+    """The paper's order MSE_st(FAST) < MSE_st(BT(F)) < MSE_st(BT(P)), given in STRATEGIES' order."""
+    bt_p, bt_f, fast = markup_by_strategy
+    return fast < bt_f < bt_p
+
+
 def fast_table(d: pd.DataFrame) -> tuple[int, int]:
-    d = d[d["recipe"].isin(STRATEGIES)]
-    columns = [("log2 MSE", "chat/log2_mse"), ("log2 MSE_st", "chat/log2_mse_markup"), ("FVU", "chat/fvu"),
-               ("FVU ordinary", "chat/fvu_ordinary"), ("CE rec", "chat/ce_loss_recovered"), ("L0", "chat/l0"),
-               ("detection", "autointerp/detection"), ("shuffled", "autointerp/detection_shuffled")]
+    """Per (layer, method, method settings) run for all three strategies: chat metrics and detection,
+    mean [min, max] over seeds, and whether the order holds."""
+    d = d[d["recipe"].isin(STRATEGIES) & d["chat/log2_mse"].notna()] if "chat/log2_mse" in d else d.iloc[:0]
+    columns = [*CHAT_COLUMNS, ("detection", "autointerp/detection"), ("shuffled", "autointerp/detection_shuffled")]
     print("| layer | SAE | strategy | tokens | seeds | " + " | ".join(c[0] for c in columns) + " |")
     print("|---|---|---|---|---|" + "---|" * len(columns))
     holds = checked = 0
-    for (layer, method), group in d.groupby(["layer", "method"]):
+    for (layer, method, _), group in d.groupby(["layer", "method", "sae"]):
+        if not set(STRATEGIES) <= set(group["recipe"]):   # a matched-L0 search try (see matched_table)
+            continue
         for strategy in STRATEGIES:
             rows = group[group["recipe"] == strategy]
-            rows = rows[rows["chat/log2_mse"].notna()] if "chat/log2_mse" in rows else rows.iloc[:0]
             cells = [_cell(rows[c].tolist() if c in rows else []) for _, c in columns]
-            tokens = f"{rows['tokens'].iloc[0]:,}" if len(rows) else "—"
-            print(f"| {layer} | {method} | {strategy} | {tokens} | {len(rows)} | " + " | ".join(cells) + " |")
-        markup = group.get("chat/log2_mse_markup", pd.Series(float("nan"), index=group.index))
-        means = [markup[group["recipe"] == s].mean() for s in STRATEGIES]
-        if all(m == m for m in means):
-            checked += 1
-            ordered = means[2] < means[1] < means[0]
-            holds += ordered
-            verdict = "holds" if ordered else "fails"
-            print(f"| | | FAST < BT(F) < BT(P) on MSE_st: {verdict} |" + " |" * (len(columns) + 2))
+            print(f"| {layer} | {method} | {strategy} | {rows['tokens'].iloc[0]:,} | {len(rows)} | "
+                  + " | ".join(cells) + " |")
+        ordered = _order_holds([group[group["recipe"] == s]["chat/log2_mse_markup"].mean() for s in STRATEGIES])
+        checked, holds = checked + 1, holds + ordered
+        print(f"| | | FAST < BT(F) < BT(P) on MSE_st: {'holds' if ordered else 'fails'} |" + " |" * (len(columns) + 2))
+    return holds, checked
+
+
+def matched_table(d: pd.DataFrame, target: float = 32.0) -> tuple[int, int]:
+    """JumpReLU per (layer, strategy): of the seed-0 dictionaries the chat group ran on, the one whose
+    L0 on the held-out conversations is closest to `target` (TopK's k; `jumprelu_matched_l0.py`
+    searches the initial threshold for it), with the other seeds at its settings (mean [min, max]),
+    and whether the order holds among those."""
+    if "chat/l0" not in d:
+        return 0, 0
+    d = d[(d["method"] == "jumprelu") & d["recipe"].isin(STRATEGIES) & d["chat/l0"].notna()]
+    print("| layer | strategy | init threshold | tokens | seeds | " + " | ".join(c[0] for c in CHAT_COLUMNS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(CHAT_COLUMNS))
+    holds = checked = 0
+    for layer, group in d.groupby("layer"):
+        first = group[group["seed"] == 0]
+        if not set(STRATEGIES) <= set(first["recipe"]):
+            continue
+        markup = []
+        for strategy in STRATEGIES:
+            own = first[first["recipe"] == strategy]
+            sae = own.loc[(own["chat/l0"] - target).abs().idxmin(), "sae"]
+            rows = group[(group["recipe"] == strategy) & (group["sae"] == sae)]
+            markup.append(rows["chat/log2_mse_markup"].mean())
+            cells = [_cell(rows[c].tolist(), "{:.1f}" if c == "chat/l0" else "{:.3f}") for _, c in CHAT_COLUMNS]
+            print(f"| {layer} | {strategy} | {json.loads(sae)['init_threshold']} | {rows['tokens'].iloc[0]:,} | "
+                  f"{len(rows)} | " + " | ".join(cells) + " |")
+        ordered = _order_holds(markup)
+        checked, holds = checked + 1, holds + ordered
+        print(f"| | FAST < BT(F) < BT(P) on MSE_st at L0 {target:g}: {'holds' if ordered else 'fails'} |"
+              + " |" * (len(CHAT_COLUMNS) + 2))
     return holds, checked
 
 
@@ -167,12 +204,15 @@ def main() -> None:
     d = dictionaries(store)
     holds, checked = fast_table(d)
     print()
+    matched_holds, matched_checked = matched_table(d)
+    print()
     autointerp_table(store, d)
     print()
     gba_table(d)
     print()
     one_table(d)
-    print(f"RESULT fast_order_holds={holds}/{checked} dictionaries={len(d)}")
+    print(f"RESULT fast_order_holds={holds}/{checked} matched_l0_order_holds={matched_holds}/{matched_checked} "
+          f"dictionaries={len(d)}")
 
 
 if __name__ == "__main__":
