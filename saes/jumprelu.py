@@ -76,7 +76,9 @@ class JumpReLUConfig(SAEConfig):
     """epsilon: width of the rectangle kernel in the pseudo-derivatives (SAELens default; the
     paper's 0.001 assumes its smaller input normalisation)."""
     init_threshold: float = 0.01
-    """Initial threshold of every latent (SAELens default)."""
+    """Initial threshold of every latent (SAELens default). Over a short run it sets the L0 more than
+    l0_coefficient does: Adam moves a threshold by about lr a step, whatever the coefficient (#15
+    matches L0s by searching it, `benchmarks/jumprelu_matched_l0.py`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
