@@ -34,7 +34,8 @@ from workbench.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_THRESHOLD = 1.2
-"""The threshold of the strategy runs' own JumpReLU rows (`strategies_runs.sh`)."""
+"""The threshold of the strategy runs' own JumpReLU rows (`strategy_runs` in `strategies_runs.sh`), so
+the search starts from a try the store already has."""
 
 
 def tries(store: Store, layer: int, strategy: str, seed: int) -> dict[float, str]:
@@ -44,15 +45,10 @@ def tries(store: Store, layer: int, strategy: str, seed: int) -> dict[float, str
     return {json.loads(sae)["init_threshold"]: dict_id for sae, dict_id in zip(d["sae"], d["dict_id"])}
 
 
-def train(store: str, layer: int, strategy: str, threshold: float, seed: int) -> None:
-    subprocess.run(["bash", str(REPO / "benchmarks/strategies_runs.sh"), "jumprelu", str(layer), strategy,
-                    str(threshold), str(seed)], check=True, env={**os.environ, "STORE": store})
-
-
-def evaluate_chat(store: str, dict_id: str) -> None:
-    """The chat group as `strategies_runs.sh evaluate` runs it."""
-    subprocess.run([str(REPO / ".venv/bin/workbench"), "--store", store, "evaluate", "--dict-id", dict_id,
-                    "--groups", "chat", "--chat-ce-sequences", "4"], check=True)
+def strategy_runs(store: str, *args: object) -> None:
+    """`strategies_runs.sh` with `args` into `store`: its stream and evaluation settings stay in one place."""
+    subprocess.run(["bash", str(REPO / "benchmarks/strategies_runs.sh"), *map(str, args)], check=True,
+                   env={**os.environ, "STORE": store})
 
 
 def next_threshold(points: list[tuple[float, float]], target: float) -> float:
@@ -94,7 +90,7 @@ def main() -> None:
         points: list[tuple[float, float]] = []
         for attempt in range(args.max_tries):
             if threshold not in known:
-                train(args.store, args.layer, strategy, threshold, first)
+                strategy_runs(args.store, "jumprelu", args.layer, strategy, threshold, first)
                 known = tries(store, args.layer, strategy, first)
             points.append((threshold, l0_of(known[threshold])))
             print(f"layer {args.layer} {strategy} try {attempt + 1}: init threshold {threshold}, "
@@ -104,10 +100,10 @@ def main() -> None:
             threshold = next_threshold(points, args.target)
         best = min(points, key=lambda p: abs(p[1] - args.target))[0]
         print(f"layer {args.layer} {strategy}: init threshold {best}: {known[best]}", flush=True)
-        evaluate_chat(args.store, known[best])
+        strategy_runs(args.store, "chat", known[best])
         for seed in others:
-            train(args.store, args.layer, strategy, best, seed)
-            evaluate_chat(args.store, tries(store, args.layer, strategy, seed)[best])
+            strategy_runs(args.store, "jumprelu", args.layer, strategy, best, seed)
+            strategy_runs(args.store, "chat", tries(store, args.layer, strategy, seed)[best])
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,8 @@ wb() { .venv/bin/workbench --store "$STORE" "$@"; }
 # evaluation is small (8,192 tokens, CE on 4 sequences of 2,048 in the middle, 1 at the ends: 32 took
 # 13 min a dictionary, and 4 took over 4.5 min on the 2026-12 machine): the table reads the chat
 # group, which evaluates every strategy on the same conversations.
+ENDS=(100000 1)   # tokens and CE sequences of every run at layers 4 and 25
+
 stream_args() {   # layer seed tokens ce-sequences: the settings every strategy run shares, into STREAM_ARGS
   STREAM_ARGS=(--hook-point "blocks.$1.hook_resid_post" --tokens "$3" --context 2048 --forward-batch 4
                --token-rule.max-norm-ratio 0 --eval-tokens 8192 --ce-sequences "$4" --seed "$2")
@@ -39,6 +41,10 @@ jumprelu_train() {   # strategy init-threshold; after stream_args (the initial t
   # L0 at these budgets: Adam moves a threshold by about lr a step, whatever the L0 coefficient)
   strategy_train "$1" --architecture jumprelu --sae.normalize-activations expected_average_only_in \
     --sae.l0-coefficient 6 --sae.init-threshold "$2"
+}
+
+chat_evaluate() {   # dictionary: the chat group every strategy table reads
+  wb evaluate --dict-id "$1" --groups chat --chat-ce-sequences 4
 }
 
 strategy_runs() {   # layer seed tokens ce-sequences
@@ -70,12 +76,12 @@ gba_runs() {   # the frontier at layer 12 on wiki+bbc (the #14 comparison's data
 
 case "${1:-}" in
   fast-middle) strategy_runs 15 0 500000 4; strategy_runs 15 1 500000 4 ;;
-  fast-ends) strategy_runs 4 0 100000 1; strategy_runs 25 0 100000 1 ;;
+  fast-ends) strategy_runs 4 0 "${ENDS[@]}"; strategy_runs 25 0 "${ENDS[@]}" ;;
   gba) gba_runs ;;
   evaluate)   # chat group on the strategy dictionaries; seed stability where a second seed exists
     # (core metrics are the train run's own, on the training corpus's held-out split)
     for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list chat); do
-      wb evaluate --dict-id "$dict_id" --groups chat --chat-ce-sequences 4
+      chat_evaluate "$dict_id"
     done
     for dict_id in $(.venv/bin/python benchmarks/strategies_table.py --store "$STORE" --list paired); do
       wb evaluate --dict-id "$dict_id" --groups stability
@@ -93,7 +99,7 @@ case "${1:-}" in
     # the BT(P) stream the strategies' BT(P) rows use (its activations are cached), then the core group
     # (held-out wiki+bbc) and the chat group (held-out conversations) for every dictionary of the layer
     layer=${2:?give the layer}
-    stream_args "$layer" 0 100000 1
+    stream_args "$layer" 0 "${ENDS[@]}"
     relu=(--architecture relu --sae.normalize-activations expected_average_only_in)
     strategy_train bt-p "${relu[@]}" --sae.l1-coefficient 0 --bias-adaptation gba
     strategy_train bt-p "${relu[@]}" --sae.l1-coefficient 1.5
@@ -102,8 +108,9 @@ case "${1:-}" in
       wb evaluate --dict-id "$dict_id" --groups core,chat --chat-ce-sequences 4
     done ;;
   jumprelu)   # one JumpReLU strategy run at the ends' settings (benchmarks/jumprelu_matched_l0.py searches the threshold)
-    stream_args "${2:?give the layer}" "${5:-0}" 100000 1
+    stream_args "${2:?give the layer}" "${5:-0}" "${ENDS[@]}"
     jumprelu_train "${3:?give the strategy}" "${4:?give the initial threshold}" ;;
+  chat) chat_evaluate "${2:?give the dictionary}" ;;   # one dictionary's chat group (for jumprelu_matched_l0.py)
   matched-l0)   # JumpReLU at TopK's L0 (32 on the held-out conversations) for every strategy of a layer, seed 0,
     # then the other seeds given (e.g. 0,1) at the thresholds found
     .venv/bin/python benchmarks/jumprelu_matched_l0.py --store "$STORE" --layer "${2:?give the layer}" --seeds "${3:-0}" ;;
