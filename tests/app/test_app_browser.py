@@ -77,7 +77,8 @@ def test_dictionaries_tab(page, server: str) -> None:
 
 
 def test_layer_similarity_heatmap(page, server: str) -> None:
-    page.goto(server)
+    page.set_viewport_size({"width": 1400, "height": 1600})   # the choices list opens below the fold: in view,
+    page.goto(server)                                         # or a click on it can find it outside the viewport
     page.get_by_text("Layer similarity between two models").click()
     page.locator("#sim-run input").fill(SIMILARITY_RUN)   # typed: the list opens below the fold
     page.get_by_role("option", name=SIMILARITY_RUN).click()   # once the page's load has filled the choices
