@@ -2,6 +2,7 @@
 # The #15 experiments on SmolLM2, into one store (rerunning skips what is finished):
 #   bash benchmarks/strategies_runs.sh fast-middle   # BT(P), BT(F), FAST x {TopK, JumpReLU}, layer 15, seeds 0 and 1
 #   bash benchmarks/strategies_runs.sh fast-ends     # the same at layers 4 and 25, seed 0, 0.1M tokens
+#   bash benchmarks/strategies_runs.sh ends 15 0,1   # the same at one layer and the seeds given, 0.1M tokens
 #   bash benchmarks/strategies_runs.sh gba           # the frontier: GBA, TopK, ReLU+L1, JumpReLU at 4 levels, layer 12
 #   bash benchmarks/strategies_runs.sh evaluate      # chat metrics, and seed stability where there are two seeds
 #   bash benchmarks/strategies_runs.sh autointerp 4  # detection of 30 random live features per TopK strategy dictionary at layer 4
@@ -77,6 +78,7 @@ gba_runs() {   # the frontier at layer 12 on wiki+bbc (the #14 comparison's data
 case "${1:-}" in
   fast-middle) strategy_runs 15 0 500000 4; strategy_runs 15 1 500000 4 ;;
   fast-ends) strategy_runs 4 0 "${ENDS[@]}"; strategy_runs 25 0 "${ENDS[@]}" ;;
+  ends) for seed in ${3//,/ }; do strategy_runs "${2:?give the layer}" "$seed" "${ENDS[@]}"; done ;;
   gba) gba_runs ;;
   evaluate)   # chat group on the strategy dictionaries; seed stability where a second seed exists
     # (core metrics are the train run's own, on the training corpus's held-out split)
@@ -114,5 +116,5 @@ case "${1:-}" in
   matched-l0)   # JumpReLU at TopK's L0 (32 on the held-out conversations) for every strategy of a layer, seed 0,
     # then the other seeds given (e.g. 0,1) at the thresholds found
     .venv/bin/python benchmarks/jumprelu_matched_l0.py --store "$STORE" --layer "${2:?give the layer}" --seeds "${3:-0}" ;;
-  *) echo "usage: $0 fast-middle|fast-ends|gba|evaluate|autointerp LAYER|one-table LAYER|matched-l0 LAYER [SEEDS]" >&2; exit 2 ;;
+  *) echo "usage: $0 fast-middle|fast-ends|ends LAYER SEEDS|gba|evaluate|autointerp LAYER|one-table LAYER|matched-l0 LAYER [SEEDS]" >&2; exit 2 ;;
 esac
