@@ -23,6 +23,12 @@ own, response cache off, on a real dictionary with the default explainer:
 
     python benchmarks/autointerp.py --cost --store data/workbench.duckdb --dict-id D --features 8
 
+Naming (`--naming N`): the first N live features (seeded order) whose top examples peak on one
+token are explained (with the cheapest detection run the pipeline allows: 2 + 2 texts, no control),
+and the table says which explanations name that token:
+
+    python benchmarks/autointerp.py --naming 50 --store data/workbench.duckdb --dict-id D
+
 The last line is `RESULT key=value ...`, ratios first.
 """
 
@@ -34,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.autointerp import InterpretConfig, report, run, specificity, testbed
+from pipelines.autointerp import InterpretConfig, report, run, specificity, storage, testbed
 from pipelines.autointerp.serve import LocalServer, ServeConfig
 from workbench import queries
 from workbench.llm import LLMConfig
@@ -151,10 +157,28 @@ def cost(args: argparse.Namespace) -> str:
             + " ".join(f"{k}_s={v:.1f}" for k, v in per.items()) + f" features={len(features)}")
 
 
+def naming(args: argparse.Namespace) -> str:
+    store = Store(args.store)
+    shared = specificity.shared_token_features(store, args.dict_id, args.naming)
+    cfg = InterpretConfig(dict_id=args.dict_id, features=",".join(map(str, shared)), scorers=["detection"],
+                          controls=False, n_test=2, n_test_top=1, n_inactive=2,
+                          llm=LLMConfig(base_url=args.base_url or None, model="", max_in_flight=args.in_flight))
+    base = run(cfg, store)
+    explained = storage.stored_explanations(store, base)
+    named = 0
+    for f, text in sorted(zip(explained["feature"].astype(int), explained["text"])):
+        hit = specificity.names_token(text, shared[f])
+        named += hit
+        print(f"{f:6} {shared[f]!r:14} {'named' if hit else '-':6} {text}")
+    print(f"{named} of {len(explained)} explanations name their feature's shared peak token")
+    return f"RESULT shared_token_named={named / max(len(explained), 1):.3f} named={named} features={len(explained)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quality", action="store_true", help="real vs shuffled score table instead of throughput")
     parser.add_argument("--cost", action="store_true", help="seconds and tokens per feature per stage")
+    parser.add_argument("--naming", type=int, default=0, help="how many shared-token features to explain")
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--features", default="3", help="throughput: how many features; quality: a selection")
     parser.add_argument("--server-backend", default="auto", help="embedded server: auto, llama-cpp or transformers")
@@ -171,6 +195,8 @@ def main() -> None:
         print(quality(args))
     elif args.cost:
         print(cost(args))
+    elif args.naming:
+        print(naming(args))
     else:
         args.features = int(args.features)
         print(throughput(args))

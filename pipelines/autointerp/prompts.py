@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v6"
+EXPLAIN_VERSION = "explain-v8"
 DETECTION_VERSION = "detection-v3"
 FUZZING_VERSION = "fuzzing-v3"
 SURPRISAL_VERSION = "surprisal-v1"
@@ -27,12 +27,14 @@ NEUTRAL_PREFIX = "Various unrelated sentences."
 
 EXPLAIN_SYSTEM = f"""You study one feature of a language model. You will see text examples. In each, the
 tokens where the feature is active are marked like <<this>> and listed after the example with how
-strongly the feature activates on them, from 0 to 10. The tokens marked most often are listed last.
+strongly the feature activates on them, from 0 to 10. Last comes the token each example peaks on,
+with how many examples peak on it.
 
 Say what the feature responds to as a short noun phrase of at most ten words, as specific as the
 examples allow, for example: the word "however"; four-digit years; closing parentheses; football
-match results; names of European capitals. If most marked tokens are the same word, name that word
-in quotes. Write a noun phrase, not a sentence: do not start with "The marked tokens" or "This feature".
+match results; names of European capitals. If most examples peak on the same token (a word, part of
+a word, a number or a punctuation mark), name that token in quotes. Write a noun phrase, not a
+sentence: do not start with "The marked tokens" or "This feature".
 
 Answer with one line: {MARKER} <noun phrase>"""
 
@@ -127,23 +129,28 @@ def highlight(tokens: Sequence[str], marks: Sequence[bool]) -> str:
 
 
 def explain_messages(examples: Sequence[Example], max_act: float, n_common: int = 5) -> list[dict[str, str]]:
-    """System prompt, then the feature's examples, the most often marked tokens, and the question.
+    """System prompt, then the feature's examples, the tokens they peak on, and the question.
 
     No few-shot exchange: with one (Delphi's idioms example), the Qwen2.5-Coder-1.5B explainer
     repeated the example's answer verbatim for 4 of 4 features in a trial here. The count of
-    marked tokens puts a shared token in front of a small explainer, which otherwise tends to
-    describe the contexts in general terms."""
-    blocks, counts = [], Counter[str]()
+    peak tokens, and a line naming the token when it is at least half of them, put a shared token
+    in front of a small explainer, which otherwise tends to describe the contexts in general terms.
+    On 30 features of the demo dictionary whose top examples peak on one token, the explainer named
+    it in 14 when the prompt counted every marked token (explain-v6), 18 with the peak count alone
+    (v7) and 18 with the line as well (v8; 14 of 20 further features)."""
+    blocks, peaks = [], Counter[str]()
     for i, ex in enumerate(examples, 1):
         marks = ex.marked()
         scaled = scale_acts(ex.acts, max_act)
         pairs = [(plain_text(t), s) for t, s, m in zip(ex.tokens, scaled, marks) if m]
-        counts.update(t.strip() for t, _ in pairs if t.strip())
+        peak = plain_text(ex.tokens[max(range(len(ex.acts)), key=ex.acts.__getitem__)]).strip()
+        peaks.update([peak] if peak else [])
         listed = ", ".join(f'("{t}", {s})' for t, s in pairs)
         blocks.append(f"Example {i}: {highlight(ex.tokens, marks)}\nActivations: {listed}")
-    common = ", ".join(f'"{t}" ({n})' for t, n in counts.most_common(n_common))
-    return [{"role": "system", "content": EXPLAIN_SYSTEM},
-            {"role": "user", "content": "\n".join(blocks) + f"\n\nMost often marked: {common}" + EXPLAIN_ASK}]
+    common = ", ".join(f'"{t}" ({n})' for t, n in peaks.most_common(n_common))
+    shared = [f'\nMost examples peak on "{t}".' for t, n in peaks.most_common(1) if 2 * n >= len(examples)]
+    user = "\n".join(blocks) + f"\n\nPeak tokens: {common}" + "".join(shared) + EXPLAIN_ASK
+    return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
 
 
 def classifier_messages(template: str, explanation: str, example_text: str) -> list[dict[str, str]]:

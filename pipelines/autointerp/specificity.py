@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -62,6 +63,21 @@ def shared_token(examples: Sequence[Example]) -> str | None:
         return None
     token, count = Counter(peaks).most_common(1)[0]
     return token if token and count >= SHARED_FRACTION * len(peaks) else None
+
+
+def shared_token_features(store: Store, dict_id: str, n: int, seed: int = 0) -> dict[int, str]:
+    """Feature -> shared token for the first `n` live features, in a seeded random order, whose top
+    examples peak on one token (the features on which `names_token` is measured)."""
+    live = queries.live_features(store, dict_id)
+    random.Random(seed).shuffle(live)
+    found: dict[int, str] = {}
+    for f in live:
+        if len(found) == n:
+            break
+        top = [e for e in rows_to_examples(queries.feature_examples(store, dict_id, f)) if e.kind == "top"]
+        if (token := shared_token(top)) is not None:
+            found[f] = token
+    return found
 
 
 def names_token(explanation: str, token: str) -> bool:

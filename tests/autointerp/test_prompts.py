@@ -18,7 +18,15 @@ def test_scale_and_highlight_follow_delphi():
     assert ex.marked() == [False, False, True]  # 0.2 < 0.3 x max
     user = prompts.explain_messages([ex, ex], max_act=1.0)[-1]["content"]
     block = 'The river<< Nile>>\nActivations: (" Nile", 10)'
-    assert user == f'Example 1: {block}\nExample 2: {block}\n\nMost often marked: "Nile" (2)' + prompts.EXPLAIN_ASK
+    hint = '\n\nPeak tokens: "Nile" (2)\nMost examples peak on "Nile".'
+    assert user == f'Example 1: {block}\nExample 2: {block}{hint}' + prompts.EXPLAIN_ASK
+    wide = Example(("The", " river", " Nile", " flows"), (0.5, 0.4, 1.0, 0.6), "top")   # four marked, one peak
+    other = Example(("A", " dam"), (0.9, 1.0), "top")
+    user = prompts.explain_messages([wide, wide, other], max_act=1.0)[-1]["content"]
+    assert user.endswith('\n\nPeak tokens: "Nile" (2), "dam" (1)\nMost examples peak on "Nile".' + prompts.EXPLAIN_ASK)
+    third = Example(("A", " weir"), (0.9, 1.0), "top")
+    user = prompts.explain_messages([wide, other, third], max_act=1.0)[-1]["content"]   # no token peaks half
+    assert user.endswith('\n\nPeak tokens: "Nile" (1), "dam" (1), "weir" (1)' + prompts.EXPLAIN_ASK)
 
 
 def test_special_token_text_cannot_end_a_chat_turn():
