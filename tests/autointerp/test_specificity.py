@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from interp_helpers import DICT_ID
 
 from pipelines.autointerp import specificity
-from pipelines.autointerp.examples import Example
+from pipelines.autointerp.examples import Example, rows_to_examples
+from workbench import queries
 
 
 def test_generic_phrasings_are_caught_and_specific_ones_pass():
@@ -37,3 +39,15 @@ def test_report_counts_what_it_says():
     assert out["shared_token_named"] == 0.5 and -1 <= out["mean_similarity"] <= 1
     identical = specificity.mean_similarity(["rivers in Africa", "rivers in Africa"])
     assert math.isclose(identical, 1.0, abs_tol=1e-5)
+
+
+def test_shared_token_features_read_the_store(store):
+    """On a real feature pass: each returned feature's stored top examples peak on its token, and the
+    selection is the seeded order's first n of them (a larger n extends a smaller one)."""
+    found = specificity.shared_token_features(store, DICT_ID, 3)
+    assert 1 <= len(found) <= 3
+    for feature, token in found.items():
+        top = [e for e in rows_to_examples(queries.feature_examples(store, DICT_ID, feature)) if e.kind == "top"]
+        assert specificity.shared_token(top) == token
+    more = specificity.shared_token_features(store, DICT_ID, 6)
+    assert list(more)[: len(found)] == list(found)
