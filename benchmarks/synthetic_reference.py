@@ -45,10 +45,13 @@ def reference_topk(spec: synthetic.SyntheticSpec, k: int, lr: float) -> torch.Te
     return w_dec.detach()
 
 
-def workbench_topk(spec: synthetic.SyntheticSpec, k: int) -> torch.Tensor:
+THRESHOLDS = (0.8, 0.9)
+
+
+def workbench_topk(spec: synthetic.SyntheticSpec, k: int) -> list[float]:
+    """Recovered fractions at THRESHOLDS of a TopK dictionary fitted by the workbench's trainer."""
     dictionary = saes.create("topk", d_in=spec.d, d_sae=WIDTH, seed=spec.seed, k=k)
-    synthetic.fit_and_recover(dictionary, spec)
-    return dictionary.decoder_directions()
+    return list(synthetic.fit_and_recover(dictionary, spec, thresholds=THRESHOLDS).recovered.values())
 
 
 def main() -> None:
@@ -68,10 +71,9 @@ def main() -> None:
     result = {}
     for name, spec, k in cases:
         truth = synthetic.truth(spec).directions
-        found = {}
-        for who, directions in (("reference", reference_topk(spec, k, synthetic.SCHEDULE.lr)),
-                                ("workbench", workbench_topk(spec, k))):
-            found[who] = [synthetic.recovery(truth, directions, t).recovered for t in (0.8, 0.9)]
+        reference = reference_topk(spec, k, synthetic.SCHEDULE.lr)
+        found = {"reference": [synthetic.recovery(truth, reference, t).recovered for t in THRESHOLDS],
+                 "workbench": workbench_topk(spec, k)}
         cells = [f"{a:.1%} / {b:.1%}" for a, b in found.values()]
         print(f"{name:28} {k:>3} {cells[0]:>16} {cells[1]:>16}", flush=True)
         tag = "s3" if spec.active_counts == (3,) else f"k{k}"

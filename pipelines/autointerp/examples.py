@@ -55,6 +55,11 @@ class Example:
     def active(self) -> bool:
         return self.max_act > 0
 
+    @property
+    def peak_token(self) -> str:
+        """The token with the largest activation (the first of equals)."""
+        return self.tokens[max(range(len(self.acts)), key=self.acts.__getitem__)]
+
     def marked(self) -> list[bool]:
         """Which tokens are marked as activating (>= 0.3 x the example's max)."""
         top = self.max_act

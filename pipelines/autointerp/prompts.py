@@ -143,7 +143,7 @@ def explain_messages(examples: Sequence[Example], max_act: float, n_common: int 
         marks = ex.marked()
         scaled = scale_acts(ex.acts, max_act)
         pairs = [(plain_text(t), s) for t, s, m in zip(ex.tokens, scaled, marks) if m]
-        peak = plain_text(ex.tokens[max(range(len(ex.acts)), key=ex.acts.__getitem__)]).strip()
+        peak = plain_text(ex.peak_token).strip()
         peaks.update([peak] if peak else [])
         listed = ", ".join(f'("{t}", {s})' for t, s in pairs)
         blocks.append(f"Example {i}: {highlight(ex.tokens, marks)}\nActivations: {listed}")

@@ -58,11 +58,15 @@ def mean_similarity(texts: Sequence[str]) -> float:
 
 def shared_token(examples: Sequence[Example]) -> str | None:
     """The (stripped, lower-cased) token most examples peak on, if at least SHARED_FRACTION of them do."""
-    peaks = [e.tokens[max(range(len(e.acts)), key=e.acts.__getitem__)].strip().lower() for e in examples if e.active]
+    peaks = [e.peak_token.strip().lower() for e in examples if e.active]
     if not peaks:
         return None
     token, count = Counter(peaks).most_common(1)[0]
     return token if token and count >= SHARED_FRACTION * len(peaks) else None
+
+
+def _top_examples(store: Store, dict_id: str, feature: int) -> list[Example]:
+    return [e for e in rows_to_examples(queries.feature_examples(store, dict_id, feature)) if e.kind == "top"]
 
 
 def shared_token_features(store: Store, dict_id: str, n: int, seed: int = 0) -> dict[int, str]:
@@ -74,8 +78,7 @@ def shared_token_features(store: Store, dict_id: str, n: int, seed: int = 0) -> 
     for f in live:
         if len(found) == n:
             break
-        top = [e for e in rows_to_examples(queries.feature_examples(store, dict_id, f)) if e.kind == "top"]
-        if (token := shared_token(top)) is not None:
+        if (token := shared_token(_top_examples(store, dict_id, f))) is not None:
             found[f] = token
     return found
 
@@ -101,8 +104,7 @@ def report(explanations: pd.DataFrame, top_examples: dict[int, list[Example]]) -
 def for_run(store: Store, base: str, dict_id: str) -> dict[str, float]:
     """`report` over an interpret run's explanations and its dictionary's stored top examples."""
     explained = storage.stored_explanations(store, base)
-    top = {int(f): [e for e in rows_to_examples(queries.feature_examples(store, dict_id, int(f))) if e.kind == "top"]
-           for f in explained["feature"]}
+    top = {int(f): _top_examples(store, dict_id, int(f)) for f in explained["feature"]}
     return report(explained, top)
 
 
