@@ -3,23 +3,31 @@ against TopK, ReLU+L1 and JumpReLU, several seeds each.
 
     .venv/bin/python benchmarks/gba_synthetic.py --task imbalanced --seeds 0,1,2
     .venv/bin/python benchmarks/gba_synthetic.py --task zipf --seeds 0
+    .venv/bin/python benchmarks/gba_synthetic.py --task imbalanced --seeds 0,1 --match-l0 12
 
 `imbalanced` is the paper's task (n=128 features in d=42, half the tokens with 3 active, half with
 20); `zipf` a larger one (n=4096 in d=512, Zipfian frequencies). Every dictionary has the same
 width and is trained by the one synthetic schedule (`workbench.evaluation.synthetic.SCHEDULE`);
 the seed changes the features, the data and the initialisation. Prints one row per method (mean
 and range over seeds) and the paper's figures beside them.
+
+With `--match-l0 L`, every method other than TopK first has its sparsity setting (GBA's and BA's
+target frequencies, scaled together; ReLU's L1 coefficient; JumpReLU's initial threshold) searched
+on the first seed, by secant steps on log L0, until its held-out L0 is within 10% of L; the other
+seeds train at the setting found. TopK's L0 is its k.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import time
 from typing import Any, NamedTuple
 
 import torch
+from l0_search import secant_step
 
 import saes
 from saes.bias_adaptation import GBAConfig, GroupBiasAdaptation
@@ -72,13 +80,60 @@ def _cell(values: list[float], fmt: str) -> str:
     return mean if len(values) == 1 else f"{mean} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
+def sparsity_setting(recipe: Recipe) -> tuple[float, float] | None:
+    """The recipe's sparsity setting in the units the L0 search steps in, and the first guess of
+    d log L0 / d setting; None for TopK, whose L0 is its k."""
+    if recipe.gba:
+        return 0.0, 1.0   # log of the factor on both target frequencies: L0 about proportional to it
+    if recipe.architecture == "relu":
+        return math.log(recipe.fields["l1_coefficient"]), -1.0
+    if recipe.architecture == "jumprelu":
+        return recipe.fields["init_threshold"], -2.0
+    return None
+
+
+def at_setting(recipe: Recipe, x: float) -> Recipe:
+    """`recipe` with its sparsity setting at `x` (units of `sparsity_setting`), named by it."""
+    if recipe.gba:
+        factor = min(math.exp(x), 0.99 / recipe.gba.high_freq)
+        gba = dataclasses.replace(recipe.gba, high_freq=recipe.gba.high_freq * factor,
+                                  low_freq=recipe.gba.low_freq * factor)
+        targets = f"{gba.high_freq:.3g}" if gba.groups == 1 else f"{gba.high_freq:.3g}..{gba.low_freq:.3g}"
+        return recipe._replace(name=f"{recipe.name.split(' (')[0]} ({targets})", gba=gba)
+    field = "l1_coefficient" if recipe.architecture == "relu" else "init_threshold"
+    value = math.exp(x) if recipe.architecture == "relu" else max(0.01, x)
+    label = "L1" if recipe.architecture == "relu" else "init threshold"
+    return recipe._replace(name=f"{recipe.name.split(' (')[0]} ({label} {value:.3g})",
+                           fields={**recipe.fields, field: value})
+
+
+def matched(recipe: Recipe, spec: synthetic.SyntheticSpec, width: int, target: float,
+            max_tries: int) -> tuple[Recipe, tuple[synthetic.Fitted, float]]:
+    """The recipe at the setting whose L0 on `spec` comes closest to `target` (within 10% ends the
+    search), and that try's result."""
+    x, first_slope = sparsity_setting(recipe)   # type: ignore[misc]
+    tried: dict[float, tuple[Recipe, tuple[synthetic.Fitted, float]]] = {}
+    for attempt in range(max_tries):
+        candidate = at_setting(recipe, x)
+        tried[x] = (candidate, run_one(candidate, spec, width))
+        l0 = tried[x][1][0].l0
+        print(f"  search {candidate.name}: try {attempt + 1}, L0 {l0:.1f}", flush=True)
+        if abs(l0 - target) <= 0.1 * target:
+            break
+        x = secant_step([(s, max(r[1][0].l0, 0.01)) for s, r in tried.items()], target, first_slope)
+    return min(tried.values(), key=lambda r: abs(r[1][0].l0 - target))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(TASKS), default="imbalanced")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--rows", type=int, default=None, help="training rows (default: the task's 1M)")
+    parser.add_argument("--rows", type=int, default=None, help="training rows (default: the task's)")
     parser.add_argument("--only", default="", help="comma-separated name prefixes of the recipes to run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--match-l0", type=float, default=None,
+                        help="search every non-TopK method's sparsity setting to this L0 first (see above)")
+    parser.add_argument("--max-tries", type=int, default=6, help="training runs of one search at most")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec, width = TASKS[args.task]
@@ -91,13 +146,18 @@ def main() -> None:
     print(f"{'recipe':38} {'@0.8':>22} {'@0.9':>22} {'L0':>16} {'s/run':>6}  paper @0.8 / @0.9")
     headline = {}
     for recipe in chosen:
-        runs = [run_one(recipe, dataclasses.replace(spec, seed=seed), width) for seed in seeds]
+        key, first = recipe.name, []
+        if args.match_l0 and sparsity_setting(recipe):
+            recipe, found = matched(recipe, dataclasses.replace(spec, seed=seeds[0]), width, args.match_l0,
+                                    args.max_tries)
+            first = [found]
+        runs = first + [run_one(recipe, dataclasses.replace(spec, seed=seed), width) for seed in seeds[len(first):]]
         at8 = [f.recovered[0.8] for f, _ in runs]
         at9 = [f.recovered[0.9] for f, _ in runs]
         print(f"{recipe.name:38} {_cell(at8, '{:.1%}'):>22} {_cell(at9, '{:.1%}'):>22} "
               f"{_cell([f.l0 for f, _ in runs], '{:.1f}'):>16} {statistics.median(s for _, s in runs):6.0f}  "
               f"{recipe.paper}", flush=True)
-        headline[recipe.name] = statistics.mean(at9)
+        headline[key] = statistics.mean(at9)
     best_topk = max((v for k, v in headline.items() if k.startswith("TopK")), default=float("nan"))
     gba = headline.get(GBA_NAME, float("nan"))
     print(f"RESULT gba_minus_best_topk_at0.9={gba - best_topk:.3f} gba_at0.9={gba:.3f} best_topk_at0.9={best_topk:.3f} "

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 from pathlib import Path
 
 import strategies_table
+from l0_search import secant_step
 
 from pipelines.evaluate import EvaluateConfig
 from workbench import metrics
@@ -52,15 +52,9 @@ def strategy_runs(store: str, *args: object) -> None:
 
 
 def next_threshold(points: list[tuple[float, float]], target: float) -> float:
-    """Secant step on log L0 against the threshold through the two tries closest to the target;
-    from one try, a first guess of slope -2 (L0 falls by e^2 a unit of threshold)."""
-    near = sorted(points, key=lambda p: abs(math.log(p[1] / target)))[:2]
-    (t1, l1), *rest = near
-    slope = -2.0
-    if rest and rest[0][0] != t1 and rest[0][1] != l1:
-        t2, l2 = rest[0]
-        slope = min(-0.1, (math.log(l1) - math.log(l2)) / (t1 - t2))   # L0 falls as the threshold rises
-    return round(max(0.05, t1 + (math.log(target) - math.log(l1)) / slope), 4)
+    """The next initial threshold to try; from one try, a first guess of slope -2 (L0 falls by e^2 a
+    unit of threshold)."""
+    return round(max(0.05, secant_step(points, target, first_slope=-2.0)), 4)
 
 
 def main() -> None:

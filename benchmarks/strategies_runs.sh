@@ -3,6 +3,7 @@
 #   bash benchmarks/strategies_runs.sh fast-middle   # BT(P), BT(F), FAST x {TopK, JumpReLU}, layer 15, seeds 0 and 1
 #   bash benchmarks/strategies_runs.sh fast-ends     # the same at layers 4 and 25, seed 0, 0.1M tokens
 #   bash benchmarks/strategies_runs.sh ends 15 0,1   # the same at one layer and the seeds given, 0.1M tokens
+#   bash benchmarks/strategies_runs.sh topk 15 1     # TopK alone, at one layer and the seeds given, 0.1M tokens
 #   bash benchmarks/strategies_runs.sh gba           # the frontier: GBA, TopK, ReLU+L1, JumpReLU at 4 levels, layer 12
 #   bash benchmarks/strategies_runs.sh evaluate      # chat metrics, and seed stability where there are two seeds
 #   bash benchmarks/strategies_runs.sh autointerp 4  # detection of 30 random live features per TopK strategy dictionary at layer 4
@@ -48,10 +49,14 @@ chat_evaluate() {   # dictionary: the chat group every strategy table reads
   wb evaluate --dict-id "$1" --groups chat --chat-ce-sequences 4
 }
 
+topk_train() {   # strategy; after stream_args
+  strategy_train "$1" --architecture topk --sae.k 32
+}
+
 strategy_runs() {   # layer seed tokens ce-sequences
   stream_args "$@"
   for strategy in bt-p bt-f fast; do
-    strategy_train "$strategy" --architecture topk --sae.k 32
+    topk_train "$strategy"
     jumprelu_train "$strategy" 1.2
   done
 }
@@ -79,6 +84,10 @@ case "${1:-}" in
   fast-middle) strategy_runs 15 0 500000 4; strategy_runs 15 1 500000 4 ;;
   fast-ends) strategy_runs 4 0 "${ENDS[@]}"; strategy_runs 25 0 "${ENDS[@]}" ;;
   ends) for seed in ${3//,/ }; do strategy_runs "${2:?give the layer}" "$seed" "${ENDS[@]}"; done ;;
+  topk) for seed in ${3//,/ }; do
+      stream_args "${2:?give the layer}" "$seed" "${ENDS[@]}"
+      for strategy in bt-p bt-f fast; do topk_train "$strategy"; done
+    done ;;
   gba) gba_runs ;;
   evaluate)   # chat group on the strategy dictionaries; seed stability where a second seed exists
     # (core metrics are the train run's own, on the training corpus's held-out split)
