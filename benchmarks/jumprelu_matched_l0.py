@@ -4,7 +4,7 @@
 
 At these budgets (98 steps) JumpReLU's L0 coefficient hardly moves its L0: Adam moves a threshold
 by about lr a step whatever the coefficient, so the initial threshold sets the L0. For each
-strategy this searches the initial threshold by the secant method on log L0, where L0 is read
+strategy this searches the initial threshold by secant steps on log L0 (`l0_search`), where L0 is read
 as the chat group reads it (every token of the same held-out conversations), training each try
 through `strategies_runs.sh jumprelu`, until L0 is within `--tolerance` of the target; then it
 runs the chat group on the closest try, and trains and evaluates the other `--seeds` at that
