@@ -125,5 +125,5 @@ case "${1:-}" in
   matched-l0)   # JumpReLU at TopK's L0 (32 on the held-out conversations) for every strategy of a layer, seed 0,
     # then the other seeds given (e.g. 0,1) at the thresholds found
     .venv/bin/python benchmarks/jumprelu_matched_l0.py --store "$STORE" --layer "${2:?give the layer}" --seeds "${3:-0}" ;;
-  *) echo "usage: $0 fast-middle|fast-ends|ends LAYER SEEDS|gba|evaluate|autointerp LAYER|one-table LAYER|matched-l0 LAYER [SEEDS]" >&2; exit 2 ;;
+  *) echo "usage: $0 fast-middle|fast-ends|ends LAYER SEEDS|topk LAYER SEEDS|gba|evaluate|autointerp LAYER|one-table LAYER|matched-l0 LAYER [SEEDS]" >&2; exit 2 ;;
 esac
