@@ -107,21 +107,21 @@ def at_setting(recipe: Recipe, x: float) -> Recipe:
                            fields={**recipe.fields, field: value})
 
 
-def matched(recipe: Recipe, spec: synthetic.SyntheticSpec, width: int, target: float,
-            max_tries: int) -> tuple[Recipe, tuple[synthetic.Fitted, float]]:
-    """The recipe at the setting whose L0 on `spec` comes closest to `target` (within 10% ends the
-    search), and that try's result."""
-    x, first_slope = sparsity_setting(recipe)   # type: ignore[misc]
+def matched(recipe: Recipe, setting: tuple[float, float], spec: synthetic.SyntheticSpec, width: int,
+            target: float, max_tries: int) -> tuple[Recipe, tuple[synthetic.Fitted, float]]:
+    """The recipe at the setting (from `sparsity_setting`) whose L0 on `spec` comes closest to
+    `target` (within 10% ends the search), and that try's result."""
+    x, first_slope = setting
     tried: dict[float, tuple[Recipe, tuple[synthetic.Fitted, float]]] = {}
     for attempt in range(max_tries):
         candidate = at_setting(recipe, x)
-        tried[x] = (candidate, run_one(candidate, spec, width))
-        l0 = tried[x][1][0].l0
-        print(f"  search {candidate.name}: try {attempt + 1}, L0 {l0:.1f}", flush=True)
-        if abs(l0 - target) <= 0.1 * target:
+        result = run_one(candidate, spec, width)
+        tried[x] = (candidate, result)
+        print(f"  search {candidate.name}: try {attempt + 1}, L0 {result[0].l0:.1f}", flush=True)
+        if abs(result[0].l0 - target) <= 0.1 * target:
             break
-        x = secant_step([(s, max(r[1][0].l0, 0.01)) for s, r in tried.items()], target, first_slope)
-    return min(tried.values(), key=lambda r: abs(r[1][0].l0 - target))
+        x = secant_step([(s, max(fitted.l0, 0.01)) for s, (_, (fitted, _)) in tried.items()], target, first_slope)
+    return min(tried.values(), key=lambda t: abs(t[1][0].l0 - target))
 
 
 def main() -> None:
@@ -147,9 +147,10 @@ def main() -> None:
     headline = {}
     for recipe in chosen:
         key, first = recipe.name, []
-        if args.match_l0 and sparsity_setting(recipe):
-            recipe, found = matched(recipe, dataclasses.replace(spec, seed=seeds[0]), width, args.match_l0,
-                                    args.max_tries)
+        setting = sparsity_setting(recipe) if args.match_l0 else None
+        if args.match_l0 and setting:
+            recipe, found = matched(recipe, setting, dataclasses.replace(spec, seed=seeds[0]), width,
+                                    args.match_l0, args.max_tries)
             first = [found]
         runs = first + [run_one(recipe, dataclasses.replace(spec, seed=seed), width) for seed in seeds[len(first):]]
         at8 = [f.recovered[0.8] for f, _ in runs]
