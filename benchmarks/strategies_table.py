@@ -179,7 +179,7 @@ def _knob(r) -> str:
     if r.gba is not None:
         return f"targets {r.gba['high_freq']}..{r.gba['low_freq']}"
     sae = json.loads(r.sae)
-    knob = {k: v for k, v in sae.items() if k in ("k", "l1_coefficient", "l0_coefficient")}
+    knob = {k: v for k, v in sae.items() if k in ("k", "l1_coefficient", "l0_coefficient", "init_threshold")}
     return ", ".join(f"{k}={v}" for k, v in knob.items())
 
 
