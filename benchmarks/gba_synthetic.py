@@ -4,11 +4,13 @@ against TopK, ReLU+L1 and JumpReLU, several seeds each.
     .venv/bin/python benchmarks/gba_synthetic.py --task imbalanced --seeds 0,1,2
     .venv/bin/python benchmarks/gba_synthetic.py --task zipf --seeds 0
     .venv/bin/python benchmarks/gba_synthetic.py --task imbalanced --seeds 0,1 --match-l0 12
+    .venv/bin/python benchmarks/gba_synthetic.py --task zipf-small --seeds 0,1 --match-l0 6
 
 `imbalanced` is the paper's task (n=128 features in d=42, half the tokens with 3 active, half with
-20); `zipf` a larger one (n=4096 in d=512, Zipfian frequencies). Every dictionary has the same
-width and is trained by the one synthetic schedule (`workbench.evaluation.synthetic.SCHEDULE`);
-the seed changes the features, the data and the initialisation. Prints one row per method (mean
+20); `zipf` a larger one (n=4096 in d=512, Zipfian frequencies); `zipf-small` the same shape at
+n=1024 in d=128. Within a task every dictionary has the same width and is trained by the one
+synthetic schedule (`workbench.evaluation.synthetic.SCHEDULE`); the seed changes the features, the
+data and the initialisation. Prints one row per method (mean
 and range over seeds) and the paper's figures beside them.
 
 With `--match-l0 L`, every method other than TopK first has its sparsity setting (GBA's and BA's
@@ -24,6 +26,7 @@ import dataclasses
 import math
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -49,8 +52,9 @@ GBA_NAME = "GBA (8 groups, 0.1..0.001)"
 def recipes(task: str) -> list[Recipe]:
     topk = [Recipe(f"TopK k={k}", "topk", {"k": k}, paper=p)
             for k, p in ((12, ""), (20, "100% / 98.4%"), (30, "98.4% / 24.2%"), (50, "94.5% / 23.4%"))]
-    if task == "zipf":
-        topk = [Recipe(f"TopK k={k}", "topk", {"k": k}) for k in (8, 16, 32)]
+    if task.startswith("zipf"):
+        true_l0 = round(TASKS[task][0].mean_active)
+        topk = [Recipe(f"TopK k={k}", "topk", {"k": k}) for k in (true_l0, 2 * true_l0, 4 * true_l0)]
     return [
         Recipe(GBA_NAME, "relu", {"l1_coefficient": 0.0}, GBAConfig(), "100% / 100%"),
         Recipe("GBA, wrong coverage (0.01..0.0001)", "relu", {"l1_coefficient": 0.0},
@@ -63,8 +67,9 @@ def recipes(task: str) -> list[Recipe]:
     ]
 
 
-TASKS = {"imbalanced": (synthetic.IMBALANCED, 640), "zipf": (synthetic.ZIPFIAN, 8192)}
-"""Task -> (spec, dictionary width): 5x and 2x the number of features, divisible by 8 groups."""
+TASKS = {"imbalanced": (synthetic.IMBALANCED, 640), "zipf": (synthetic.ZIPFIAN, 8192),
+         "zipf-small": (synthetic.ZIPFIAN_SMALL, 2048)}
+"""Task -> (spec, dictionary width): 5x, 2x and 2x the number of features, divisible by 8 groups."""
 
 
 def run_one(recipe: Recipe, spec: synthetic.SyntheticSpec, width: int) -> tuple[synthetic.Fitted, float]:
@@ -80,47 +85,56 @@ def _cell(values: list[float], fmt: str) -> str:
     return mean if len(values) == 1 else f"{mean} [{fmt.format(min(values))}, {fmt.format(max(values))}]"
 
 
-def sparsity_setting(recipe: Recipe) -> tuple[float, float] | None:
-    """The recipe's sparsity setting in the units the L0 search steps in, and the first guess of
-    d log L0 / d setting; None for TopK, whose L0 is its k."""
-    if recipe.gba:
-        return 0.0, 1.0   # log of the factor on both target frequencies: L0 about proportional to it
+class Knob(NamedTuple):
+    """A recipe's sparsity setting in the units the L0 search steps in."""
+
+    start: float
+    slope: float
+    """First guess of d log L0 / d setting."""
+    at: Callable[[float], Recipe]
+    """The recipe at a setting, named by it."""
+
+
+def knob(recipe: Recipe) -> Knob | None:
+    """The setting that moves the recipe's L0: the log of a factor on GBA's and BA's target
+    frequencies (L0 about proportional to it), the log of ReLU's L1 coefficient, or JumpReLU's
+    initial threshold; None for TopK, whose L0 is its k."""
+    base = recipe.name.split(" (")[0]
+    gba = recipe.gba
+    if gba:
+        def scaled(x: float) -> Recipe:
+            factor = min(math.exp(x), 0.99 / gba.high_freq)
+            moved = dataclasses.replace(gba, high_freq=gba.high_freq * factor, low_freq=gba.low_freq * factor)
+            targets = f"{moved.high_freq:.3g}" if moved.groups == 1 else f"{moved.high_freq:.3g}..{moved.low_freq:.3g}"
+            return recipe._replace(name=f"{base} ({targets})", gba=moved)
+        return Knob(0.0, 1.0, scaled)
+
+    def with_field(field: str, label: str, value: float) -> Recipe:
+        return recipe._replace(name=f"{base} ({label} {value:.3g})", fields={**recipe.fields, field: value})
+
     if recipe.architecture == "relu":
-        return math.log(recipe.fields["l1_coefficient"]), -1.0
+        return Knob(math.log(recipe.fields["l1_coefficient"]), -1.0,
+                    lambda x: with_field("l1_coefficient", "L1", math.exp(x)))
     if recipe.architecture == "jumprelu":
-        return recipe.fields["init_threshold"], -2.0
+        return Knob(recipe.fields["init_threshold"], -2.0,
+                    lambda x: with_field("init_threshold", "init threshold", max(0.01, x)))
     return None
 
 
-def at_setting(recipe: Recipe, x: float) -> Recipe:
-    """`recipe` with its sparsity setting at `x` (units of `sparsity_setting`), named by it."""
-    if recipe.gba:
-        factor = min(math.exp(x), 0.99 / recipe.gba.high_freq)
-        gba = dataclasses.replace(recipe.gba, high_freq=recipe.gba.high_freq * factor,
-                                  low_freq=recipe.gba.low_freq * factor)
-        targets = f"{gba.high_freq:.3g}" if gba.groups == 1 else f"{gba.high_freq:.3g}..{gba.low_freq:.3g}"
-        return recipe._replace(name=f"{recipe.name.split(' (')[0]} ({targets})", gba=gba)
-    field = "l1_coefficient" if recipe.architecture == "relu" else "init_threshold"
-    value = math.exp(x) if recipe.architecture == "relu" else max(0.01, x)
-    label = "L1" if recipe.architecture == "relu" else "init threshold"
-    return recipe._replace(name=f"{recipe.name.split(' (')[0]} ({label} {value:.3g})",
-                           fields={**recipe.fields, field: value})
-
-
-def matched(recipe: Recipe, setting: tuple[float, float], spec: synthetic.SyntheticSpec, width: int,
-            target: float, max_tries: int) -> tuple[Recipe, tuple[synthetic.Fitted, float]]:
-    """The recipe at the setting (from `sparsity_setting`) whose L0 on `spec` comes closest to
-    `target` (within 10% ends the search), and that try's result."""
-    x, first_slope = setting
+def matched(setting: Knob, spec: synthetic.SyntheticSpec, width: int, target: float,
+            max_tries: int) -> tuple[Recipe, tuple[synthetic.Fitted, float]]:
+    """The recipe at the setting whose L0 on `spec` comes closest to `target` (within 10% ends the
+    search), and that try's result."""
+    x = setting.start
     tried: dict[float, tuple[Recipe, tuple[synthetic.Fitted, float]]] = {}
     for attempt in range(max_tries):
-        candidate = at_setting(recipe, x)
+        candidate = setting.at(x)
         result = run_one(candidate, spec, width)
         tried[x] = (candidate, result)
         print(f"  search {candidate.name}: try {attempt + 1}, L0 {result[0].l0:.1f}", flush=True)
         if abs(result[0].l0 - target) <= 0.1 * target:
             break
-        x = secant_step([(s, max(fitted.l0, 0.01)) for s, (_, (fitted, _)) in tried.items()], target, first_slope)
+        x = secant_step([(s, max(fitted.l0, 0.01)) for s, (_, (fitted, _)) in tried.items()], target, setting.slope)
     return min(tried.values(), key=lambda t: abs(t[1][0].l0 - target))
 
 
@@ -147,10 +161,10 @@ def main() -> None:
     headline = {}
     for recipe in chosen:
         key, first = recipe.name, []
-        setting = sparsity_setting(recipe) if args.match_l0 else None
+        setting = knob(recipe) if args.match_l0 else None
         if args.match_l0 and setting:
-            recipe, found = matched(recipe, setting, dataclasses.replace(spec, seed=seeds[0]), width,
-                                    args.match_l0, args.max_tries)
+            recipe, found = matched(setting, dataclasses.replace(spec, seed=seeds[0]), width, args.match_l0,
+                                    args.max_tries)
             first = [found]
         runs = first + [run_one(recipe, dataclasses.replace(spec, seed=seed), width) for seed in seeds[len(first):]]
         at8 = [f.recovered[0.8] for f, _ in runs]
