@@ -29,6 +29,7 @@ WORD = re.compile(r"\s*\S+")
 KINDS = ("correct", "near_miss", "unrelated")
 MONTHS = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december"}
+CURRENCIES = {"pounds", "dollars", "euros", "pence", "yen", "francs"}
 SPEECH = {"told", "says", "added", "asked", "explained", "according"}
 
 
@@ -54,9 +55,29 @@ def _inside_parentheses(words: list[str]) -> list[float]:
     return acts
 
 
-def _closing_quote(word: str) -> bool:
-    w = word.strip().rstrip(".,;:!?")
-    return len(w) > 1 and w.endswith('"') and not w.startswith('"')
+def _closing_quotes(words: list[str]) -> list[float]:
+    """1 on a word that closes a quotation: it ends in a double quote (trailing punctuation aside)
+    that is not only an opening one (`"x"` closes), or in a single quote after a word of the window
+    opened one (`'real'` closes; a plural possessive such as `players'` does not). BBC text has no
+    curly quotes."""
+    acts, single_open = [], False
+    for word in words:
+        w = word.strip().rstrip(".,;:!?")
+        double = len(w) > 1 and w.endswith('"') and (not w.startswith('"') or w.count('"') >= 2)
+        opens = w.startswith("'")
+        single = w.endswith("'") and (single_open or (opens and len(w) > 2))
+        acts.append(float(double or single))
+        single_open = (single_open or opens) and not single
+    return acts
+
+
+def _money(words: list[str]) -> list[float]:
+    """1 on an amount: a currency sign before a digit (`£5m`, `$3`), pence (`70p`), or a number
+    followed by a currency's name (`143m euros`, `119 pence`), both words marked."""
+    bare = [_bare(w) for w in words]
+    named = [bool(re.fullmatch(r"\d[\d,.]*(m|bn)?", b)) and nxt in CURRENCIES for b, nxt in zip(bare, bare[1:] + [""])]
+    return [float(bool(re.search(r"[£$€]\d", w)) or bool(re.fullmatch(r"\d+p", b)) or here or (i > 0 and named[i - 1]))
+            for i, (w, b, here) in enumerate(zip(words, bare, named))]
 
 
 @dataclass(frozen=True)
@@ -103,9 +124,9 @@ FEATURES: tuple[KnownFeature, ...] = (
                  acts=_each(lambda w: _bare(w) == "said"),
                  hard_negative=lambda t: any(_bare(w) in SPEECH for w in t.split())),
     KnownFeature("closing-quote", "bbc", "closing quotation marks", "opening quotation marks", "cities in Asia",
-                 acts=_each(_closing_quote)),
+                 acts=_closing_quotes),
     KnownFeature("money", "bbc", "amounts of money in pounds, dollars or euros", "numbers", "bird species",
-                 acts=_each(lambda w: bool(re.search(r"[£$€]\d", w))),
+                 acts=_money,
                  hard_negative=lambda t: bool(re.search(r"\d", t))),
     KnownFeature("sport", "bbc", "sport: matches, players and teams", "football", "computer hardware",
                  topic="sports"),

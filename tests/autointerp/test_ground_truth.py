@@ -26,10 +26,12 @@ def test_word_rules():
     acts = feature["year"].activations("", words("In 1998 he paid 1200 pounds (about 2005 dollars) in the 1960s."))
     assert acts == [0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]  # 1200 is no year (before 1500)
     assert feature["parentheses"].activations("", words("a (b c) d (e)")) == [0, 1, 1, 0, 1]
-    assert feature["closing-quote"].activations("", words('He said "no way." Then "x"')) == [0, 0, 0, 1, 0, 0]
+    assert feature["closing-quote"].activations("", words('He said "no way." Then "x"')) == [0, 0, 0, 1, 0, 1]
+    assert feature["closing-quote"].activations("", words("the 'real' deal, players' 'best kit'")) == [0, 1, 0, 0, 0, 1]
     assert feature["sport"].activations("sports", ["a", "b"]) == [1, 1]
     assert feature["sport"].activations("business", ["a", "b"]) == [0, 0]
     assert feature["money"].activations("", words("It cost £5m, not 5 or $3.")) == [0, 0, 1, 0, 0, 0, 1]
+    assert feature["money"].activations("", words("143m euros, 70p and 5 apples")) == [1, 1, 1, 0, 0, 0]
 
 
 def test_windows_are_labelled_by_construction():
