@@ -33,9 +33,6 @@ from workbench.sources import ActivationSource
 from workbench.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
-FIRST_THRESHOLD = 1.2
-"""The threshold of the strategy runs' own JumpReLU rows (`strategy_runs` in `strategies_runs.sh`), so
-the search starts from a try the store already has."""
 
 
 def tries(store: Store, layer: int, strategy: str, seed: int) -> dict[float, str]:
@@ -80,7 +77,7 @@ def main() -> None:
     first, *others = (int(x) for x in args.seeds.split(","))
     for strategy in strategies_table.STRATEGIES:
         known = tries(store, args.layer, strategy, first)
-        threshold = FIRST_THRESHOLD
+        threshold = strategies_table.STRATEGY_RUN_THRESHOLD
         points: list[tuple[float, float]] = []
         for attempt in range(args.max_tries):
             if threshold not in known:

@@ -53,11 +53,11 @@ topk_train() {   # strategy; after stream_args
   strategy_train "$1" --architecture topk --sae.k 32
 }
 
-strategy_runs() {   # layer seed tokens ce-sequences
-  stream_args "$@"
+strategy_runs() {   # layer seed tokens ce-sequences [topk]: every strategy with TopK and JumpReLU, or TopK alone
+  stream_args "${@:1:4}"
   for strategy in bt-p bt-f fast; do
     topk_train "$strategy"
-    jumprelu_train "$strategy" 1.2
+    [ "${5:-}" = topk ] || jumprelu_train "$strategy" 1.2   # strategies_table.STRATEGY_RUN_THRESHOLD
   done
 }
 
@@ -84,10 +84,7 @@ case "${1:-}" in
   fast-middle) strategy_runs 15 0 500000 4; strategy_runs 15 1 500000 4 ;;
   fast-ends) strategy_runs 4 0 "${ENDS[@]}"; strategy_runs 25 0 "${ENDS[@]}" ;;
   ends) for seed in ${3//,/ }; do strategy_runs "${2:?give the layer}" "$seed" "${ENDS[@]}"; done ;;
-  topk) for seed in ${3//,/ }; do
-      stream_args "${2:?give the layer}" "$seed" "${ENDS[@]}"
-      for strategy in bt-p bt-f fast; do topk_train "$strategy"; done
-    done ;;
+  topk) for seed in ${3//,/ }; do strategy_runs "${2:?give the layer}" "$seed" "${ENDS[@]}" topk; done ;;
   gba) gba_runs ;;
   evaluate)   # chat group on the strategy dictionaries; seed stability where a second seed exists
     # (core metrics are the train run's own, on the training corpus's held-out split)

@@ -84,31 +84,50 @@ def fast_table(d: pd.DataFrame) -> tuple[int, int]:
     return holds, checked
 
 
-def matched_table(d: pd.DataFrame, target: float = 32.0) -> tuple[int, int]:
-    """JumpReLU per (layer, strategy): of the seed-0 dictionaries the chat group ran on, the one whose
-    L0 on the held-out conversations is closest to `target` (TopK's k; `jumprelu_matched_l0.py`
-    searches the initial threshold for it), with the other seeds at its settings (mean [min, max]),
-    and whether the order holds among those."""
+STRATEGY_RUN_THRESHOLD = 1.2
+"""The initial threshold of the strategy runs' own JumpReLU rows (`strategy_runs` in `strategies_runs.sh`)."""
+
+
+def matched_rows(d: pd.DataFrame, target: float = 32.0) -> dict[tuple[int, str], pd.DataFrame]:
+    """JumpReLU rows per (layer, strategy) at the matched setting: of the seed-0 dictionaries the chat
+    group ran on, the one whose L0 on the held-out conversations is closest to `target` (TopK's k;
+    `jumprelu_matched_l0.py` searches the initial threshold for it), with the other seeds at its settings."""
     if "chat/l0" not in d:
-        return 0, 0
+        return {}
     d = d[(d["method"] == "jumprelu") & d["recipe"].isin(STRATEGIES) & d["chat/l0"].notna()]
+    out = {}
+    for (layer, strategy), group in d.groupby(["layer", "recipe"]):
+        first = group[group["seed"] == 0]
+        if len(first):
+            out[(layer, strategy)] = group[group["sae"] == first.loc[(first["chat/l0"] - target).abs().idxmin(), "sae"]]
+    return out
+
+
+def search_tries(d: pd.DataFrame) -> set[str]:
+    """JumpReLU strategy dictionaries that are only tries of the L0 search: neither the strategy runs'
+    own nor the matched ones. The evaluation steps skip them."""
+    kept = {i for rows in matched_rows(d).values() for i in rows["dict_id"]}
+    jump = d[(d["method"] == "jumprelu") & d["recipe"].isin(STRATEGIES)]
+    return {i for i, sae in zip(jump["dict_id"], jump["sae"])
+            if json.loads(sae)["init_threshold"] != STRATEGY_RUN_THRESHOLD and i not in kept}
+
+
+def matched_table(d: pd.DataFrame, target: float = 32.0) -> tuple[int, int]:
+    """JumpReLU per (layer, strategy) at matched L0 (`matched_rows`), mean [min, max] over seeds, and
+    whether the order holds among those."""
+    matched = matched_rows(d, target)
     print("| layer | strategy | init threshold | tokens | seeds | " + " | ".join(c[0] for c in CHAT_COLUMNS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(CHAT_COLUMNS))
     holds = checked = 0
-    for layer, group in d.groupby("layer"):
-        first = group[group["seed"] == 0]
-        if not set(STRATEGIES) <= set(first["recipe"]):
+    for layer in sorted({at for at, _ in matched}):
+        if not all((layer, s) in matched for s in STRATEGIES):
             continue
-        markup = []
         for strategy in STRATEGIES:
-            own = first[first["recipe"] == strategy]
-            sae = own.loc[(own["chat/l0"] - target).abs().idxmin(), "sae"]
-            rows = group[(group["recipe"] == strategy) & (group["sae"] == sae)]
-            markup.append(rows["chat/log2_mse_markup"].mean())
+            rows = matched[(layer, strategy)]
             cells = [_cell(rows[c].tolist(), "{:.1f}" if c == "chat/l0" else "{:.3f}") for _, c in CHAT_COLUMNS]
-            print(f"| {layer} | {strategy} | {json.loads(sae)['init_threshold']} | {rows['tokens'].iloc[0]:,} | "
-                  f"{len(rows)} | " + " | ".join(cells) + " |")
-        ordered = _order_holds(markup)
+            print(f"| {layer} | {strategy} | {json.loads(rows['sae'].iloc[0])['init_threshold']} | "
+                  f"{rows['tokens'].iloc[0]:,} | {len(rows)} | " + " | ".join(cells) + " |")
+        ordered = _order_holds([matched[(layer, s)]["chat/log2_mse_markup"].mean() for s in STRATEGIES])
         checked, holds = checked + 1, holds + ordered
         print(f"| | FAST < BT(F) < BT(P) on MSE_st at L0 {target:g}: {'holds' if ordered else 'fails'} |"
               + " |" * (len(CHAT_COLUMNS) + 2))
@@ -191,17 +210,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="data/strategies.duckdb")
     parser.add_argument("--list", choices=["chat", "paired", "all"], help="print the ids of the strategy "
-                        "dictionaries, of those with a second seed, or of all, for benchmarks/strategies_runs.sh")
+                        "dictionaries, of those with a second seed, or of all, for benchmarks/strategies_runs.sh "
+                        "(JumpReLU search tries left out)")
     args = parser.parse_args()
     store = Store(args.store)
+    d = dictionaries(store)
     if args.list:
-        listed = queries.list_dictionaries(store)
+        tries = search_tries(d)
+        listed = d[~d["dict_id"].isin(tries)]
         chosen = {"chat": lambda: listed[listed["recipe"].isin(STRATEGIES)]["dict_id"],
-                  "paired": lambda: [d for d in listed["dict_id"] if queries.seed_partners(store, d)],
+                  "paired": lambda: [i for i in listed["dict_id"] if queries.seed_partners(store, i)],
                   "all": lambda: listed["dict_id"]}[args.list]()
         print("\n".join(chosen))
         return
-    d = dictionaries(store)
     holds, checked = fast_table(d)
     print()
     matched_holds, matched_checked = matched_table(d)
