@@ -55,6 +55,8 @@ def main() -> None:
     figures = [f"{scorer}_{kind}_auroc={row.auroc:.3f}" for (scorer, kind), row in means.iterrows()]
     figures += [f"{scorer}_correct_bacc={means.loc[(scorer, 'correct'), 'balanced_accuracy']:.3f}"
                 for scorer in calibration["scorer"]]
+    held_out = judge_check.held_out_accuracy(table)
+    figures += [f"{scorer}_correct_bacc_held_out={value:.3f}" for scorer, value in held_out.items()]
     figures += [f"{r.scorer}_threshold={r.threshold:.3f}" for r in calibration.itertuples()]
     print("RESULT " + " ".join(figures) + f" features={table['feature'].nunique()} windows={args.windows} "
           f"minutes={minutes:.1f}")

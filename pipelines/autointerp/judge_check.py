@@ -102,13 +102,29 @@ async def _score_all(client: LLMClient, cases: dict[str, tuple[ground_truth.Know
     return rows
 
 
+def _correct(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[(rows["explanation"] == "correct") & rows["error"].isna()]
+
+
+def _pooled_threshold(group: pd.DataFrame) -> tuple[float, float]:
+    return best_threshold([p for ps in group["probabilities"] for p in ps], [y for ys in group["labels"] for y in ys])
+
+
 def calibrate(rows: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """scorer -> (threshold, pooled balanced accuracy) over the correct explanations' windows."""
+    return {str(scorer): _pooled_threshold(group) for scorer, group in _correct(rows).groupby("scorer")}
+
+
+def held_out_accuracy(rows: pd.DataFrame) -> dict[str, float]:
+    """scorer -> mean over known features of the correct explanation's balanced accuracy at the
+    threshold calibrated on the other features' windows: the calibrated figure without fitting the
+    threshold on the windows it is measured on."""
     out = {}
-    for scorer, group in rows[(rows["explanation"] == "correct") & rows["error"].isna()].groupby("scorer"):
-        probs = [p for ps in group["probabilities"] for p in ps]
-        labels = [y for ys in group["labels"] for y in ys]
-        out[str(scorer)] = best_threshold(probs, labels)
+    for scorer, group in _correct(rows).groupby("scorer"):
+        accuracies = [balanced_accuracy(r.labels, [p > _pooled_threshold(group[group["feature"] != r.feature])[0]
+                                                   for p in r.probabilities])
+                      for r in group.itertuples()]
+        out[str(scorer)] = statistics.mean(accuracies)
     return out
 
 
@@ -148,14 +164,17 @@ def run(cfg: JudgeCheckConfig, store: Store, sources: dict[str, str] | None = No
             store.publish(run_id, {"judge_calibrations": calibration_frame(rows, thresholds, model)})
     print(f"judge {model}: {len(cases)} known features, {cfg.windows} + {cfg.windows} windows each")
     print(summary_table(rows).round(3).to_string())
+    held_out = held_out_accuracy(rows) if len(cases) > 1 else {}
     for scorer, (value, accuracy) in thresholds.items():
         print(f"{scorer}: calibrated threshold P(yes) > {value:.3f} (pooled balanced accuracy {accuracy:.3f}, "
-              "in-sample: fitted on these windows)")
+              "in-sample: fitted on these windows" + (f"; {held_out[scorer]:.3f} per feature at a threshold "
+                                                      "fitted on the others)" if scorer in held_out else ")"))
     return run_id
 
 
 def calibration_frame(rows: pd.DataFrame, thresholds: dict[str, tuple[float, float]], judge: str) -> pd.DataFrame:
-    """One row per scorer: the threshold and the suite's per-feature results as details."""
+    """One row per scorer: the threshold and the suite's per-feature results as details (with each
+    window's P(yes) and label, so the calibration can be checked again from the store)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     out = []
     for scorer, (value, accuracy) in thresholds.items():
@@ -164,7 +183,7 @@ def calibration_frame(rows: pd.DataFrame, thresholds: dict[str, tuple[float, flo
         out.append({"judge": judge, "scorer": scorer, "prompt_version": SCORERS[scorer].prompt_version,
                     "threshold": value, "auroc": statistics.mean(correct["auroc"].dropna()),
                     "balanced_accuracy": accuracy, "n_features": len(correct),
-                    "details": mine.drop(columns=["probabilities", "labels"]).to_json(orient="records"),
+                    "details": mine.to_json(orient="records"),
                     "created_at": now})
     return pd.DataFrame(out)
 

@@ -53,6 +53,20 @@ def test_best_threshold_is_hand_computed():
     assert best_threshold(probs, labels) == pytest.approx((0.7, 5 / 6))
 
 
+def test_held_out_accuracy_fits_each_features_threshold_on_the_others():
+    rows = pd.DataFrame([
+        {"feature": "a", "explanation": "correct", "scorer": "detection", "error": None,
+         "probabilities": [0.9, 0.2], "labels": [True, False]},
+        {"feature": "b", "explanation": "correct", "scorer": "detection", "error": None,
+         "probabilities": [0.4, 0.3], "labels": [True, False]},
+        {"feature": "b", "explanation": "unrelated", "scorer": "detection", "error": None,
+         "probabilities": [0.0, 1.0], "labels": [True, False]}])
+    # pooled, the cut 0.35 separates all four windows; a's own cut (0.55) calls both of b's windows
+    # no (0.5), b's own (0.35) separates a's (1.0)
+    assert judge_check.calibrate(rows)["detection"] == pytest.approx((0.35, 1.0))
+    assert judge_check.held_out_accuracy(rows) == {"detection": pytest.approx(0.75)}
+
+
 @pytest.mark.parametrize("fields", [dict(windows=1), dict(features="year,astrology"),
                                     dict(scorers="embedding")])
 def test_bad_config_is_refused(fields):
