@@ -121,10 +121,16 @@ def knob(recipe: Recipe) -> Knob | None:
     return None
 
 
+def _stuck(points: list[tuple[float, float]]) -> bool:
+    """The last two tries' L0 within 1% of each other: L0 no longer follows the setting (GBA's biases
+    at their floor), so further tries would only repeat it."""
+    return len(points) >= 2 and abs(points[-1][1] - points[-2][1]) <= 0.01 * points[-2][1]
+
+
 def matched(setting: Knob, spec: synthetic.SyntheticSpec, width: int, target: float,
             max_tries: int) -> tuple[Recipe, tuple[synthetic.Fitted, float]]:
-    """The recipe at the setting whose L0 on `spec` comes closest to `target` (within 10% ends the
-    search), and that try's result."""
+    """The recipe at the setting whose L0 on `spec` comes closest to `target` (within 10%, or L0 no
+    longer moving, ends the search), and that try's result."""
     x = setting.start
     tried: dict[float, tuple[Recipe, tuple[synthetic.Fitted, float]]] = {}
     for attempt in range(max_tries):
@@ -134,7 +140,10 @@ def matched(setting: Knob, spec: synthetic.SyntheticSpec, width: int, target: fl
         print(f"  search {candidate.name}: try {attempt + 1}, L0 {result[0].l0:.1f}", flush=True)
         if abs(result[0].l0 - target) <= 0.1 * target:
             break
-        x = secant_step([(s, max(fitted.l0, 0.01)) for s, (_, (fitted, _)) in tried.items()], target, setting.slope)
+        points = [(s, max(fitted.l0, 0.01)) for s, (_, (fitted, _)) in tried.items()]
+        x = secant_step(points, target, setting.slope)
+        if _stuck(points) or setting.at(x).name == candidate.name:
+            break
     return min(tried.values(), key=lambda t: abs(t[1][0].l0 - target))
 
 
