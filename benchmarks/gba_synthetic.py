@@ -27,13 +27,14 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from l0_search import secant_step
 
 import saes
 from saes.bias_adaptation import GBAConfig, GroupBiasAdaptation
+from saes.sae import SAE
 from workbench.evaluation import synthetic
 
 
@@ -74,10 +75,15 @@ TASKS = {"imbalanced": (synthetic.IMBALANCED, 640), "zipf": (synthetic.ZIPFIAN, 
 
 def run_one(recipe: Recipe, spec: synthetic.SyntheticSpec, width: int) -> tuple[synthetic.Fitted, float]:
     dictionary = saes.create(recipe.architecture, d_in=spec.d, d_sae=width, seed=spec.seed, **recipe.fields)
-    callbacks = [GroupBiasAdaptation(recipe.gba, dictionary)] if recipe.gba else []   # type: ignore[arg-type]
+    adaptation = GroupBiasAdaptation(recipe.gba, cast(SAE, dictionary)) if recipe.gba else None
     started = time.perf_counter()
-    fitted = synthetic.fit_and_recover(dictionary, spec, callbacks, thresholds=(0.8, 0.9))
-    return fitted, time.perf_counter() - started
+    fitted = synthetic.fit_and_recover(dictionary, spec, [adaptation] if adaptation else [], thresholds=(0.8, 0.9))
+    seconds = time.perf_counter() - started
+    if adaptation:
+        bias = cast(SAE, dictionary).b_enc.detach()
+        print(f"  {recipe.name}: {(bias <= -adaptation.floor + 1e-6).float().mean():.1%} of encoder biases at the "
+              f"floor (-{float(adaptation.floor):.2f}), median bias {bias.median():.2f}", flush=True)
+    return fitted, seconds
 
 
 def _cell(values: list[float], fmt: str) -> str:
@@ -152,6 +158,8 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(TASKS), default="imbalanced")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rows", type=int, default=None, help="training rows (default: the task's)")
+    parser.add_argument("--gba-floor", type=float, default=None,
+                        help="GBA's and BA's bias floor, in mean input norms (default: GBAConfig's)")
     parser.add_argument("--only", default="", help="comma-separated name prefixes of the recipes to run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--match-l0", type=float, default=None,
@@ -164,6 +172,8 @@ def main() -> None:
         spec = dataclasses.replace(spec, rows=args.rows)
     seeds = [int(s) for s in args.seeds.split(",")]
     chosen = [r for r in recipes(args.task) if not args.only or any(r.name.startswith(p) for p in args.only.split(","))]
+    if args.gba_floor:
+        chosen = [r._replace(gba=dataclasses.replace(r.gba, floor=args.gba_floor)) if r.gba else r for r in chosen]
     print(f"task {args.task}: d={spec.d}, n={spec.n_features}, mean active {spec.mean_active}, {spec.rows:,} rows; "
           f"width {width}; seeds {seeds}")
     print(f"{'recipe':38} {'@0.8':>22} {'@0.9':>22} {'L0':>16} {'s/run':>6}  paper @0.8 / @0.9")
