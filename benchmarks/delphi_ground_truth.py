@@ -28,6 +28,7 @@ and tiktoken (imported by modules the classifier scorers do not use), which are 
 `sys.modules` when absent.
 
     .venv/bin/python benchmarks/delphi_ground_truth.py [--windows 20] [--features year,sport] [--seed 0] [--shown 5]
+        [--delphi-only]
 
 The last line is `RESULT key=value ...` (means over features per implementation, scorer and explanation kind).
 """
@@ -145,6 +146,10 @@ async def score_delphi(delphi: types.SimpleNamespace, client: DelphiClient, scor
             "delphi_answered": f"{int(outputs['prediction'].notna().sum())}/{len(outputs)}"}
 
 
+NOT_RUN = {"ours_auroc": None, "ours_bacc": None, "ours_answered": None}
+"""Our columns with `--delphi-only` (`judge_ground_truth.py` scores the same windows with the same judge)."""
+
+
 async def score_ours(client: LLMClient, scorer: str, explanation: str, data: FeatureData) -> dict[str, Any]:
     ctx = ScoreContext(client, subject=None, scorer_model=None, sae=None)  # type: ignore[arg-type]
     result = await SCORERS[scorer]().score(ctx, explanation, data)
@@ -152,7 +157,8 @@ async def score_ours(client: LLMClient, scorer: str, explanation: str, data: Fea
             "ours_answered": f"{result.n}/{result.n + result.details['unanswered']}"}
 
 
-async def compare(cases: dict, url: str, model: str, delphi: types.SimpleNamespace, shown: int) -> list[dict]:
+async def compare(cases: dict, url: str, model: str, delphi: types.SimpleNamespace, shown: int,
+                  ours: bool = True) -> list[dict]:
     ours_client = LLMClient(LLMConfig(base_url=url, model=model, cache_path=""))
     delphi_client = DelphiClient(delphi.Response, url, model)
     rows, seconds = [], {"ours": 0.0, "delphi": 0.0}
@@ -161,7 +167,7 @@ async def compare(cases: dict, url: str, model: str, delphi: types.SimpleNamespa
             for scorer in COMPARED:
                 start = time.perf_counter()
                 row = {"feature": name, "kind": kind, "scorer": scorer,
-                       **await score_ours(ours_client, scorer, explanation, data)}
+                       **(await score_ours(ours_client, scorer, explanation, data) if ours else NOT_RUN)}
                 middle = time.perf_counter()
                 row |= await score_delphi(delphi, delphi_client, scorer, shown,
                                           delphi_record(delphi, name, data, explanation))
@@ -192,7 +198,7 @@ def print_tables(rows: list[dict]) -> pd.DataFrame:
           "| ours answered | Delphi answered |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['feature']} | {r['kind']} | {r['scorer']} | {_fmt(r['ours_auroc'])} | {_fmt(r['ours_bacc'])} "
-              f"| {_fmt(r['delphi_bacc'])} | {_fmt(r['delphi_auroc'])} | {r['ours_answered']} "
+              f"| {_fmt(r['delphi_bacc'])} | {_fmt(r['delphi_auroc'])} | {_fmt(r['ours_answered'])} "
               f"| {r['delphi_answered']} |")
     frame = pd.DataFrame(rows)
     means = pd.DataFrame([{"scorer": s, "kind": k, **{m: _mean(g[m]) for m in METRICS}}
@@ -212,6 +218,8 @@ def main() -> None:
     parser.add_argument("--features", default="", help="comma-separated known features (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shown", type=int, default=5, help="examples per Delphi prompt (its pipeline default: 5)")
+    parser.add_argument("--delphi-only", action="store_true",
+                        help="score with Delphi's scorers only (ours: judge_ground_truth.py, same windows and judge)")
     parser.add_argument("--delphi-site", type=Path,
                         default=Path(os.environ.get("DELPHI_SITE", "data/cache/delphi-site")))
     args = parser.parse_args()
@@ -220,7 +228,7 @@ def main() -> None:
     cases = ground_truth.suite(args.windows, args.seed, names)
     start = time.perf_counter()
     with LocalServer(ServeConfig(backend="llama-cpp", port=0)) as server:
-        rows = asyncio.run(compare(cases, server.url, server.model, delphi, args.shown))
+        rows = asyncio.run(compare(cases, server.url, server.model, delphi, args.shown, not args.delphi_only))
     print(f"\njudge {server.model}; {args.windows} + {args.windows} windows per feature; Delphi shows {args.shown} "
           f"examples per prompt; {time.perf_counter() - start:.0f} s")
     means = print_tables(rows)
