@@ -128,8 +128,8 @@ def knob(recipe: Recipe) -> Knob | None:
 
 
 def _stuck(points: list[tuple[float, float]]) -> bool:
-    """The last two tries' L0 within 1% of each other: L0 no longer follows the setting (GBA's biases
-    at their floor), so further tries would only repeat it."""
+    """The last two tries' L0 within 1% of each other: L0 no longer follows the setting (GBA's and
+    BA's on the small Zipfian task, whatever their targets), so further tries would only repeat it."""
     return len(points) >= 2 and abs(points[-1][1] - points[-2][1]) <= 0.01 * points[-2][1]
 
 
