@@ -74,13 +74,14 @@ TASKS = {"imbalanced": (synthetic.IMBALANCED, 640), "zipf": (synthetic.ZIPFIAN, 
 
 
 def run_one(recipe: Recipe, spec: synthetic.SyntheticSpec, width: int) -> tuple[synthetic.Fitted, float]:
-    dictionary = saes.create(recipe.architecture, d_in=spec.d, d_sae=width, seed=spec.seed, **recipe.fields)
-    adaptation = GroupBiasAdaptation(recipe.gba, cast(SAE, dictionary)) if recipe.gba else None
+    dictionary = cast(SAE, saes.create(recipe.architecture, d_in=spec.d, d_sae=width, seed=spec.seed,
+                                       **recipe.fields))
+    adaptation = GroupBiasAdaptation(recipe.gba, dictionary) if recipe.gba else None
     started = time.perf_counter()
     fitted = synthetic.fit_and_recover(dictionary, spec, [adaptation] if adaptation else [], thresholds=(0.8, 0.9))
     seconds = time.perf_counter() - started
     if adaptation:
-        bias = cast(SAE, dictionary).b_enc.detach()
+        bias = dictionary.b_enc.detach()
         print(f"  {recipe.name}: {(bias <= -adaptation.floor + 1e-6).float().mean():.1%} of encoder biases at the "
               f"floor (-{float(adaptation.floor):.2f}), median bias {bias.median():.2f}", flush=True)
     return fitted, seconds
