@@ -112,7 +112,8 @@ class DelphiClient:
     async def generate(self, prompt: list[dict[str, str]], **kwargs: Any) -> Any:
         """Delphi passes `temperature`, and `logprobs` / `top_logprobs` in log-prob mode."""
         kwargs.setdefault("max_tokens", MAX_TOKENS)
-        completion = await self.api.chat.completions.create(model=self.model, messages=prompt, **kwargs)
+        completion = await self.api.chat.completions.create(model=self.model, messages=prompt,  # type: ignore[arg-type]
+                                                             **kwargs)
         choice = completion.choices[0]
         logprobs = choice.logprobs.content if choice.logprobs is not None else None
         return self.response_type(text=choice.message.content or "", logprobs=logprobs)
@@ -159,7 +160,7 @@ async def score_ours(client: LLMClient, scorer: str, explanation: str, data: Fea
 
 async def compare(cases: dict, url: str, model: str, delphi: types.SimpleNamespace, shown: int,
                   ours: bool = True) -> list[dict]:
-    ours_client = LLMClient(LLMConfig(base_url=url, model=model, cache_path=""))
+    ours_client = LLMClient(LLMConfig(base_url=url, model=model, cache_path="")) if ours else None
     delphi_client = DelphiClient(delphi.Response, url, model)
     rows, seconds = [], {"ours": 0.0, "delphi": 0.0}
     for name, (feature, data) in cases.items():
@@ -167,7 +168,7 @@ async def compare(cases: dict, url: str, model: str, delphi: types.SimpleNamespa
             for scorer in COMPARED:
                 start = time.perf_counter()
                 row = {"feature": name, "kind": kind, "scorer": scorer,
-                       **(await score_ours(ours_client, scorer, explanation, data) if ours else NOT_RUN)}
+                       **(await score_ours(ours_client, scorer, explanation, data) if ours_client else NOT_RUN)}
                 middle = time.perf_counter()
                 row |= await score_delphi(delphi, delphi_client, scorer, shown,
                                           delphi_record(delphi, name, data, explanation))
@@ -175,7 +176,8 @@ async def compare(cases: dict, url: str, model: str, delphi: types.SimpleNamespa
                 seconds["delphi"] += time.perf_counter() - middle
                 rows.append(row)
                 print(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()), flush=True)
-    await ours_client.aclose()
+    if ours_client:
+        await ours_client.aclose()
     await delphi_client.api.close()
     print(f"judge time: ours {seconds['ours']:.0f} s, Delphi {seconds['delphi']:.0f} s", flush=True)
     return rows
