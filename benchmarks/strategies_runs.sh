@@ -55,9 +55,12 @@ topk_train() {   # strategy; after stream_args
 
 strategy_runs() {   # layer seed tokens ce-sequences [topk]: every strategy with TopK and JumpReLU, or TopK alone
   stream_args "${@:1:4}"
+  local threshold   # one value for these runs and for the table that tells them from the L0 search's tries
+  threshold=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "benchmarks")
+from strategies_table import STRATEGY_RUN_THRESHOLD; print(STRATEGY_RUN_THRESHOLD)')
   for strategy in bt-p bt-f fast; do
     topk_train "$strategy"
-    [ "${5:-}" = topk ] || jumprelu_train "$strategy" 1.2   # strategies_table.STRATEGY_RUN_THRESHOLD
+    [ "${5:-}" = topk ] || jumprelu_train "$strategy" "$threshold"
   done
 }
 
