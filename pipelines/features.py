@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 import saes
-from workbench import queries
+from workbench import corpora, queries
 from workbench.config import config_id, require_positive, to_dict
 from workbench.models import LoadedModel
 from workbench.registered import load_registered
@@ -79,7 +79,7 @@ def run(cfg: FeaturesConfig, store: Store, progress: bool = True) -> str:
     row = queries.dictionary_row(store, cfg.dict_id)  # unknown dictionary: LookupError before anything is written
     train_cfg = queries.run_config(store, row["run_id"])
     corpus, layout = cfg.corpus or train_cfg.get("corpus", "wiki"), train_cfg.get("layout", "packed")
-    run_id = config_id("features", {**to_dict(cfg), "corpus": corpus})
+    run_id = config_id("features", {**to_dict(cfg), "corpus": corpus, **corpora.order_key(corpus)})
     if store.finished(run_id):
         return run_id
     _, loaded, sae = load_registered(store, cfg.dict_id)   # d_in must match the hook point

@@ -22,7 +22,7 @@ from saes import distributed
 from saes.bias_adaptation import GBAConfig, GroupBiasAdaptation
 from saes.fitting import FitSource, check_fits_on_activations, fit
 from saes.training import StepCallback, TrainConfig
-from workbench import strategies
+from workbench import corpora, strategies
 from workbench.activations import MixingBuffer, Rows
 from workbench.config import config_id, require_positive, to_dict
 from workbench.evaluation import core
@@ -127,6 +127,7 @@ class TrainDictionaryConfig(ActivationSource):
                 del body[name]
         if self.bias_adaptation == "none":
             del body["gba"]
+        body.update(corpora.order_key(self.corpus))
         return self.dict_id or config_id(f"{self.architecture}-{self.hook_point.replace('.', '_')}", body)
 
 

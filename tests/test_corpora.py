@@ -54,3 +54,20 @@ def test_corpus_with_no_documents(data_dir, monkeypatch):
     assert not (data_dir / "cache" / "corpora" / "empty.parquet").exists()
     with pytest.raises(corpora.CorpusError, match="no documents"):
         corpora.document_texts(pd.DataFrame(columns=corpora.COLUMNS))
+
+
+def test_joined_corpus_spreads_every_part_through_any_prefix(data_dir):
+    wiki, chats = corpora.load_corpus("wiki-sample"), corpora.load_corpus("sharegpt-sample")
+    joined = corpora.load_corpus("wiki-sample+sharegpt-sample")
+    assert sorted(joined.doc_id) == sorted([*wiki.doc_id, *chats.doc_id])
+    for part in (wiki, chats):   # each part keeps its own order
+        assert list(joined.doc_id[joined.doc_id.isin(part.doc_id)]) == list(part.doc_id)
+    for fraction in (0.1, 0.5):   # a prefix holds that fraction of each part, to within one document
+        prefix = joined.head(round(fraction * len(joined)))
+        for part in (wiki, chats):
+            assert abs(prefix.doc_id.isin(part.doc_id).sum() - fraction * len(part)) <= 1
+
+
+def test_interleave_places_by_fraction_of_each_part():
+    a, b = pd.DataFrame({"doc_id": ["a0", "a1", "a2", "a3"]}), pd.DataFrame({"doc_id": ["b0", "b1"]})
+    assert list(corpora.interleave([a, b]).doc_id) == ["a0", "b0", "a1", "a2", "b1", "a3"]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -171,10 +172,11 @@ def _normalise(row: dict, name: str, spec: CorpusSpec) -> dict:
 def load_corpus(name: str, split: str | None = None, eval_fraction: float = 0.05) -> pd.DataFrame:
     """The normalised documents of a corpus, optionally only the `train` or held-out `eval` split.
 
-    `name` may join several corpora with `+` (e.g. `wiki+bbc`), concatenated in that order.
+    `name` may join several corpora with `+` (e.g. `wiki+bbc`); their documents are interleaved
+    (`interleave`), so a token budget smaller than the whole reads every part, not only the first.
     The split is a stable hash of doc_id, so evaluation documents never appear in training.
     """
-    df = pd.concat([pd.read_parquet(fetch_corpus(part)) for part in name.split("+")], ignore_index=True)
+    df = interleave([pd.read_parquet(fetch_corpus(part)) for part in name.split("+")])
     if split is None:
         return df
     if split not in ("train", "eval"):
@@ -184,6 +186,23 @@ def load_corpus(name: str, split: str | None = None, eval_fraction: float = 0.05
     if df.empty:
         raise CorpusError(f"corpus {name!r} has no documents in split {split!r}")
     return df
+
+
+def interleave(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts' documents in one order that keeps each part's own order and spreads it evenly:
+    document i of a part with n documents sits at (i + 0.5) / n, ties in part order. Any prefix
+    then holds about the same fraction of every part (concatenating would leave a prefix of
+    `wiki+bbc` shorter than Wikipedia's ~1M tokens with no BBC at all)."""
+    placed = [part.assign(_at=(np.arange(len(part)) + 0.5) / max(len(part), 1), _part=i)
+              for i, part in enumerate(parts)]
+    joined = pd.concat(placed, ignore_index=True).sort_values(["_at", "_part"], kind="stable")
+    return joined.drop(columns=["_at", "_part"]).reset_index(drop=True)
+
+
+def order_key(name: str) -> dict[str, str]:
+    """What identifies a corpus's document order beyond its name, for cache keys and stream ids:
+    joined corpora were concatenated before they were interleaved, so their keys say which."""
+    return {"order": "interleaved"} if "+" in name else {}
 
 
 def is_chat(name: str) -> bool:

@@ -70,7 +70,7 @@ def shard_key(source: ActivationSource, split: str, batch_size: int) -> dict[str
     """What identifies a set of cached activations: not the budget (a smaller one reads a prefix);
     the batch size is included because padding a batch can change float results in the last bits."""
     return {**{f.name: getattr(source, f.name) for f in fields(ActivationSource)}, "split": split,
-            "batch_size": batch_size}
+            "batch_size": batch_size, **corpora.order_key(source.corpus)}
 
 
 def prompt_stream_id(source: ActivationSource, split: str, tokenizer: Any, rule: TokenRule) -> str:
@@ -78,7 +78,7 @@ def prompt_stream_id(source: ActivationSource, split: str, tokenizer: Any, rule:
     model or hook point: corpus, split, layout, context, the tokenizer's vocabulary and the token rule."""
     vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:12]
     body = {"corpus": source.corpus, "split": split, "layout": source.layout, "context": source.context,
-            "vocab": vocab, "rule": dataclasses.asdict(rule)}
+            "vocab": vocab, "rule": dataclasses.asdict(rule), **corpora.order_key(source.corpus)}
     return json.dumps(body, sort_keys=True)
 
 
