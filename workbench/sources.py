@@ -35,7 +35,7 @@ class ActivationSource:
     hook_point: str = "blocks.12.hook_resid_post"
     """TransformerLens hook name."""
     corpus: str = "wiki"
-    """Corpus registry name, or `a+b` for a concatenation."""
+    """Corpus registry name, or `a+b` for their documents interleaved in proportion."""
     layout: str = "packed"
     """`packed` fixed-length blocks (block training) or `chat` one conversation per sequence (FAST)."""
     context: int = 128
