@@ -20,6 +20,7 @@ one test server serves many fault scenarios; without one that endpoint does not 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import threading
 import time
@@ -30,6 +31,8 @@ from typing import Any, cast
 
 import torch
 from pydantic import BaseModel, Field
+
+from pipelines.autointerp.prompt_states import PromptStates, common_prefix
 
 FAULTS = ("500", "429", "timeout", "malformed", "empty", "die", "ok")
 
@@ -139,8 +142,8 @@ class LlamaCppGenerator:
     log-softmax over all of them: ~0.2 s more per one-token yes/no call and an n_ctx x vocabulary
     float buffer (5 GB for Qwen at n_ctx 8192), measured here. Yes/no answers need only the last
     position's logits, which llama.cpp keeps anyway. `Llama.generate` reuses the longest prompt
-    prefix shared with the previous call (the KV cache), so calls that share a prefix pay only
-    for the rest."""
+    prefix shared with the previous call (the KV cache); `PromptStates` keeps the KV of recent
+    prompts too, so a call restores whichever shares the longest prefix and pays only for the rest."""
 
     def __init__(self, gguf: Path, threads: int, n_ctx: int = 8192):
         from llama_cpp import Llama
@@ -148,6 +151,7 @@ class LlamaCppGenerator:
 
         self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                          logits_all=False, verbose=False)
+        self.states = PromptStates()
         model = self.llm._model  # token texts for the chat template, as Llama itself renders them
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         template = self.llm.metadata["tokenizer.chat_template"]
@@ -166,6 +170,35 @@ class LlamaCppGenerator:
     def _decode(self, token_id: int) -> str:
         return self.llm.detokenize([token_id]).decode(errors="replace")
 
+    def _restore_longest_prefix(self, ids: list[int]) -> int:
+        """Load the saved KV state sharing the most tokens with `ids`, when it beats the live cache;
+        `Llama.generate` then trims it to the shared prefix and evaluates the rest. Returns how many
+        prompt tokens are reused (at least the last one is always evaluated, for its logits)."""
+        import llama_cpp
+
+        live = common_prefix(self.llm._input_ids, ids)
+        hit = self.states.best(ids, at_least=live)
+        if hit is None:
+            return min(live, len(ids) - 1)
+        key, state = hit
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self.llm._ctx.ctx, buffer, len(state), 0) != len(state):
+            self.llm.reset()  # nothing trustworthy in the KV cache: evaluate the whole prompt
+            return 0
+        self.llm.input_ids[:len(key)] = key
+        self.llm.n_tokens = len(key)
+        self.llm._requires_eval = True
+        return min(common_prefix(key, ids), len(ids) - 1)
+
+    def _save_state(self) -> None:
+        """Keep the KV state of the tokens evaluated so far (the prompt, and any generated tokens but the last)."""
+        import llama_cpp
+
+        ctx = self.llm._ctx.ctx
+        buffer = (ctypes.c_uint8 * llama_cpp.llama_state_seq_get_size(ctx, 0))()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, len(buffer), 0)
+        self.states.put(self.llm.input_ids[:self.llm.n_tokens].tolist(), bytes(buffer)[:written])
+
     def generate(self, req: ChatRequest) -> dict[str, Any]:
         import numpy as np
         from llama_cpp import llama_vocab_is_eog
@@ -178,6 +211,7 @@ class LlamaCppGenerator:
         with self.lock:
             if req.seed is not None:
                 self.llm.set_seed(req.seed)
+            reused = self._restore_longest_prefix(ids)
             tokens = self.llm.generate(ids, temp=req.temperature, top_k=0 if req.temperature else 1, top_p=1.0,
                                        min_p=0.0, repeat_penalty=1.0)
             for token in tokens:
@@ -192,9 +226,10 @@ class LlamaCppGenerator:
                 new.append(token)
                 if len(new) >= max_new:
                     break
+            self._save_state()
         text, stopped = _cut_at_stops(self.llm.detokenize(new).decode(errors="replace"), req.stop)
         return {"text": text, "finish": "stop" if stopped else finish, "tokens_in": len(ids), "tokens_out": len(new),
-                "logprobs": {"content": steps} if req.logprobs else None}
+                "tokens_cached": reused, "logprobs": {"content": steps} if req.logprobs else None}
 
 
 class FaultUpdate(BaseModel):
@@ -256,7 +291,8 @@ def completion_body(alias: str, text: str, result: dict[str, Any]) -> dict[str, 
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "finish_reason": result["finish"], "logprobs": result["logprobs"]}],
         "usage": {"prompt_tokens": result["tokens_in"], "completion_tokens": result["tokens_out"],
-                  "total_tokens": result["tokens_in"] + result["tokens_out"]},
+                  "total_tokens": result["tokens_in"] + result["tokens_out"],
+                  "prompt_tokens_details": {"cached_tokens": result.get("tokens_cached", 0)}},
     }
 
 

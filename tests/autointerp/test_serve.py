@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import time
 import httpx
 import pytest
 
-from pipelines.autointerp import llamacpp
+from pipelines.autointerp import llamacpp, prompts
+from pipelines.autointerp.prompt_states import PromptStates, common_prefix
 from pipelines.autointerp.serve import ServeConfig, free_port
+from workbench.fetch import qwen_gguf_path
 
 
 @pytest.mark.parametrize("fields", [dict(host="0.0.0.0"), dict(host="10.0.0.1"), dict(host="example.org"),
@@ -52,3 +55,36 @@ def test_serve_answers_and_stops_on_ctrl_c(data_dir, sigint_reaches_children):
     time.sleep(0.2)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+
+
+@pytest.mark.skipif(not (llamacpp.llama_cpp_installed() and qwen_gguf_path().exists()),
+                    reason="llama-cpp-python and the Qwen GGUF come with the main job (scripts/setup.sh --explainer)")
+def test_llama_cpp_restores_the_longest_cached_prefix():
+    """A fuzzing prompt asked two calls after its detection twin reuses the twin's text from the
+    saved KV state, and answers as a fresh evaluation does (measured max |P(yes) diff| 0.03 over
+    60 scorer prompts: llama.cpp's sums differ with the batch split)."""
+    from pipelines.autointerp.server import ChatRequest, LlamaCppGenerator
+
+    text = "The match ended 2-1 after a late goal by the home side in the second half of the game."
+    detection = prompts.classifier_messages(prompts.DETECTION_USER, "football results", text)
+    other = prompts.classifier_messages(prompts.DETECTION_USER, "football results", "Prices rose in May.")
+    fuzzing = prompts.classifier_messages(prompts.FUZZING_USER, "football results", text.replace("2-1", "<<2-1>>"))
+    generator = LlamaCppGenerator(qwen_gguf_path(), threads=2, n_ctx=512)
+
+    def ask(messages):
+        reply = generator.generate(ChatRequest(model="q", messages=messages, max_tokens=1, temperature=0.0,
+                                               logprobs=True, top_logprobs=10))
+        top = reply["logprobs"]["content"][0]["top_logprobs"]
+        return reply["tokens_cached"], {t["token"]: t["logprob"] for t in top}
+
+    _, fresh = ask(fuzzing)
+    generator.states = PromptStates()
+    ask(detection)
+    ask(other)
+    cached, restored = ask(fuzzing)
+    twin = generator.prompt_ids(detection)
+    system = common_prefix(twin, generator.prompt_ids(other))
+    shared = common_prefix(twin, generator.prompt_ids(fuzzing))
+    assert cached >= shared > system  # the twin's text up to the mark, beyond the shared system prompt
+    assert set(restored) == set(fresh)
+    assert max(abs(math.exp(restored[t]) - math.exp(fresh[t])) for t in fresh) < 0.05
