@@ -111,11 +111,14 @@ def split_examples(df: pd.DataFrame, feature: int, n_train: int, n_test: int, n_
     that overlaps an explainer window (top examples a token apart share most of their text) is
     dropped, so the scorers never see text the explainer saw.
 
+    Top examples whose windows overlap a higher one (a feature firing twice in one passage) are
+    dropped, so each top example is a passage of its own.
+
     Rare features with few examples keep at least half of them (up to n_test) for testing; those
     moved over may overlap the explainer's."""
     rng = random.Random(seed * 1_000_003 + feature)
     examples = rows_to_examples(df)
-    top = [e for e in examples if e.kind == "top"]
+    top = _distinct_windows([e for e in examples if e.kind == "top"])
     by_q: dict[str, list[Example]] = {}
     for e in examples:
         if e.kind != "top":
@@ -138,6 +141,15 @@ def _overlaps(example: Example, others: list[Example]) -> bool:
     end = example.start + len(example.tokens)
     return any(o.doc_id == example.doc_id and o.start < end and example.start < o.start + len(o.tokens)
                for o in others)
+
+
+def _distinct_windows(examples: list[Example]) -> list[Example]:
+    """The examples, in order, without any whose window overlaps an earlier one's."""
+    kept: list[Example] = []
+    for e in examples:
+        if not _overlaps(e, kept):
+            kept.append(e)
+    return kept
 
 
 def _interleave(groups: list[list[Example]]) -> list[Example]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-DEFAULT_BUDGET_BYTES = 256 * 2**20
-"""At ~28 kB of f16 KV a token (Qwen2.5-1.5B), 256 MiB holds ~90 scorer prompts of ~100 tokens: the
-real and control calls of both scorers for one feature (80)."""
+DEFAULT_BUDGET_BYTES = 512 * 2**20
+"""At ~28 kB of f16 KV a token (Qwen2.5-1.5B), 512 MiB holds ~180 scorer prompts of ~100 tokens: the
+real and control calls of both scorers for one feature (80), or the judge check's calls on one feature
+(2 scorers x 3 explanations x 40 windows, each explanation sharing the texts of the one before)."""
 
 
 def common_prefix(a: Iterable[int], b: Iterable[int]) -> int:

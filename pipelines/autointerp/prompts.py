@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v8"
+EXPLAIN_VERSION = "explain-v9"
 DETECTION_VERSION = "detection-v3"
 FUZZING_VERSION = "fuzzing-v3"
 SURPRISAL_VERSION = "surprisal-v1"

@@ -69,7 +69,8 @@ def test_hostile_explanation_is_one_quoted_inert_line():
 
 def test_split_keeps_explainer_and_test_examples_apart():
     """Windows of 2 tokens (3 with BOS at window start 0), each at its own place, except one top
-    example whose window overlaps an explainer's: it must not reach the scorers."""
+    example whose window overlaps an explainer's: it must not reach the scorers, and the next top
+    example is held out in its place."""
     rows = [dict(kind="top", rank=i, act=10 - i, doc_id="d", pos=10 * i + 1, window_start=10 * i, tokens=["a", "b"],
                  acts=[0, 1]) for i in range(6)]
     rows.insert(5, dict(kind="top", rank=9, act=5.5, doc_id="d", pos=32, window_start=31, tokens=["b", "c"],
@@ -81,9 +82,23 @@ def test_split_keeps_explainer_and_test_examples_apart():
     data = split_examples(pd.DataFrame(rows), feature=3, n_train=10, n_test=8, n_top_train=4, seed=0, n_test_top=2)
     assert len(data.train) == 10 and len(data.test_active) == 8
     assert [e.kind for e in data.train[:4]] == ["top"] * 4
-    assert [e.pos for e in data.test_active[:1]] == [41] and 32 not in [e.pos for e in data.test_active]
+    assert [e.pos for e in data.test_active[:2]] == [41, 51] and 32 not in [e.pos for e in data.test_active]
     assert not {(e.doc_id, e.pos) for e in data.train} & {(e.doc_id, e.pos) for e in data.test_active}
     assert [e.kind for e in data.train[4:]] == [f"q{q}" for q in range(9, 3, -1)]  # one per decile, top down
-    assert [e.kind for e in data.test_active[1:]] == [f"q{q}" for q in range(9, 2, -1)]
+    assert [e.kind for e in data.test_active[2:]] == [f"q{q}" for q in range(9, 3, -1)]
     first = split_examples(pd.DataFrame(rows[:1]), feature=3, n_train=10, n_test=8, n_top_train=4, seed=0)
     assert first.train[0].tokens == ("b",)  # position 0 of a document (BOS / chat start) is dropped
+
+
+def test_split_shows_the_explainer_each_top_passage_once():
+    """A feature firing twice in one passage gives two top windows a token apart: the explainer
+    gets the passage once and the next distinct top example instead."""
+    def top(rank, doc, pos, start, tokens, acts):
+        return dict(kind="top", rank=rank, act=max(acts), doc_id=doc, pos=pos, window_start=start, tokens=tokens,
+                    acts=acts)
+
+    rows = [top(0, "d", 5, 3, ["a", "b", "c"], [0, 0, 9]), top(1, "d", 6, 4, ["b", "c", "d"], [0, 8, 0]),
+            top(2, "d", 20, 18, ["x", "y", "z"], [0, 0, 7]), top(3, "e", 5, 4, ["a", "b", "c"], [0, 0, 6])]
+    data = split_examples(pd.DataFrame(rows), feature=1, n_train=2, n_test=1, n_top_train=2, seed=0, n_test_top=1)
+    assert [(e.doc_id, e.pos) for e in data.train] == [("d", 5), ("d", 20)]
+    assert [(e.doc_id, e.pos) for e in data.test_active] == [("e", 5)]
