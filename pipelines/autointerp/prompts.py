@@ -17,7 +17,7 @@ from pipelines.autointerp.examples import Example
 
 EXPLAIN_VERSION = "explain-v9"
 DETECTION_VERSION = "detection-v3"
-FUZZING_VERSION = "fuzzing-v3"
+FUZZING_VERSION = "fuzzing-v4"
 SURPRISAL_VERSION = "surprisal-v1"
 INTERVENTION_VERSION = "intervention-v2"
 
@@ -53,11 +53,15 @@ Does this text mention {explanation}? Answer Yes or No."""
 
 FUZZING_USER = """Text: {example}
 
-In this text, some words are marked like <<this>>. Are the marked words {explanation}? Answer Yes or No."""
+Marked words: {marked}
+Are the marked words {explanation}? Answer Yes or No."""
 """Both ask a direct question about a noun phrase, after the text. On the known features
 (`workbench judge-check`, 10 + 10 windows each, Qwen judge) the question after the text gave
 detection AUROC 0.93-0.97 on month names, closing quotes and sport where the same question
-before the text (which would let calls share a cached prompt prefix) gave 0.44-0.61."""
+before the text (which would let calls share a cached prompt prefix) gave 0.44-0.61. Fuzzing
+lists the marked words after the text: the 1.5B judge reads them there, where it does not tell
+<<marks>> in running text apart (judge check, 20 + 20 windows: correct explanations 0.913 against
+0.836 with `In this text, some words are marked like <<this>>.` in fuzzing-v3)."""
 
 SURPRISAL_PREFIX = "The following sentences are examples of this description.\nDescription: {explanation}\nSentences:\n"
 
@@ -153,6 +157,14 @@ def explain_messages(examples: Sequence[Example], max_act: float, n_common: int 
     return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
 
 
+def marked_words(text: str) -> str:
+    """The distinct runs of marked tokens of a highlighted text, quoted, in order: `"Christmas", "Eve"`."""
+    runs = dict.fromkeys(run.strip() for run in re.findall(r"<<(.*?)>>", text, flags=re.DOTALL))
+    return ", ".join(f'"{plain_text(run)}"' for run in runs)
+
+
 def classifier_messages(template: str, explanation: str, example_text: str) -> list[dict[str, str]]:
-    user = template.format(explanation=clean_explanation(explanation), example=plain_text(example_text))
+    """A template with `{example}`, `{explanation}` and optionally `{marked}` (the text's marked words)."""
+    user = template.format(explanation=clean_explanation(explanation), example=plain_text(example_text),
+                           marked=marked_words(example_text))
     return [{"role": "system", "content": CLASSIFIER_SYSTEM}, {"role": "user", "content": user}]

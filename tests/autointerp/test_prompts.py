@@ -102,3 +102,12 @@ def test_split_shows_the_explainer_each_top_passage_once():
     data = split_examples(pd.DataFrame(rows), feature=1, n_train=2, n_test=1, n_top_train=2, seed=0, n_test_top=1)
     assert [(e.doc_id, e.pos) for e in data.train] == [("d", 5), ("d", 20)]
     assert [(e.doc_id, e.pos) for e in data.test_active] == [("e", 5)]
+
+
+def test_fuzzing_prompt_lists_the_marked_words_after_the_text():
+    text = 'Prices <<rose>> in <<May>> and <<rose>> again, "he <<said>>"'
+    assert prompts.marked_words(text) == '"rose", "May", "said"'
+    user = prompts.classifier_messages(prompts.FUZZING_USER, "verbs of change", text)[1]["content"]
+    assert user == (f'Text: {text}\n\nMarked words: "rose", "May", "said"\n'
+                    "Are the marked words verbs of change? Answer Yes or No.")
+    assert prompts.marked_words("no marks here") == ""
