@@ -176,19 +176,19 @@ class LlamaCppGenerator:
         prompt tokens are reused (at least the last one is always evaluated, for its logits)."""
         import llama_cpp
 
-        live = common_prefix(self.llm._input_ids, ids)
-        hit = self.states.best(ids, at_least=live)
-        if hit is None:
-            return min(live, len(ids) - 1)
-        key, state = hit
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if llama_cpp.llama_state_seq_set_data(self.llm._ctx.ctx, buffer, len(state), 0) != len(state):
-            self.llm.reset()  # nothing trustworthy in the KV cache: evaluate the whole prompt
-            return 0
-        self.llm.input_ids[:len(key)] = key
-        self.llm.n_tokens = len(key)
-        self.llm._requires_eval = True
-        return min(common_prefix(key, ids), len(ids) - 1)
+        shared = common_prefix(self.llm._input_ids, ids)
+        hit = self.states.best(ids, at_least=shared)
+        if hit is not None:
+            key, state = hit
+            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+            if llama_cpp.llama_state_seq_set_data(self.llm._ctx.ctx, buffer, len(state), 0) != len(state):
+                self.llm.reset()  # nothing trustworthy in the KV cache: evaluate the whole prompt
+                return 0
+            self.llm.input_ids[:len(key)] = key
+            self.llm.n_tokens = len(key)
+            self.llm._requires_eval = True
+            shared = common_prefix(key, ids)
+        return min(shared, len(ids) - 1)
 
     def _save_state(self) -> None:
         """Keep the KV state of the tokens evaluated so far (the prompt, and any generated tokens but the last)."""
@@ -197,7 +197,7 @@ class LlamaCppGenerator:
         ctx = self.llm._ctx.ctx
         buffer = (ctypes.c_uint8 * llama_cpp.llama_state_seq_get_size(ctx, 0))()
         written = llama_cpp.llama_state_seq_get_data(ctx, buffer, len(buffer), 0)
-        self.states.put(self.llm.input_ids[:self.llm.n_tokens].tolist(), bytes(buffer)[:written])
+        self.states.put(self.llm.input_ids[:self.llm.n_tokens].tolist(), bytes(memoryview(buffer)[:written]))
 
     def generate(self, req: ChatRequest) -> dict[str, Any]:
         import numpy as np
