@@ -7,7 +7,7 @@ explanation by the real scorers; prints the per-feature table, the means per sco
 explanation kind, and the calibrated thresholds. The acceptance bar: correct AUROC >= 0.9 and
 balanced accuracy >= 0.8 at the calibrated threshold, unrelated <= 0.6, near misses in between.
 
-    .venv/bin/python benchmarks/judge_ground_truth.py [--windows 20] [--store data/workbench.duckdb]
+    .venv/bin/python benchmarks/judge_ground_truth.py [--windows 20] [--store data/workbench.duckdb] [--scorers fuzzing]
 
 Without --store the calibration goes to a temporary store. The last line is `RESULT key=value ...`.
 """
@@ -37,11 +37,13 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=20, help="activating and non-activating windows per feature")
     parser.add_argument("--store", default="", help="store to keep the calibration in (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scorers", default="detection,fuzzing", help="classifier scorers to check")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(args.store or Path(tmp) / "judge.duckdb")
         start = time.perf_counter()
-        run_id = judge_check.run(JudgeCheckConfig(windows=args.windows, seed=args.seed, progress=False), store)
+        run_id = judge_check.run(JudgeCheckConfig(windows=args.windows, seed=args.seed, scorers=args.scorers.split(","),
+                                                                progress=False), store)
         minutes = (time.perf_counter() - start) / 60
         table = per_feature(store, run_id)
         calibration = store.query("SELECT scorer, threshold, balanced_accuracy FROM judge_calibrations "

@@ -87,10 +87,6 @@ class FeatureData:
     test_inactive: list[Example] = field(default_factory=list)
     """Verified non-activating windows."""
 
-    @property
-    def max_act(self) -> float:
-        return max((e.max_act for e in self.train + self.test_active), default=0.0)
-
 
 def rows_to_examples(df: pd.DataFrame) -> list[Example]:
     """One Example per distinct (doc, pos), top rows first; position 0 (BOS / chat start) is dropped."""

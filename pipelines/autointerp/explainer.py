@@ -54,7 +54,7 @@ class DelphiExplainer(Explainer):
         self.max_tokens = max_tokens
 
     async def explain(self, client: LLMClient, data: FeatureData) -> Explanation:
-        messages = prompts.explain_messages(data.train, data.max_act)
+        messages = prompts.explain_messages(data.train)
         prefill = [{"role": "assistant", "content": prompts.MARKER}] if self.prefill else []
         tokens_in = tokens_out = 0
         seconds = 0.0

@@ -7,7 +7,6 @@ the scorer prompts say it is data to judge, not instructions.
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections import Counter
@@ -15,9 +14,9 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v9"
+EXPLAIN_VERSION = "explain-v10"
 DETECTION_VERSION = "detection-v3"
-FUZZING_VERSION = "fuzzing-v4"
+FUZZING_VERSION = "fuzzing-v5"
 SURPRISAL_VERSION = "surprisal-v1"
 INTERVENTION_VERSION = "intervention-v2"
 
@@ -26,9 +25,8 @@ MAX_EXPLANATION_CHARS = 300
 NEUTRAL_PREFIX = "Various unrelated sentences."
 
 EXPLAIN_SYSTEM = f"""You study one feature of a language model. You will see text examples. In each, the
-tokens where the feature is active are marked like <<this>> and listed after the example with how
-strongly the feature activates on them, from 0 to 10. Last comes the token each example peaks on,
-with how many examples peak on it.
+tokens where the feature is active are marked like <<this>>. Last comes the token each example
+peaks on, with how many examples peak on it.
 
 Say what the feature responds to as a short noun phrase of at most ten words, as specific as the
 examples allow, for example: the word "however"; four-digit years; closing parentheses; football
@@ -51,7 +49,7 @@ DETECTION_USER = """Text: {example}
 
 Does this text mention {explanation}? Answer Yes or No."""
 
-FUZZING_USER = """Text: {example}
+FUZZING_USER = """Text: {unmarked}
 
 Marked words: {marked}
 Are the marked words {explanation}? Answer Yes or No."""
@@ -61,7 +59,9 @@ detection AUROC 0.93-0.97 on month names, closing quotes and sport where the sam
 before the text (which would let calls share a cached prompt prefix) gave 0.44-0.61. Fuzzing
 lists the marked words after the text: the 1.5B judge reads them there, where it does not tell
 <<marks>> in running text apart (judge check, 20 + 20 windows: correct explanations 0.913 against
-0.836 with `In this text, some words are marked like <<this>>.` in fuzzing-v3)."""
+0.836 with `In this text, some words are marked like <<this>>.` in fuzzing-v3). Fuzzing-v5 shows
+the text without the marks, so a fuzzing prompt repeats its detection twin's text word for word
+and the server's saved prompt states spare it reading the text again."""
 
 SURPRISAL_PREFIX = "The following sentences are examples of this description.\nDescription: {explanation}\nSentences:\n"
 
@@ -110,13 +110,6 @@ def parse_explanation(reply: str, prefilled: bool, complete: bool = True) -> str
     return cleaned if len(cleaned) >= 3 else None
 
 
-def scale_acts(acts: Sequence[float], max_act: float) -> list[int]:
-    """Delphi's normalisation: ceil(10 a / max), clamped to 0..10."""
-    if max_act <= 0:
-        return [0] * len(acts)
-    return [min(10, max(0, math.ceil(10 * a / max_act))) for a in acts]
-
-
 def highlight(tokens: Sequence[str], marks: Sequence[bool]) -> str:
     """Join tokens, wrapping each run of marked tokens in << >>."""
     out, inside = [], False
@@ -132,7 +125,7 @@ def highlight(tokens: Sequence[str], marks: Sequence[bool]) -> str:
     return plain_text("".join(out))
 
 
-def explain_messages(examples: Sequence[Example], max_act: float, n_common: int = 5) -> list[dict[str, str]]:
+def explain_messages(examples: Sequence[Example], n_common: int = 5) -> list[dict[str, str]]:
     """System prompt, then the feature's examples, the tokens they peak on, and the question.
 
     No few-shot exchange: with one (Delphi's idioms example), the Qwen2.5-Coder-1.5B explainer
@@ -141,16 +134,14 @@ def explain_messages(examples: Sequence[Example], max_act: float, n_common: int 
     in front of a small explainer, which otherwise tends to describe the contexts in general terms.
     On 30 features of the demo dictionary whose top examples peak on one token, the explainer named
     it in 14 when the prompt counted every marked token (explain-v6), 18 with the peak count alone
-    (v7) and 18 with the line as well (v8; 14 of 20 further features)."""
+    (v7) and 18 with the line as well (v8; 14 of 20 further features). Explain-v10 drops the list of
+    each example's marked tokens with their activation 0-10 after it (a quarter of the prompt's
+    tokens; Delphi's explainer has it as an option, `activations`): the marks and the peak tokens stay."""
     blocks, peaks = [], Counter[str]()
     for i, ex in enumerate(examples, 1):
-        marks = ex.marked()
-        scaled = scale_acts(ex.acts, max_act)
-        pairs = [(plain_text(t), s) for t, s, m in zip(ex.tokens, scaled, marks) if m]
         peak = plain_text(ex.peak_token).strip()
         peaks.update([peak] if peak else [])
-        listed = ", ".join(f'("{t}", {s})' for t, s in pairs)
-        blocks.append(f"Example {i}: {highlight(ex.tokens, marks)}\nActivations: {listed}")
+        blocks.append(f"Example {i}: {highlight(ex.tokens, ex.marked())}")
     common = ", ".join(f'"{t}" ({n})' for t, n in peaks.most_common(n_common))
     shared = [f'\nMost examples peak on "{t}".' for t, n in peaks.most_common(1) if 2 * n >= len(examples)]
     user = "\n".join(blocks) + f"\n\nPeak tokens: {common}" + "".join(shared) + EXPLAIN_ASK
@@ -164,7 +155,9 @@ def marked_words(text: str) -> str:
 
 
 def classifier_messages(template: str, explanation: str, example_text: str) -> list[dict[str, str]]:
-    """A template with `{example}`, `{explanation}` and optionally `{marked}` (the text's marked words)."""
+    """A template with `{explanation}` and the text as it is (`{example}`) or without its marks
+    (`{unmarked}`, then usually with `{marked}`: the text's marked words)."""
     user = template.format(explanation=clean_explanation(explanation), example=plain_text(example_text),
+                           unmarked=plain_text(example_text.replace("<<", "").replace(">>", "")),
                            marked=marked_words(example_text))
     return [{"role": "system", "content": CLASSIFIER_SYSTEM}, {"role": "user", "content": user}]

@@ -64,6 +64,23 @@ def test_fuzzing_negatives_mark_the_wrong_tokens():
                                                          data.test_inactive]
 
 
+def test_fuzzing_negatives_are_marked_on_tokens_of_the_positives_shape():
+    import random
+
+    from pipelines.autointerp.scorers.fuzzing import matched_marks, token_shape
+
+    shapes = [token_shape(t) for t in (" Paris", "ing", " 19", ")", "\n", " the", "The")]
+    assert shapes == ["upper word", "lower piece", "digit", "punct", "space", "lower word", "upper piece"]
+    tokens = ["A", " cat", " sat", " in", " Rome", ","]
+    for seed in range(5):
+        assert matched_marks(tokens, [0, 1, 2, 4, 5], ["upper word", "punct"], random.Random(seed)) == {4, 5}
+        fallback = matched_marks(tokens, [1, 2], ["digit", "lower word"], random.Random(seed))
+        assert fallback == {1, 2}  # no digit left: any allowed token, then the lower-case word left
+    data = _feature()
+    mismarked = scorers.create("fuzzing").cases(data, random.Random(0))[2]
+    assert "<< flows" in mismarked.text or "<< west" in mismarked.text  # " river" is a lower-case word
+
+
 @pytest.mark.smollm2
 def test_classifiers_score_with_a_real_model(data_dir):
     """SmolLM2 is a poor judge, but it answers yes/no; the scores are well-formed over every example."""

@@ -60,8 +60,8 @@ def test_serve_answers_and_stops_on_ctrl_c(data_dir, sigint_reaches_children):
 @pytest.mark.skipif(not (llamacpp.llama_cpp_installed() and qwen_gguf_path().exists()),
                     reason="llama-cpp-python and the Qwen GGUF come with the main job (scripts/setup.sh --explainer)")
 def test_llama_cpp_restores_the_longest_cached_prefix():
-    """A fuzzing prompt asked two calls after its detection twin reuses the twin's text from the
-    saved KV state, and answers as a fresh evaluation does (measured max |P(yes) diff| 0.03 over
+    """A fuzzing prompt asked two calls after its detection twin reuses the twin's whole text from
+    the saved KV state, and answers as a fresh evaluation does (measured max |P(yes) diff| 0.03 over
     60 scorer prompts: llama.cpp's sums differ with the batch split)."""
     from pipelines.autointerp.server import ChatRequest, LlamaCppGenerator
 
@@ -85,6 +85,6 @@ def test_llama_cpp_restores_the_longest_cached_prefix():
     twin = generator.prompt_ids(detection)
     system = common_prefix(twin, generator.prompt_ids(other))
     shared = common_prefix(twin, generator.prompt_ids(fuzzing))
-    assert cached >= shared > system  # the twin's text up to the mark, beyond the shared system prompt
+    assert cached >= shared > system  # the twin's text, beyond the shared system prompt
     assert set(restored) == set(fresh)
     assert max(abs(math.exp(restored[t]) - math.exp(fresh[t])) for t in fresh) < 0.05
