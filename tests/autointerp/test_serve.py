@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import signal
 import subprocess
 import sys
@@ -13,8 +12,10 @@ import pytest
 
 from pipelines.autointerp import llamacpp, prompts
 from pipelines.autointerp.prompt_states import PromptStates, common_prefix
+from pipelines.autointerp.scorers.classifier import yes_probability
 from pipelines.autointerp.serve import ServeConfig, free_port
 from workbench.fetch import qwen_gguf_path
+from workbench.llm import Response
 
 
 @pytest.mark.parametrize("fields", [dict(host="0.0.0.0"), dict(host="10.0.0.1"), dict(host="example.org"),
@@ -57,12 +58,17 @@ def test_serve_answers_and_stops_on_ctrl_c(data_dir, sigint_reaches_children):
         httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
 
 
+def _reply(top_logprobs: dict[str, float]) -> Response:
+    return Response("", 1, 1, 0.0, False, [top_logprobs])
+
+
 @pytest.mark.skipif(not (llamacpp.llama_cpp_installed() and qwen_gguf_path().exists()),
                     reason="llama-cpp-python and the Qwen GGUF come with the main job (scripts/setup.sh --explainer)")
 def test_llama_cpp_restores_the_longest_cached_prefix():
     """A fuzzing prompt asked two calls after its detection twin reuses the twin's whole text from
     the saved KV state, and answers as a fresh evaluation does (measured max |P(yes) diff| 0.03 over
-    60 scorer prompts: llama.cpp's sums differ with the batch split)."""
+    60 scorer prompts: llama.cpp's sums differ with the batch split, so the tail of the top 10 may
+    differ too)."""
     from pipelines.autointerp.server import ChatRequest, LlamaCppGenerator
 
     text = "The match ended 2-1 after a late goal by the home side in the second half of the game."
@@ -86,5 +92,5 @@ def test_llama_cpp_restores_the_longest_cached_prefix():
     system = common_prefix(twin, generator.prompt_ids(other))
     shared = common_prefix(twin, generator.prompt_ids(fuzzing))
     assert cached >= shared > system  # the twin's text, beyond the shared system prompt
-    assert set(restored) == set(fresh)
-    assert max(abs(math.exp(restored[t]) - math.exp(fresh[t])) for t in fresh) < 0.05
+    assert max(restored, key=restored.get) == max(fresh, key=fresh.get)
+    assert abs(yes_probability(_reply(restored)) - yes_probability(_reply(fresh))) < 0.05
