@@ -135,7 +135,7 @@ def explain_messages(examples: Sequence[Example], n_common: int = 5) -> list[dic
     On 30 features of the demo dictionary whose top examples peak on one token, the explainer named
     it in 14 when the prompt counted every marked token (explain-v6), 18 with the peak count alone
     (v7) and 18 with the line as well (v8; 14 of 20 further features). Explain-v10 drops the list of
-    each example's marked tokens with their activation 0-10 after it (a quarter of the prompt's
+    each example's marked tokens with their activation 0-10 after it (a fifth of the prompt's
     tokens; Delphi's explainer has it as an option, `activations`): the marks and the peak tokens stay."""
     blocks, peaks = [], Counter[str]()
     for i, ex in enumerate(examples, 1):
