@@ -39,11 +39,13 @@ class Explainer(ABC):
 
 
 class DelphiExplainer(Explainer):
-    """Delphi's default explainer: marked examples with 0-10 activations, answer after a fixed marker.
+    """Delphi's default explainer: marked examples and the tokens they peak on, answer after a fixed marker.
 
     With `prefill` the reply is prefilled with the marker (for endpoints that continue a final
     assistant message). When a reply is broken (no marker without prefill, or empty or too short)
-    the model is shown its reply and a repair message and asked again, up to `repairs` times."""
+    the model is shown its reply and a repair message and asked again, up to `repairs` times; so it
+    is when the explanation quotes a word that no example contains (`prompts.unseen_quotes`). If
+    every try quotes such a word, the last well-formed explanation is kept."""
 
     name = "delphi"
     prompt_version = prompts.EXPLAIN_VERSION
@@ -58,16 +60,22 @@ class DelphiExplainer(Explainer):
         prefill = [{"role": "assistant", "content": prompts.MARKER}] if self.prefill else []
         tokens_in = tokens_out = 0
         seconds = 0.0
+        answer = None
         for _ in range(self.repairs + 1):
             reply = await client.chat(messages + prefill, max_tokens=self.max_tokens)
             tokens_in, tokens_out, seconds = tokens_in + reply.tokens_in, tokens_out + reply.tokens_out, \
                 seconds + reply.seconds
             parsed = prompts.parse_explanation(reply.text, prefilled=self.prefill,
                                                complete=reply.tokens_out < self.max_tokens)
-            if parsed is not None:
+            unseen = prompts.unseen_quotes(parsed, data.train) if parsed is not None else []
+            answer = parsed or answer
+            if parsed is not None and not unseen:
                 return Explanation(parsed, tokens_in, tokens_out, seconds)
             said = (prompts.MARKER if self.prefill else "") + prompts.plain_text(reply.text)
+            repair = prompts.unseen_repair(unseen) if unseen else prompts.REPAIR
             messages = [*messages, {"role": "assistant", "content": said or "(no answer)"},
-                        {"role": "user", "content": prompts.REPAIR}]
+                        {"role": "user", "content": repair}]
+        if answer is not None:   # well-formed, but naming a word no example has, after every repair
+            return Explanation(answer, tokens_in, tokens_out, seconds)
         raise ExplainError(f"no well-formed explanation after {self.repairs + 1} tries "
                            f"(last reply {reply.text[:120]!r})")

@@ -113,3 +113,14 @@ def test_fuzzing_prompt_lists_the_marked_words_after_its_detection_twins_text():
     twin = prompts.classifier_messages(prompts.DETECTION_USER, "verbs of change", plain)[1]["content"]
     assert twin.startswith(f"Text: {plain}\n\n")
     assert prompts.marked_words("no marks here") == ""
+
+
+def test_unseen_quotes_are_words_named_as_words_that_no_example_contains():
+    examples = [Example(("The", " shadow", " fell"), (0.0, 1.0, 0.0), "top"), Example(("Dark",), (1.0,), "top")]
+    assert prompts.unseen_quotes("the word 'however'", examples) == ["however"]
+    assert prompts.unseen_quotes("'However'", examples) == ["However"]   # the whole explanation a quote
+    assert prompts.unseen_quotes("the word 'Shadow'", examples) == []   # case ignored
+    assert prompts.unseen_quotes("the token 'ado'", examples) == []   # a piece inside a word is in the text
+    assert prompts.unseen_quotes("the words 'dark' and 'night'", examples) == ["night"]
+    assert prompts.unseen_quotes("the concept of 'darkness'", examples) == []   # a concept, not a word
+    assert prompts.unseen_repair(["however"]).startswith('No example contains "however".')
