@@ -14,15 +14,13 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v12"
+EXPLAIN_VERSION = "explain-v11"
 DETECTION_VERSION = "detection-v3"
 FUZZING_VERSION = "fuzzing-v5"
 SURPRISAL_VERSION = "surprisal-v1"
 INTERVENTION_VERSION = "intervention-v2"
 
 MARKER = "[EXPLANATION]:"
-EXPLAIN_CONTEXT = (12, 4)
-"""Tokens an explainer example keeps before its first marked token and after its last."""
 MAX_EXPLANATION_CHARS = 300
 NEUTRAL_PREFIX = "Various unrelated sentences."
 
@@ -31,8 +29,8 @@ tokens where the feature is active are marked like <<this>>. Last comes the toke
 peaks on, with how many examples peak on it.
 
 Say what the feature responds to as a short noun phrase of at most ten words, as specific as the
-examples allow, for example: four-digit years; closing parentheses; football match results; names
-of European capitals; the word "because". If most examples peak on the same token (a word, part of
+examples allow, for example: the word "however"; four-digit years; closing parentheses; football
+match results; names of European capitals. If most examples peak on the same token (a word, part of
 a word, a number or a punctuation mark), name that token in quotes. Write a noun phrase, not a
 sentence: do not start with "The marked tokens" or "This feature".
 
@@ -164,29 +162,16 @@ def explain_messages(examples: Sequence[Example], n_common: int = 5) -> list[dic
     it in 14 when the prompt counted every marked token (explain-v6), 18 with the peak count alone
     (v7) and 18 with the line as well (v8; 14 of 20 further features). Explain-v10 drops the list of
     each example's marked tokens with their activation 0-10 after it (a fifth of the prompt's
-    tokens; Delphi's explainer has it as an option, `activations`): the marks and the peak tokens stay.
-    Explain-v12 cuts each example to `EXPLAIN_CONTEXT` tokens around its marks (the feature pass
-    keeps 24 before the peak and 8 after) and no longer opens the instructions' examples with a
-    word, which the explainer copied (see `unseen_quotes`)."""
+    tokens; Delphi's explainer has it as an option, `activations`): the marks and the peak tokens stay."""
     blocks, peaks = [], Counter[str]()
     for i, ex in enumerate(examples, 1):
         peak = plain_text(ex.peak_token).strip()
         peaks.update([peak] if peak else [])
-        blocks.append(f"Example {i}: {highlight(*around_marks(ex.tokens, ex.marked(), *EXPLAIN_CONTEXT))}")
+        blocks.append(f"Example {i}: {highlight(ex.tokens, ex.marked())}")
     common = ", ".join(f'"{t}" ({n})' for t, n in peaks.most_common(n_common))
     shared = [f'\nMost examples peak on "{t}".' for t, n in peaks.most_common(1) if 2 * n >= len(examples)]
     user = "\n".join(blocks) + f"\n\nPeak tokens: {common}" + "".join(shared) + EXPLAIN_ASK
     return [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
-
-
-def around_marks(tokens: Sequence[str], marks: Sequence[bool], before: int, after: int
-                 ) -> tuple[Sequence[str], Sequence[bool]]:
-    """The tokens from `before` ahead of the first marked one to `after` past the last, and their marks."""
-    marked = [i for i, mark in enumerate(marks) if mark]
-    if not marked:
-        return tokens, marks
-    start, end = max(marked[0] - before, 0), marked[-1] + after + 1
-    return tokens[start:end], marks[start:end]
 
 
 def marked_words(text: str) -> str:

@@ -124,15 +124,3 @@ def test_unseen_quotes_are_words_named_as_words_that_no_example_contains():
     assert prompts.unseen_quotes("the words 'dark' and 'night'", examples) == ["night"]
     assert prompts.unseen_quotes("the concept of 'darkness'", examples) == []   # a concept, not a word
     assert prompts.unseen_repair(["however"]).startswith('No example contains "however".')
-
-
-def test_explainer_examples_keep_a_fixed_context_around_their_marks():
-    tokens = tuple(f" w{i}" for i in range(40))
-    acts = tuple(1.0 if i in (20, 22) else 0.0 for i in range(40))
-    before, after = prompts.EXPLAIN_CONTEXT
-    kept, marks = prompts.around_marks(tokens, Example(tokens, acts, "top").marked(), before, after)
-    assert kept == tokens[20 - before:22 + after + 1] and sum(marks) == 2
-    assert prompts.around_marks(tokens[:3], [False, True, False], 12, 4) == (tokens[:3], [False, True, False])
-    assert prompts.around_marks(tokens[:2], [False, False], 1, 1) == (tokens[:2], [False, False])
-    user = prompts.explain_messages([Example(tokens, acts, "top")])[-1]["content"]
-    assert user.startswith(f"Example 1: {''.join(tokens[20 - before:20])}<< w20>> w21<< w22>>{''.join(tokens[23:27])}\n")
