@@ -67,12 +67,13 @@ class DelphiExplainer(Explainer):
                 seconds + reply.seconds
             parsed = prompts.parse_explanation(reply.text, prefilled=self.prefill,
                                                complete=reply.tokens_out < self.max_tokens)
-            unseen = prompts.unseen_quotes(parsed, data.train) if parsed is not None else []
-            answer = parsed or answer
-            if parsed is not None and not unseen:
-                return Explanation(parsed, tokens_in, tokens_out, seconds)
+            repair = prompts.REPAIR
+            if parsed is not None:
+                unseen = prompts.unseen_quotes(parsed, data.train)
+                if not unseen:
+                    return Explanation(parsed, tokens_in, tokens_out, seconds)
+                answer, repair = parsed, prompts.unseen_repair(unseen)
             said = (prompts.MARKER if self.prefill else "") + prompts.plain_text(reply.text)
-            repair = prompts.unseen_repair(unseen) if unseen else prompts.REPAIR
             messages = [*messages, {"role": "assistant", "content": said or "(no answer)"},
                         {"role": "user", "content": repair}]
         if answer is not None:   # well-formed, but naming a word no example has, after every repair

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -47,9 +47,14 @@ class Scripted:
 
 
 @pytest.fixture
-def scripted() -> Iterator[type[Scripted]]:
+def scripted() -> Iterator[Callable[[list[str]], Scripted]]:
     made: list[Scripted] = []
-    yield lambda replies: made.append(Scripted(replies)) or made[-1]   # type: ignore[misc]
+
+    def make(replies: list[str]) -> Scripted:
+        made.append(Scripted(replies))
+        return made[-1]
+
+    yield make
     for server in made:
         server.server.shutdown()
 
