@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pipelines.autointerp.examples import Example
 
 EXPLAIN_VERSION = "explain-v11"
-DETECTION_VERSION = "detection-v3"
+DETECTION_VERSION = "detection-v4"
 FUZZING_VERSION = "fuzzing-v5"
 SURPRISAL_VERSION = "surprisal-v1"
 INTERVENTION_VERSION = "intervention-v2"

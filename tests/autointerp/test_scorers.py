@@ -10,7 +10,7 @@ from interp_helpers import start
 from pipelines.autointerp import scorers
 from pipelines.autointerp.examples import Example, FeatureData
 from pipelines.autointerp.scorers.base import ScoreContext, ScoreError, auroc, balanced_accuracy
-from pipelines.autointerp.scorers.classifier import yes_probability
+from pipelines.autointerp.scorers.classifier import shifted, yes_probability
 from pipelines.autointerp.scorers.intervention import KL_TOLERANCE, tune_strength
 from workbench.llm import LLMClient, LLMConfig, Response
 
@@ -29,6 +29,12 @@ def test_yes_probability_reads_logprobs_then_text():
     assert yes_probability(reply) == pytest.approx(1 / (1 + 2.718281828 ** 1.0), rel=1e-6)
     assert yes_probability(Response("Yes.", 1, 1, 0.1, False, None)) == 1.0
     assert yes_probability(Response("Maybe", 1, 1, 0.1, False, [{"Maybe": -0.1}])) is None
+
+
+def test_shifted_takes_the_prior_out_of_p_yes():
+    assert shifted(0.8, 0.6) == pytest.approx(4 / 5.5)  # odds 4 over the prior's odds 1.5
+    assert shifted(0.3, 0.5) == pytest.approx(0.3) and shifted(0.6, 0.6) == pytest.approx(0.5)
+    assert shifted(None, 0.6) is None and shifted(0.7, None) == 0.7
 
 
 def test_registry_is_the_only_list():
@@ -93,10 +99,14 @@ def test_classifiers_score_with_a_real_model(data_dir):
             return [await scorers.create(name).score(ctx, "names of rivers", _feature())
                     for name in ("detection", "fuzzing")]
 
-        for result in asyncio.run(both()):
+        detection, fuzzing = asyncio.run(both())
+        for result in (detection, fuzzing):
             assert 0 <= result.score <= 1 and 0 <= result.details["balanced_accuracy"] <= 1
             assert result.n + result.details["unanswered"] == 4
             assert {r["activating"] for r in result.details["examples"]} == {True, False}
+        prior = detection.details["prior"]
+        assert prior is not None and fuzzing.details["prior"] is None
+        assert all(r["probability"] == pytest.approx(shifted(r["p_yes"], prior)) for r in detection.details["examples"])
     finally:
         server.stop()
 

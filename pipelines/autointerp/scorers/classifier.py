@@ -12,6 +12,12 @@ where a fixed 0.5 threshold threw it away (a judge's P(yes) on non-activating te
 threshold (`workbench judge-check` stores one per judge model and prompt version), or at 0.5
 when the judge has none; and the AUROC per stratum of activating examples (held-out top
 examples, each activation decile) against all the non-activating ones.
+
+A scorer with a `reference_text` also asks about that content-free text and takes the judge's
+answer there, its prior for the explanation, out of every P(yes) (`shifted`; contextual
+calibration, Zhao et al. 2021). Within a feature the ranking, so the AUROC, is unchanged; across
+features one threshold fits better, because the judge says yes to some explanations more readily
+than to others whatever the text.
 """
 
 from __future__ import annotations
@@ -54,6 +60,18 @@ def yes_probability(reply: Response) -> float | None:
     return {"yes": 1.0, "no": 0.0}.get(first)
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def shifted(p: float | None, prior: float | None) -> float | None:
+    """P(yes) as if the judge's prior for the explanation were even: sigmoid(logit p - logit prior)."""
+    if p is None or prior is None:
+        return p
+    return 1 / (1 + math.exp(_logit(prior) - _logit(p)))
+
+
 class Case(NamedTuple):
     """One question to the judge: the text it sees, and whether the right answer is yes."""
 
@@ -69,6 +87,8 @@ class ClassifierScorer(Scorer):
     """AUROC of P(yes) over held-out positive vs negative cases."""
 
     template: ClassVar[str]
+    reference_text: ClassVar[str | None] = None
+    """A content-free text to ask about as well, whose P(yes) is taken out of every answer; None: none."""
     uses_llm = True
 
     @abstractmethod
@@ -83,18 +103,22 @@ class ClassifierScorer(Scorer):
         if ctx.client is None:
             raise ScoreError(f"{self.name} needs an LLM client")
         cases = self.cases(data, random.Random(data.feature))
-        replies = await asyncio.gather(*(self._ask(ctx.client, explanation, c.text) for c in cases))
+        references = [] if self.reference_text is None else [self.reference_text]
+        replies = await asyncio.gather(*(self._ask(ctx.client, explanation, text)
+                                         for text in references + [c.text for c in cases]))
+        prior = yes_probability(replies[0]) if references else None
         threshold = ctx.thresholds.get(self.name, Threshold())
         rows = []
-        for case, reply in zip(cases, replies):
-            p = yes_probability(reply)
+        for case, reply in zip(cases, replies[len(references):]):
+            p_yes = yes_probability(reply)
+            p = shifted(p_yes, prior)
             rows.append({"text": case.text, "activating": case.positive, "kind": case.kind, **case.example.source(),
-                         "probability": p, "prediction": None if p is None else p > threshold.value,
+                         "p_yes": p_yes, "probability": p, "prediction": None if p is None else p > threshold.value,
                          "correct": None if p is None else (p > threshold.value) == case.positive})
         answered = [r for r in rows if r["probability"] is not None]
         labels = [r["activating"] for r in answered]
         probs = [r["probability"] for r in answered]
-        details = {"examples": rows, "unanswered": len(rows) - len(answered),
+        details = {"examples": rows, "unanswered": len(rows) - len(answered), "prior": prior,
                    "balanced_accuracy": balanced_accuracy(labels, [r["prediction"] for r in answered]),
                    "threshold": threshold.value, "threshold_source": threshold.source,
                    "strata": strata_auroc(probs, labels, [r["kind"] for r in answered]),
