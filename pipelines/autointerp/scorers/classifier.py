@@ -60,7 +60,8 @@ def yes_probability(reply: Response) -> float | None:
     return {"yes": 1.0, "no": 0.0}.get(first)
 
 
-def _logit(p: float) -> float:
+def logit(p: float) -> float:
+    """log(p / (1 - p)), with p kept 1e-6 away from 0 and 1."""
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))
 
@@ -69,7 +70,7 @@ def shifted(p: float | None, prior: float | None) -> float | None:
     """P(yes) as if the judge's prior for the explanation were even: sigmoid(logit p - logit prior)."""
     if p is None or prior is None:
         return p
-    return 1 / (1 + math.exp(_logit(prior) - _logit(p)))
+    return 1 / (1 + math.exp(logit(prior) - logit(p)))
 
 
 class Case(NamedTuple):
