@@ -163,7 +163,10 @@ def _feature_stats(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, n_tokens
 
 
 def _examples(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, tokens: pa.Table, run_id: str) -> pa.Table:
-    """Top-n and per-quantile samples, each with its window's tokens and the feature's activations on them."""
+    """Top-n and per-quantile samples, each with its window's tokens and the feature's activations on them.
+
+    Ties in activation are binned by (seq, pos): without that, rows read back in another order
+    after a resumed pass could fall in the neighbouring quantile (a fault-sweep failure, session 30)."""
     con.register("doc_tokens", tokens)
     con.execute("""CREATE TEMP TABLE seq_tokens AS
                    SELECT split_part(doc_id, '/', -1)::INT AS seq, list(token ORDER BY pos) AS toks
@@ -171,7 +174,7 @@ def _examples(con: duckdb.DuckDBPyConnection, cfg: FeaturesConfig, tokens: pa.Ta
     return con.sql("""
         WITH ranked AS (
             SELECT *, row_number() OVER (PARTITION BY feature ORDER BY act DESC, seq, pos) - 1 AS top_rank,
-                   ntile($nq) OVER (PARTITION BY feature ORDER BY act) - 1 AS q
+                   ntile($nq) OVER (PARTITION BY feature ORDER BY act, seq, pos) - 1 AS q
             FROM entries),
         sampled AS (
             SELECT *, row_number() OVER (PARTITION BY feature, q ORDER BY hash(seq, pos, feature, $seed)) - 1 AS q_rank
