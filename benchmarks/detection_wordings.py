@@ -65,24 +65,26 @@ def report(answers: Answers, suite: dict[str, tuple[ground_truth.KnownFeature, F
     """Print one line of figures; returns the held-out balanced accuracy."""
     labels = {name: [True] * len(d.test_active) + [False] * len(d.test_inactive) for name, (_, d) in suite.items()}
 
-    def scores(name: str, kind: str) -> list[float]:
-        return [statistics.mean(logit(answers[(name, w, kind, i)]) - (logit(answers[(name, w, kind, PRIOR)])
-                                                                      if shift else 0.0) for w in wordings)
-                for i in range(len(labels[name]))]
+    def score(name: str, kind: str, i: int) -> float:
+        return statistics.mean(logit(answers[(name, w, kind, i)])
+                               - (logit(answers[(name, w, kind, PRIOR)]) if shift else 0.0) for w in wordings)
+
+    scores = {(n, kind): [score(n, kind, i) for i in range(len(labels[n]))]
+              for n in suite for kind in ground_truth.KINDS}
 
     def pooled(names: list[str]) -> float:
-        return best_threshold([x for n in names for x in scores(n, "correct")],
+        return best_threshold([x for n in names for x in scores[(n, "correct")]],
                               [y for n in names for y in labels[n]])[0]
 
-    aurocs = {kind: statistics.mean(auroc([x for x, y in zip(scores(n, kind), labels[n]) if y],
-                                          [x for x, y in zip(scores(n, kind), labels[n]) if not y]) for n in suite)
+    aurocs = {kind: statistics.mean(auroc([x for x, y in zip(scores[(n, kind)], labels[n]) if y],
+                                          [x for x, y in zip(scores[(n, kind)], labels[n]) if not y]) for n in suite)
               for kind in ground_truth.KINDS}
     names = list(suite)
     cut = pooled(names)
     in_sample = balanced_accuracy([y for n in names for y in labels[n]],
-                                  [x > cut for n in names for x in scores(n, "correct")])
+                                  [x > cut for n in names for x in scores[(n, "correct")]])
     held = statistics.mean(balanced_accuracy(labels[n], [x > pooled([m for m in names if m != n])
-                                                         for x in scores(n, "correct")]) for n in names)
+                                                         for x in scores[(n, "correct")]]) for n in names)
     print(f"{'+'.join(wordings):<20} {'shifted' if shift else 'raw':<8} "
           + " ".join(f"{kind} {value:.3f}" for kind, value in aurocs.items())
           + f"  bacc in-sample {in_sample:.3f} held out {held:.3f}")
