@@ -46,6 +46,10 @@ class PromptStates:
     def nbytes(self) -> int:
         return self._bytes
 
+    def clear(self) -> None:
+        self._states.clear()
+        self._bytes = 0
+
     def put(self, ids: Sequence[int], state: bytes) -> None:
         """Keep `state` for the prompt `ids`, evicting the least recently used beyond the budget.
         A state larger than the whole budget is not kept."""

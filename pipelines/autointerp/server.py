@@ -5,8 +5,8 @@ llama-cpp-python's own server).
 Serves `GET /v1/models` and `POST /v1/chat/completions` (non-streaming; greedy or temperature
 sampling; `usage` token counts; `logprobs`/`top_logprobs`; `stop`). A trailing assistant message
 is continued rather than answered (a prefill), as vLLM's `continue_final_message` does.
-At most `--parallel` generations run at once (default 1; llama.cpp always serves one at a time);
-each uses `--threads` threads.
+At most `--parallel` generations run at once (default 1; llama.cpp always serves one at a time,
+but answers up to `--batch` waiting one-token greedy calls in one decode); each uses `--threads` threads.
 
 `--faults` injects failures for tests, one per chat request in order, then normal service:
 `500`, `429:SECONDS` (with Retry-After), `timeout:SECONDS` (stall, then answer), `malformed`
@@ -20,18 +20,19 @@ one test server serves many fault scenarios; without one that endpoint does not 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import threading
 import time
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from pydantic import BaseModel, Field
 
+from pipelines.autointerp.llama_batch import OneTokenBatch, load_state, save_state
 from pipelines.autointerp.prompt_states import PromptStates, common_prefix
 
 FAULTS = ("500", "429", "timeout", "malformed", "empty", "die", "ok")
@@ -134,6 +135,14 @@ class Generator:
                 "logprobs": logprobs}
 
 
+@dataclass
+class _Waiting:
+    """A one-token call in the queue: its prompt, then its (logits, reused tokens) or the error."""
+
+    ids: list[int]
+    result: tuple[Any, int] | Exception | None = None
+
+
 class LlamaCppGenerator:
     """The same interface over llama.cpp (llama-cpp-python's `Llama`, not its server).
 
@@ -143,9 +152,13 @@ class LlamaCppGenerator:
     float buffer (5 GB for Qwen at n_ctx 8192), measured here. Yes/no answers need only the last
     position's logits, which llama.cpp keeps anyway. `Llama.generate` reuses the longest prompt
     prefix shared with the previous call (the KV cache); `PromptStates` keeps the KV of recent
-    prompts too, so a call restores whichever shares the longest prefix and pays only for the rest."""
+    prompts too, so a call restores whichever shares the longest prefix and pays only for the rest.
 
-    def __init__(self, gguf: Path, threads: int, n_ctx: int = 8192):
+    Greedy one-token calls (the yes/no scorers) that arrive while the model is busy are answered
+    together, up to `batch` at once, in one decode (`llama_batch.OneTokenBatch`); `batch=1` answers
+    every call alone."""
+
+    def __init__(self, gguf: Path, threads: int, n_ctx: int = 8192, batch: int = 16):
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -158,6 +171,9 @@ class LlamaCppGenerator:
         text = lambda t: model.token_get_text(t) if t != -1 else ""  # noqa: E731
         self.formatter = Jinja2ChatFormatter(template, text(eos), text(bos), add_generation_prompt=True)
         self.lock = threading.Lock()
+        self.one_token = OneTokenBatch(self.llm, self.states, batch, n_ctx, threads) if batch > 1 else None
+        self.queue: deque[_Waiting] = deque()
+        self.queue_lock = threading.Lock()
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         """A trailing assistant message is continued: the rest is rendered with the generation prompt
@@ -174,14 +190,11 @@ class LlamaCppGenerator:
         """Load the saved KV state sharing the most tokens with `ids`, when it beats the live cache;
         `Llama.generate` then trims it to the shared prefix and evaluates the rest. Returns how many
         prompt tokens are reused (at least the last one is always evaluated, for its logits)."""
-        import llama_cpp
-
         shared = common_prefix(self.llm._input_ids, ids)
         hit = self.states.best(ids, at_least=shared)
         if hit is not None:
             key, state = hit
-            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-            if llama_cpp.llama_state_seq_set_data(self.llm._ctx.ctx, buffer, len(state), 0) != len(state):
+            if not load_state(self.llm._ctx.ctx, state, 0):
                 self.llm.reset()  # nothing trustworthy in the KV cache: evaluate the whole prompt
                 return 0
             self.llm.input_ids[:len(key)] = key
@@ -190,14 +203,43 @@ class LlamaCppGenerator:
             shared = common_prefix(key, ids)
         return min(shared, len(ids) - 1)
 
-    def _save_state(self) -> None:
-        """Keep the KV state of the tokens evaluated so far (the prompt, and any generated tokens but the last)."""
-        import llama_cpp
+    def _one_token(self, req: ChatRequest, ids: list[int]) -> dict[str, Any]:
+        """A greedy one-token reply, evaluated together with whichever such calls wait beside it: the
+        lock holder takes the head of the queue, as many as fit one decode, until this call is answered."""
+        batch = self.one_token
+        assert batch is not None  # generate sends only batchable calls here
+        waiting = _Waiting(ids)
+        with self.queue_lock:
+            self.queue.append(waiting)
+        with self.lock:
+            while waiting.result is None:
+                with self.queue_lock:
+                    group = [self.queue.popleft() for _ in range(batch.fits([w.ids for w in self.queue]))]
+                try:
+                    answers: list[Any] = batch.logits([w.ids for w in group])
+                except Exception as err:  # every caller in the group gets the error, not a hang
+                    answers = [err] * len(group)
+                for w, answer in zip(group, answers):
+                    w.result = answer
+        if isinstance(waiting.result, Exception):
+            raise waiting.result
+        logits, reused = waiting.result
+        token = int(logits.argmax())
+        steps = [_top_logprobs(torch.from_numpy(logits), token, req.top_logprobs or 1, self._decode)]
+        return self._reply(req, ids, [token], steps if req.logprobs else None, reused)
 
-        ctx = self.llm._ctx.ctx
-        buffer = (ctypes.c_uint8 * llama_cpp.llama_state_seq_get_size(ctx, 0))()
-        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, len(buffer), 0)
-        self.states.put(self.llm.input_ids[:self.llm.n_tokens].tolist(), bytes(memoryview(buffer)[:written]))
+    def _reply(self, req: ChatRequest, ids: list[int], tokens: list[int], steps: list[dict[str, Any]] | None,
+               reused: int) -> dict[str, Any]:
+        """The result of a call that produced `tokens`: an end-of-turn token ends the reply (finish
+        "stop") and is not counted; without one the reply ran to its length."""
+        from llama_cpp import llama_vocab_is_eog
+
+        ended = next((i for i, t in enumerate(tokens) if llama_vocab_is_eog(self.llm._model.vocab, t)), None)
+        new = tokens if ended is None else tokens[:ended]
+        text, stopped = _cut_at_stops(self.llm.detokenize(new).decode(errors="replace"), req.stop)
+        return {"text": text, "finish": "stop" if stopped or ended is not None else "length", "tokens_in": len(ids),
+                "tokens_out": len(new), "tokens_cached": reused,
+                "logprobs": {"content": steps} if steps is not None else None}
 
     def generate(self, req: ChatRequest) -> dict[str, Any]:
         import numpy as np
@@ -205,31 +247,26 @@ class LlamaCppGenerator:
 
         ids = self.prompt_ids(req.messages)
         max_new = req.max_completion_tokens or req.max_tokens or 256
-        new: list[int] = []
+        if self.one_token is not None and max_new == 1 and req.temperature == 0.0:
+            return self._one_token(req, ids)
+        tokens: list[int] = []
         steps: list[dict[str, Any]] = []
-        finish = "length"
         with self.lock:
             if req.seed is not None:
                 self.llm.set_seed(req.seed)
             reused = self._restore_longest_prefix(ids)
-            tokens = self.llm.generate(ids, temp=req.temperature, top_k=0 if req.temperature else 1, top_p=1.0,
-                                       min_p=0.0, repeat_penalty=1.0)
-            for token in tokens:
+            for token in self.llm.generate(ids, temp=req.temperature, top_k=0 if req.temperature else 1, top_p=1.0,
+                                           min_p=0.0, repeat_penalty=1.0):
                 if req.logprobs:  # the logits the token was sampled from (the last position's, still in place);
                     # kept for an end-of-turn token too, whose alternatives may still hold the yes/no answer
                     logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
                     steps.append(_top_logprobs(torch.from_numpy(logits.copy()), token, req.top_logprobs or 1,
                                                self._decode))
-                if llama_vocab_is_eog(self.llm._model.vocab, token):
-                    finish = "stop"
+                tokens.append(token)
+                if llama_vocab_is_eog(self.llm._model.vocab, token) or len(tokens) >= max_new:
                     break
-                new.append(token)
-                if len(new) >= max_new:
-                    break
-            self._save_state()
-        text, stopped = _cut_at_stops(self.llm.detokenize(new).decode(errors="replace"), req.stop)
-        return {"text": text, "finish": "stop" if stopped else finish, "tokens_in": len(ids), "tokens_out": len(new),
-                "tokens_cached": reused, "logprobs": {"content": steps} if req.logprobs else None}
+            self.states.put(self.llm.input_ids[:self.llm.n_tokens].tolist(), save_state(self.llm._ctx.ctx, 0))
+        return self._reply(req, ids, tokens, steps if req.logprobs else None, reused)
 
 
 class FaultUpdate(BaseModel):
@@ -297,13 +334,13 @@ def completion_body(alias: str, text: str, result: dict[str, Any]) -> dict[str, 
 
 
 def serve(model: str, host: str, port: int, alias: str | None = None, faults: str = "", threads: int = 1,
-          parallel: int = 1, gguf: str = "") -> None:
+          parallel: int = 1, gguf: str = "", batch: int = 16) -> None:
     """Load the model (a GGUF through llama.cpp when `gguf` is given) and serve until interrupted
     (SIGINT/SIGTERM end uvicorn cleanly)."""
     import uvicorn
 
     torch.set_num_threads(threads)
-    engine = LlamaCppGenerator(Path(gguf), threads) if gguf else Generator(model_folder(model), parallel)
+    engine = LlamaCppGenerator(Path(gguf), threads, batch=batch) if gguf else Generator(model_folder(model), parallel)
     app = create_app(engine, alias or model, parse_faults(faults) if faults else None)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
@@ -318,8 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--gguf", default="", help="serve this GGUF through llama.cpp instead of --model")
+    parser.add_argument("--batch", type=int, default=16, help="llama.cpp: one-token calls answered in one decode")
     args = parser.parse_args(argv)
-    serve(args.model, args.host, args.port, args.alias, args.faults, args.threads, args.parallel, args.gguf)
+    serve(args.model, args.host, args.port, args.alias, args.faults, args.threads, args.parallel, args.gguf,
+          args.batch)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ def test_budget_evicts_least_recently_used_and_skips_oversized_states():
     assert states.best([4]) is None and len(states) == 2
     states.put([1], b"a")  # replacing a key frees its old bytes
     assert states.nbytes == 5
+    states.clear()
+    assert len(states) == 0 and states.nbytes == 0 and states.best([1]) is None
 
 
 def test_budget_must_be_positive():
