@@ -23,6 +23,10 @@ own, response cache off, on a real dictionary with the default explainer:
 
     python benchmarks/autointerp.py --cost --store data/workbench.duckdb --dict-id D --features 8
 
+`--cost-in-flight N` sends up to N requests at once instead (the server batches yes/no calls): then
+a stage's seconds add up calls that waited for each other, and only the end-to-end seconds per
+feature compare with a one-at-a-time run.
+
 Naming (`--naming N`): the first N live features (seeded order) whose top examples peak on one
 token are explained (with the cheapest detection run the pipeline allows: 2 + 2 texts, no control),
 and the table says which explanations name that token:
@@ -135,7 +139,8 @@ def cost(args: argparse.Namespace) -> str:
     live = queries.live_features(store, args.dict_id, min_examples=8)
     features = sorted(random.Random(0).sample(live, min(int(args.features), len(live))))
     cfg = InterpretConfig(dict_id=args.dict_id, features=",".join(map(str, features)), scorers=LLM_SCORERS,
-                          controls=False, llm=LLMConfig(base_url=args.base_url or None, model="", max_in_flight=1,
+                          controls=False, llm=LLMConfig(base_url=args.base_url or None, model="",
+                                                        max_in_flight=args.cost_in_flight,
                                                         cache_path=""), run_id=f"bench-cost-{time.time_ns()}")
     start = time.perf_counter()
     base = run(cfg, store)
@@ -146,7 +151,8 @@ def cost(args: argparse.Namespace) -> str:
         "SELECT scorer, avg(CAST(details->>'seconds' AS DOUBLE)), avg(CAST(details->>'tokens_in' AS DOUBLE)), "
         "avg(CAST(details->>'tokens_out' AS DOUBLE)) FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer",
         [base + "/f", base + "/f"])
-    print(f"{len(features)} features of {args.dict_id}; per feature, one request at a time:")
+    print(f"{len(features)} features of {args.dict_id}; per feature, {args.cost_in_flight} request(s) at a time"
+          + (" (stage seconds add up calls that waited for each other):" if args.cost_in_flight > 1 else ":"))
     print(stages.round(2).to_string(index=False))
     per = dict(zip(stages["stage"], stages["seconds"]))
     llm_s = sum(per.values())
@@ -154,7 +160,8 @@ def cost(args: argparse.Namespace) -> str:
     print(f"LLM seconds per feature {llm_s:.1f}; end to end {wall:.1f} s per feature (model loads and the "
           "non-activating-window pass included)")
     return (f"RESULT s_per_feature={wall:.1f} llm_s_per_feature={llm_s:.1f} tokens_per_feature={tokens:.0f} "
-            + " ".join(f"{k}_s={v:.1f}" for k, v in per.items()) + f" features={len(features)}")
+            + " ".join(f"{k}_s={v:.1f}" for k, v in per.items())
+            + f" features={len(features)} in_flight={args.cost_in_flight}")
 
 
 def naming(args: argparse.Namespace) -> str:
@@ -180,6 +187,7 @@ def main() -> None:
     parser.add_argument("--cost", action="store_true", help="seconds and tokens per feature per stage")
     parser.add_argument("--naming", type=int, default=0, help="how many shared-token features to explain")
     parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--cost-in-flight", type=int, default=1, help="cost: requests in flight at once")
     parser.add_argument("--features", default="3", help="throughput: how many features; quality: a selection")
     parser.add_argument("--server-backend", default="auto", help="embedded server: auto, llama-cpp or transformers")
     parser.add_argument("--server-model", default="smollm2-135m-instruct", help="model of the transformers backend")
