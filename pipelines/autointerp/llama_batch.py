@@ -74,8 +74,9 @@ class OneTokenBatch:
 
         if not 0 < len(prompts) <= self.size:
             raise ValueError(f"between 1 and {self.size} prompts per batch, got {len(prompts)}")
-        if sum(len(ids) for ids in prompts) > self.n_ctx:
-            raise ValueError(f"{sum(len(ids) for ids in prompts)} prompt tokens exceed the context ({self.n_ctx})")
+        cells = sum(len(ids) for ids in prompts)
+        if cells > self.n_ctx:
+            raise ValueError(f"{cells} prompt tokens exceed the context ({self.n_ctx})")
         llama_cpp.llama_memory_clear(self.memory, True)
         try:
             reused = [self._restore(ids, seq) for seq, ids in enumerate(prompts)]

@@ -225,8 +225,9 @@ class LlamaCppGenerator:
             raise waiting.result
         logits, reused = waiting.result
         token = int(logits.argmax())
-        steps = [_top_logprobs(torch.from_numpy(logits), token, req.top_logprobs or 1, self._decode)]
-        return self._reply(req, ids, [token], steps if req.logprobs else None, reused)
+        steps = [_top_logprobs(torch.from_numpy(logits), token, req.top_logprobs or 1, self._decode)] \
+            if req.logprobs else None
+        return self._reply(req, ids, [token], steps, reused)
 
     def _reply(self, req: ChatRequest, ids: list[int], tokens: list[int], steps: list[dict[str, Any]] | None,
                reused: int) -> dict[str, Any]:
