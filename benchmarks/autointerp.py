@@ -18,14 +18,17 @@ specificity, on a real dictionary with the default explainer (`--run-id` reports
     python benchmarks/autointerp.py --quality --store data/workbench.duckdb --dict-id D --features 0:100
 
 Cost (`--cost`): seconds and LLM tokens per feature for the explainer and each classifier scorer
-(detection, fuzzing; no shuffled control), one request at a time so each call's seconds are its
-own, response cache off, on a real dictionary with the default explainer:
+(detection, fuzzing; no shuffled control), response cache off, on a real dictionary with the
+default explainer: each call's own seconds, and each stage's wall-clock seconds:
 
-    python benchmarks/autointerp.py --cost --store data/workbench.duckdb --dict-id D --features 8
+    python benchmarks/autointerp.py --cost --store data/workbench.duckdb --dict-id D --features 8 \
+        [--cost-in-flight 1,4]
 
-`--cost-in-flight N` sends up to N requests at once instead (the server batches yes/no calls): then
-a stage's seconds add up calls that waited for each other, and only the end-to-end seconds per
-feature compare with a one-at-a-time run.
+`--cost-in-flight 1,4` runs the same features once per setting in one process, with up to that
+many requests at once (the server batches yes/no calls); the stages' wall seconds compare across
+settings, the call seconds only at 1 (with more in flight they add up calls that waited). A
+setting listed twice (`4,1,4,1`) runs twice; the RESULT line has each setting's median and the
+ratios against the first setting's.
 
 Naming (`--naming N`): the first N live features (seeded order) whose top examples peak on one
 token are explained (with the cheapest detection run the pipeline allows: 2 + 2 texts, no control),
@@ -43,6 +46,8 @@ import random
 import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from pipelines.autointerp import InterpretConfig, report, run, specificity, storage, testbed
 from pipelines.autointerp.serve import LocalServer, ServeConfig
@@ -138,30 +143,43 @@ def cost(args: argparse.Namespace) -> str:
     store = Store(args.store)
     live = queries.live_features(store, args.dict_id, min_examples=8)
     features = sorted(random.Random(0).sample(live, min(int(args.features), len(live))))
-    cfg = InterpretConfig(dict_id=args.dict_id, features=",".join(map(str, features)), scorers=LLM_SCORERS,
-                          controls=False, llm=LLMConfig(base_url=args.base_url or None, model="",
-                                                        max_in_flight=args.cost_in_flight,
-                                                        cache_path=""), run_id=f"bench-cost-{time.time_ns()}")
-    start = time.perf_counter()
-    base = run(cfg, store)
-    wall = (time.perf_counter() - start) / len(features)
+    rows = []
+    for in_flight in args.cost_in_flight:
+        cfg = InterpretConfig(dict_id=args.dict_id, features=",".join(map(str, features)), scorers=LLM_SCORERS,
+                              controls=False, llm=LLMConfig(base_url=args.base_url or None, model="",
+                                                            max_in_flight=in_flight, cache_path=""),
+                              run_id=f"bench-cost-{time.time_ns()}")
+        walls: dict[str, float] = {}
+        start = time.perf_counter()
+        base = run(cfg, store, stage_seconds=walls)
+        rows.append(_cost_row(store, base, in_flight, walls, time.perf_counter() - start, len(features)))
+    print(f"{len(features)} features of {args.dict_id}, one run per setting in this process, response cache off. "
+          "Call seconds add up each call's own time (with several in flight, calls that waited for each other); "
+          "wall seconds are the stage's clock time:")
+    table = pd.DataFrame(rows).set_index("in_flight")
+    print(table.round(1).to_string())
+    walls = table.groupby(level=0, sort=False)["llm_wall_s"].median()
+    base, first = walls.index[0], rows[0]
+    ratios = [f"llm_wall_speedup_inflight{k}={walls[base] / v:.2f}" for k, v in walls.items() if k != base]
+    return ("RESULT " + " ".join(ratios) + " "
+            + " ".join(f"llm_wall_s_per_feature_inflight{k}={v:.1f}" for k, v in walls.items())
+            + f" s_per_feature={first['end_to_end_s']:.1f} tokens_per_feature={first['tokens']:.0f} "
+            + " ".join(f"{k}={first[k]:.1f}" for k in ("explain_call_s", "detection_call_s", "fuzzing_call_s"))
+            + f" features={len(features)}")
+
+
+def _cost_row(store: Store, base: str, in_flight: int, walls: dict[str, float], total: float, n: int) -> dict:
+    """Per feature: each stage's call seconds and tokens, the stages' wall seconds, end to end."""
     stages = store.query(
-        "SELECT 'explain' AS stage, avg(seconds) AS seconds, avg(tokens_in) AS tokens_in, "
-        "avg(tokens_out) AS tokens_out FROM explanations WHERE starts_with(run_id, ?) UNION ALL "
-        "SELECT scorer, avg(CAST(details->>'seconds' AS DOUBLE)), avg(CAST(details->>'tokens_in' AS DOUBLE)), "
-        "avg(CAST(details->>'tokens_out' AS DOUBLE)) FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer",
-        [base + "/f", base + "/f"])
-    print(f"{len(features)} features of {args.dict_id}; per feature, {args.cost_in_flight} request(s) at a time"
-          + (" (stage seconds add up calls that waited for each other):" if args.cost_in_flight > 1 else ":"))
-    print(stages.round(2).to_string(index=False))
-    per = dict(zip(stages["stage"], stages["seconds"]))
-    llm_s = sum(per.values())
-    tokens = float(stages["tokens_in"].sum() + stages["tokens_out"].sum())
-    print(f"LLM seconds per feature {llm_s:.1f}; end to end {wall:.1f} s per feature (model loads and the "
-          "non-activating-window pass included)")
-    return (f"RESULT s_per_feature={wall:.1f} llm_s_per_feature={llm_s:.1f} tokens_per_feature={tokens:.0f} "
-            + " ".join(f"{k}_s={v:.1f}" for k, v in per.items())
-            + f" features={len(features)} in_flight={args.cost_in_flight}")
+        "SELECT 'explain' AS stage, avg(seconds) AS seconds, avg(tokens_in + tokens_out) AS tokens "
+        "FROM explanations WHERE starts_with(run_id, ?) UNION ALL "
+        "SELECT scorer, avg(CAST(details->>'seconds' AS DOUBLE)), "
+        "avg(CAST(details->>'tokens_in' AS DOUBLE) + CAST(details->>'tokens_out' AS DOUBLE)) "
+        "FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer", [base + "/f", base + "/f"])
+    calls = {f"{stage}_call_s": s for stage, s in zip(stages["stage"], stages["seconds"])}
+    return {"in_flight": in_flight, **calls, "explain_wall_s": walls["explaining"] / n,
+            "scoring_wall_s": walls["scoring"] / n, "llm_wall_s": sum(walls.values()) / n,
+            "end_to_end_s": total / n, "tokens": float(stages["tokens"].sum())}
 
 
 def naming(args: argparse.Namespace) -> str:
@@ -187,7 +205,8 @@ def main() -> None:
     parser.add_argument("--cost", action="store_true", help="seconds and tokens per feature per stage")
     parser.add_argument("--naming", type=int, default=0, help="how many shared-token features to explain")
     parser.add_argument("--in-flight", type=int, default=4)
-    parser.add_argument("--cost-in-flight", type=int, default=1, help="cost: requests in flight at once")
+    parser.add_argument("--cost-in-flight", type=lambda v: [int(x) for x in v.split(",")], default=[1],
+                        help="cost: requests in flight at once, one run per comma-separated value (1,4)")
     parser.add_argument("--features", default="3", help="throughput: how many features; quality: a selection")
     parser.add_argument("--server-backend", default="auto", help="embedded server: auto, llama-cpp or transformers")
     parser.add_argument("--server-model", default="smollm2-135m-instruct", help="model of the transformers backend")

@@ -9,6 +9,9 @@ logit). One process, so a window's saved prompt state serves all its questions.
 
     .venv/bin/python benchmarks/detection_wordings.py [--wordings mention,contain,anywhere,fit]
 
+Two wordings ask the judge to extract instead (session 32): `find` and `quote` ask for the words,
+or None, and read 1 - P(the first token begins "None") as the probability that the text has them.
+
 The last line is `RESULT key=value ...` (held-out balanced accuracy per wording, raw and shifted).
 """
 
@@ -16,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import NamedTuple
 
 from pipelines.autointerp import ground_truth, prompts
 from pipelines.autointerp.examples import FeatureData
@@ -25,14 +31,39 @@ from pipelines.autointerp.judge_check import JudgeCheckConfig, best_threshold
 from pipelines.autointerp.scorers.base import auroc, balanced_accuracy
 from pipelines.autointerp.scorers.classifier import logit, yes_probability
 from pipelines.autointerp.serve import endpoint
-from workbench.llm import LLMClient, LLMConfig, run_sync
+from workbench.llm import LLMClient, LLMConfig, Response, run_sync
 
+
+def found_probability(reply: Response) -> float | None:
+    """1 - P(the reply starts to say "None"): the first token's probability summed over tokens that
+    begin the word ("N", "No", "None"; "No" is also how the judge says there is none). When none
+    is among the top log-probabilities, half the smallest listed probability stands in for it."""
+    if not reply.top_logprobs:
+        return None
+    top = [(token.strip().lower(), math.exp(lp)) for token, lp in reply.top_logprobs[0].items()]
+    none = sum(p for token, p in top if token and "none".startswith(token))
+    return 1 - (none or min(p for _, p in top) / 2)
+
+
+class Wording(NamedTuple):
+    template: str
+    system: str = prompts.CLASSIFIER_SYSTEM
+    read: Callable[[Response], float | None] = yes_probability
+    """P(the text has what the explanation describes) from the reply."""
+
+
+FINDER = "You find things in texts. Reply with the words you find, copied exactly, or with None."
 WORDINGS = {
-    "mention": prompts.DETECTION_USER,
-    "contain": "Text: {example}\n\nDoes this text contain {explanation}? Answer Yes or No.",
-    "anywhere": "Text: {example}\n\nIs there {explanation} anywhere in this text? Answer Yes or No.",
-    "fit": "Text: {example}\n\nDescription: {explanation}\nDoes any part of this text fit the description? "
-           "Answer Yes or No.",
+    "mention": Wording(prompts.DETECTION_USER),
+    "contain": Wording("Text: {example}\n\nDoes this text contain {explanation}? Answer Yes or No."),
+    "anywhere": Wording("Text: {example}\n\nIs there {explanation} anywhere in this text? Answer Yes or No."),
+    "fit": Wording("Text: {example}\n\nDescription: {explanation}\nDoes any part of this text fit the "
+                   "description? Answer Yes or No."),
+    "find": Wording("Text: {example}\n\nFind {explanation} in this text. Reply with the words, or None if there "
+                    "are none.", FINDER, found_probability),
+    "quote": Wording("Text: {example}\n\nQuote {explanation} from this text, or reply None if it has none.",
+                     "You find things in texts. Reply with an exact quote from the text, or with None.",
+                     found_probability),
 }
 PRIOR = -1
 """Window index under which the answer about the empty text is kept."""
@@ -43,12 +74,13 @@ Answers = dict[tuple[str, str, str, int], float]
 async def ask_all(client: LLMClient, suite: dict[str, tuple[ground_truth.KnownFeature, FeatureData]],
                   wordings: list[str]) -> Answers:
     """(feature, wording, explanation kind, window index or PRIOR) -> P(yes), one window at a time."""
-    async def ask(template: str, explanation: str, text: str) -> float:
-        reply = await client.chat(prompts.classifier_messages(template, explanation, text), max_tokens=1,
+    async def ask(wording: Wording, explanation: str, text: str) -> float:
+        system, user = prompts.classifier_messages(wording.template, explanation, text)
+        reply = await client.chat([{**system, "content": wording.system}, user], max_tokens=1,
                                   temperature=0.0, top_logprobs=10)
-        p = yes_probability(reply)
+        p = wording.read(reply)
         if p is None:
-            raise RuntimeError(f"the judge answered neither yes nor no: {reply.text!r}")
+            raise RuntimeError(f"the judge's reply gives no probability: {reply.text!r}")
         return p
 
     out: Answers = {}

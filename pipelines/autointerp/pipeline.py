@@ -59,6 +59,8 @@ class Job:
         self.scorers = {name: SCORERS[name]() for name in cfg.scorers}
         self.failures: dict[int, str] = {}
         self.skipped: dict[int, str] = {}
+        self.stage_seconds: dict[str, float] = {}
+        """Wall-clock seconds of the `explaining` and `scoring` stages (calls in flight overlap there)."""
         subject = cache(lambda: load_model(row["model"], store=store))
         scorer_model = cache(lambda: load_model(cfg.scorer_model, store=store) if cfg.scorer_model else subject())
         sae = cache(lambda: load_dictionary(row))
@@ -158,6 +160,7 @@ class Job:
 
         await asyncio.gather(*(explain_one(f, d) for f, d in pending))
         bar.close()
+        self.stage_seconds["explaining"] = time.perf_counter() - start
         explained = storage.stored_explanations(self.store, self.base)
         texts = dict(zip(explained["feature"].astype(int), explained["text"]))
         order = sorted(texts)
@@ -169,10 +172,12 @@ class Job:
                 await self.score(f, d, texts[f], control)
             self._tick(bar, start)
         bar.close()
+        self.stage_seconds["scoring"] = time.perf_counter() - start
 
 
-def run(cfg: InterpretConfig, store: Store) -> str:
-    """Explain and score `cfg.features`; returns the interpret run id. Already finished features are skipped."""
+def run(cfg: InterpretConfig, store: Store, stage_seconds: dict[str, float] | None = None) -> str:
+    """Explain and score `cfg.features`; returns the interpret run id. Already finished features are skipped.
+    `stage_seconds`, when given, receives the wall-clock seconds of each stage (`Job.stage_seconds`)."""
     row = check_inputs(cfg, store)
     with endpoint(cfg) as (url, model):
         base = cfg.base_run_id(model)
@@ -186,6 +191,8 @@ def run(cfg: InterpretConfig, store: Store) -> str:
         with store.running(base, "interpret", {**asdict(cfg), "resolved_model": model, "base_url": url}):
             job = Job(cfg, store, row, LLMClient(cfg.llm_config(model, url)), base)
             run_sync(job.run(todo))
+    if stage_seconds is not None:
+        stage_seconds.update(job.stage_seconds)
     _finish(store, base, job)
     if cfg.export_dir:
         print(f"exported to {storage.export_delphi(store, base, cfg.export_dir)}")
@@ -196,7 +203,8 @@ def _finish(store: Store, base: str, job: Job) -> None:
     usage = job.client.usage
     print(f"{base}: {len(job.failures)} features failed, {len(job.skipped)} skipped (fewer than 2 activating "
           f"examples: {sorted(job.skipped)[:20]}); LLM calls {usage.calls} ({usage.cached} cached), "
-          f"tokens in {usage.tokens_in} out {usage.tokens_out}, {usage.seconds:.0f} s in calls")
+          f"tokens in {usage.tokens_in} out {usage.tokens_out}, {usage.seconds:.0f} s in calls; "
+          + ", ".join(f"{stage} {s:.0f} s" for stage, s in job.stage_seconds.items()) + " wall clock")
     if job.failures:
         store.fail_run(base, "; ".join(f"f{f}: {e}" for f, e in sorted(job.failures.items()))[:2000])
     else:

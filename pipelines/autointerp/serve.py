@@ -49,10 +49,12 @@ class ServeConfig:
     """Seconds to wait for the server to answer `/v1/models`."""
     parallel: int = 1
     """Transformers backend: generations run at once (1 serialises them, as llama.cpp's server does)."""
-    batch: int = 16
+    batch: int = 1
     """llama-cpp backend: greedy one-token calls (the yes/no scorers) that wait together are answered
-    in one decode, up to this many; 1 answers each alone. Scorer calls ran 1.16x (4 in flight, the
-    client's default) to 1.22x (16) faster, P(yes) moved by at most 0.064 (benchmarks/llama_batch.py)."""
+    in one decode, up to this many; 1 answers each alone. Alone scorer calls ran 1.16x (4 in flight)
+    to 1.22x (16) faster batched (benchmarks/llama_batch.py), but `workbench interpret`'s scoring
+    stage did not (benchmarks/autointerp.py --cost --cost-in-flight 4,1,4,1: 0.94x over three pairs),
+    and batched P(yes) depends on what waited beside a call (by up to 0.064), so 1 is the default."""
     threads: int = 0
     """CPU threads per generation; 0 picks per backend: every core for llama-cpp (Qwen's prefill ran
     at ~70 tokens/s on one thread, ~140-280 on two, measured here), 1 for transformers (on two

@@ -158,7 +158,7 @@ class LlamaCppGenerator:
     together, up to `batch` at once, in one decode (`llama_batch.OneTokenBatch`); `batch=1` answers
     every call alone."""
 
-    def __init__(self, gguf: Path, threads: int, n_ctx: int = 8192, batch: int = 16):
+    def __init__(self, gguf: Path, threads: int, n_ctx: int = 8192, batch: int = 1):
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -335,7 +335,7 @@ def completion_body(alias: str, text: str, result: dict[str, Any]) -> dict[str, 
 
 
 def serve(model: str, host: str, port: int, alias: str | None = None, faults: str = "", threads: int = 1,
-          parallel: int = 1, gguf: str = "", batch: int = 16) -> None:
+          parallel: int = 1, gguf: str = "", batch: int = 1) -> None:
     """Load the model (a GGUF through llama.cpp when `gguf` is given) and serve until interrupted
     (SIGINT/SIGTERM end uvicorn cleanly)."""
     import uvicorn
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--gguf", default="", help="serve this GGUF through llama.cpp instead of --model")
-    parser.add_argument("--batch", type=int, default=16, help="llama.cpp: one-token calls answered in one decode")
+    parser.add_argument("--batch", type=int, default=1, help="llama.cpp: one-token calls answered in one decode")
     args = parser.parse_args(argv)
     serve(args.model, args.host, args.port, args.alias, args.faults, args.threads, args.parallel, args.gguf,
           args.batch)
