@@ -25,7 +25,8 @@ default explainer: each call's own seconds, and each stage's wall-clock seconds:
         [--cost-in-flight 1,4]
 
 `--cost-in-flight 1,4` runs the same features once per setting in one process, with up to that
-many requests at once (the server batches yes/no calls); the stages' wall seconds compare across
+many requests at once (`--server-batch 16` lets the embedded server answer waiting yes/no calls in
+one decode; its default, 1, answers them one at a time); the stages' wall seconds compare across
 settings, the call seconds only at 1 (with more in flight they add up calls that waited). A
 setting listed twice (`4,1,4,1`) runs twice; the RESULT line has each setting's median and the
 ratios against the first setting's.
@@ -148,11 +149,11 @@ def cost(args: argparse.Namespace) -> str:
         cfg = InterpretConfig(dict_id=args.dict_id, features=",".join(map(str, features)), scorers=LLM_SCORERS,
                               controls=False, llm=LLMConfig(base_url=args.base_url or None, model="",
                                                             max_in_flight=in_flight, cache_path=""),
-                              run_id=f"bench-cost-{time.time_ns()}")
-        walls: dict[str, float] = {}
+                              server=ServeConfig(batch=args.server_batch), run_id=f"bench-cost-{time.time_ns()}")
+        stage_walls: dict[str, float] = {}
         start = time.perf_counter()
-        base = run(cfg, store, stage_seconds=walls)
-        rows.append(_cost_row(store, base, in_flight, walls, time.perf_counter() - start, len(features)))
+        base = run(cfg, store, stage_seconds=stage_walls)
+        rows.append(_cost_row(store, base, in_flight, stage_walls, time.perf_counter() - start, len(features)))
     print(f"{len(features)} features of {args.dict_id}, one run per setting in this process, response cache off. "
           "Call seconds add up each call's own time (with several in flight, calls that waited for each other); "
           "wall seconds are the stage's clock time:")
@@ -212,6 +213,8 @@ def main() -> None:
     parser.add_argument("--server-model", default="smollm2-135m-instruct", help="model of the transformers backend")
     parser.add_argument("--server-parallel", type=int, default=1,
                         help="generations our server runs at once (1 serialises, like llama.cpp's server)")
+    parser.add_argument("--server-batch", type=int, default=1,
+                        help="cost: one-token calls the embedded llama.cpp server answers in one decode")
     parser.add_argument("--base-url", default="", help="use this endpoint instead of starting our server")
     parser.add_argument("--store", default=None)
     parser.add_argument("--dict-id", default="")

@@ -51,8 +51,10 @@ def test_run_scores_real_and_shuffled_and_resumes(faulty, store, tmp_path):
     rare = store.query("SELECT feature FROM feature_examples GROUP BY feature HAVING count(DISTINCT (doc_id, pos)) = 1 "
                        "LIMIT 1")["feature"].tolist()
     never = sorted(set(range(256)) - set(store.query("SELECT DISTINCT feature FROM feature_examples")["feature"]))[:1]
-    base = run(config(faulty, features=ids(live[:3] + rare + never)), store)
+    stages: dict[str, float] = {}
+    base = run(config(faulty, features=ids(live[:3] + rare + never)), store, stage_seconds=stages)
     assert store.run_status(base) == "finished", run_error(store, base)
+    assert set(stages) == {"explaining", "scoring"} and all(s > 0 for s in stages.values())
     assert feature_status(store, base) == {f: "finished" for f in live[:3]}  # rare/dead ones skipped, not failed
     scores = store.query("SELECT scorer, score, details FROM scores")
     assert sorted(scores["scorer"].unique()) == sorted(LOCAL_SCORERS + [f"{s}:shuffled" for s in LOCAL_SCORERS])
