@@ -7,7 +7,7 @@ calibrated threshold (in-sample, and fitted on the other features), raw and with
 out (logit P(yes) - logit prior, as `classifier.shifted`), for each wording and each pair (mean
 logit). One process, so a window's saved prompt state serves all its questions.
 
-    .venv/bin/python benchmarks/detection_wordings.py [--wordings mention,contain,anywhere,fit]
+    .venv/bin/python benchmarks/detection_wordings.py [--wordings mention,contain,anywhere,fit] [--words 24]
 
 Two wordings ask the judge to extract instead (session 32): `find` and `quote` ask for the words,
 or None, and read 1 - P(the first token begins "None") as the probability that the text has them.
@@ -126,11 +126,13 @@ def report(answers: Answers, suite: dict[str, tuple[ground_truth.KnownFeature, F
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wordings", default=",".join(WORDINGS), help=f"among {', '.join(WORDINGS)}")
-    wordings = parser.parse_args().wordings.split(",")
+    parser.add_argument("--words", type=int, default=24, help="words per window (the judge check's 24)")
+    args = parser.parse_args()
+    wordings = args.wordings.split(",")
     unknown = sorted(set(wordings) - set(WORDINGS))
     if unknown:
         raise SystemExit(f"unknown wordings {unknown}; choose from {', '.join(WORDINGS)}")
-    suite = ground_truth.suite(20, 0)
+    suite = ground_truth.suite(20, 0, n_words=args.words)
     cfg = JudgeCheckConfig(progress=False)
     with endpoint(cfg) as (url, model):
         answers = run_sync(ask_all(LLMClient(LLMConfig(**{**asdict(cfg.llm), "base_url": url, "model": model})),

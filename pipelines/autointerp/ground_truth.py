@@ -169,10 +169,10 @@ def feature_data(feature: KnownFeature, index: int, docs: pd.DataFrame, n: int, 
     return FeatureData(index, train=[], test_active=active[:n], test_inactive=negatives)
 
 
-def suite(n: int, seed: int = 0, names: list[str] | None = None,
-          sources: dict[str, str] | None = None) -> dict[str, tuple[KnownFeature, FeatureData]]:
-    """name -> (feature, its windows). `sources` maps a feature's corpus to another corpus name
-    (`{"wiki": "wiki-sample"}` in tests, read whole rather than its eval split)."""
+def suite(n: int, seed: int = 0, names: list[str] | None = None, sources: dict[str, str] | None = None,
+          n_words: int = 24) -> dict[str, tuple[KnownFeature, FeatureData]]:
+    """name -> (feature, its windows of `n_words` words). `sources` maps a feature's corpus to another
+    corpus name (`{"wiki": "wiki-sample"}` in tests, read whole rather than its eval split)."""
     unknown = sorted(set(names or []) - set(feature_names()))
     if unknown:
         raise ValueError(f"unknown known features {unknown}; choose from {', '.join(feature_names())}")
@@ -185,7 +185,7 @@ def suite(n: int, seed: int = 0, names: list[str] | None = None,
         corpus = sources.get(feature.corpus, feature.corpus)
         if corpus not in loaded:
             loaded[corpus] = corpora.load_corpus(corpus, None if corpus in sources.values() else "eval")
-        data = feature_data(feature, index, loaded[corpus], n, seed)
+        data = feature_data(feature, index, loaded[corpus], n, seed, n_words)
         if len(data.test_active) < 2 or len(data.test_inactive) < 2:
             raise ValueError(f"corpus {corpus!r} has too few windows for known feature {feature.name!r}: "
                              f"{len(data.test_active)} activating, {len(data.test_inactive)} not")
