@@ -51,10 +51,12 @@ class ServeConfig:
     """Transformers backend: generations run at once (1 serialises them, as llama.cpp's server does)."""
     batch: int = 1
     """llama-cpp backend: greedy one-token calls (the yes/no scorers) that wait together are answered
-    in one decode, up to this many; 1 answers each alone. Alone scorer calls ran 1.16x (4 in flight)
-    to 1.22x (16) faster batched (benchmarks/llama_batch.py), but `workbench interpret`'s scoring
-    stage did not (benchmarks/autointerp.py --cost --cost-in-flight 4,1,4,1: 0.94x over three pairs),
-    and batched P(yes) depends on what waited beside a call (by up to 0.064), so 1 is the default."""
+    in one decode, up to this many; 1 answers each alone. Batched, scorer calls ran 1.16x faster
+    in-process (benchmarks/llama_batch.py) and 1.09-1.11x through HTTP with 4 in flight
+    (benchmarks/llama_batch_http.py), but `workbench interpret`'s scoring stage showed no gain beyond
+    run-to-run noise (benchmarks/autointerp.py --cost, 0.95x over three pairs). Batched P(yes)
+    depends on which calls waited beside a call (by up to 0.064), and batching holds a second KV
+    cache (~0.5 GB): so 1, reproducible, is the default."""
     threads: int = 0
     """CPU threads per generation; 0 picks per backend: every core for llama-cpp (Qwen's prefill ran
     at ~70 tokens/s on one thread, ~140-280 on two, measured here), 1 for transformers (on two
