@@ -19,7 +19,8 @@ specificity, on a real dictionary with the default explainer (`--run-id` reports
 
 Cost (`--cost`): seconds and LLM tokens per feature for the explainer and each classifier scorer
 (detection, fuzzing; no shuffled control), response cache off, on a real dictionary with the
-default explainer: each call's own seconds, and each stage's wall-clock seconds:
+default explainer: each call's own seconds, each stage's wall-clock seconds, and the prompt tokens
+the server read (`read_*`; the rest it restored from its saved prompt states):
 
     python benchmarks/autointerp.py --cost --store data/workbench.duckdb --dict-id D --features 8 \
         [--cost-in-flight 1,4]
@@ -51,6 +52,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.autointerp import InterpretConfig, report, run, specificity, storage, testbed
+from pipelines.autointerp.pipeline import Stage
 from pipelines.autointerp.serve import LocalServer, ServeConfig
 from workbench import queries
 from workbench.llm import LLMConfig
@@ -150,10 +152,10 @@ def cost(args: argparse.Namespace) -> str:
                               controls=False, llm=LLMConfig(base_url=args.base_url or None, model="",
                                                             max_in_flight=in_flight, cache_path=""),
                               server=ServeConfig(batch=args.server_batch), run_id=f"bench-cost-{time.time_ns()}")
-        stage_walls: dict[str, float] = {}
+        stages: dict[str, Stage] = {}
         start = time.perf_counter()
-        base = run(cfg, store, stage_seconds=stage_walls)
-        rows.append(_cost_row(store, base, in_flight, stage_walls, time.perf_counter() - start, len(features)))
+        base = run(cfg, store, stages=stages)
+        rows.append(_cost_row(store, base, in_flight, stages, time.perf_counter() - start, len(features)))
     print(f"{len(features)} features of {args.dict_id}, one run per setting in this process, response cache off. "
           "Call seconds add up each call's own time (with several in flight, calls that waited for each other); "
           "wall seconds are the stage's clock time:")
@@ -165,22 +167,30 @@ def cost(args: argparse.Namespace) -> str:
     return ("RESULT " + " ".join(ratios) + " "
             + " ".join(f"llm_wall_s_per_feature_inflight{k}={v:.1f}" for k, v in walls.items())
             + f" s_per_feature={first['end_to_end_s']:.1f} tokens_per_feature={first['tokens']:.0f} "
+            + f"prompt_tokens_read_per_feature={first['read_total']:.0f} "
             + " ".join(f"{k}={first[k]:.1f}" for k in ("explain_call_s", "detection_call_s", "fuzzing_call_s"))
             + f" features={len(features)}")
 
 
-def _cost_row(store: Store, base: str, in_flight: int, walls: dict[str, float], total: float, n: int) -> dict:
-    """Per feature: each stage's call seconds and tokens, the stages' wall seconds, end to end."""
-    stages = store.query(
+def _cost_row(store: Store, base: str, in_flight: int, stages: dict[str, Stage], total: float, n: int) -> dict:
+    """Per feature: each stage's call seconds, tokens and prompt tokens read, the stages' wall seconds,
+    end to end."""
+    per = store.query(
         "SELECT 'explain' AS stage, avg(seconds) AS seconds, avg(tokens_in + tokens_out) AS tokens "
         "FROM explanations WHERE starts_with(run_id, ?) UNION ALL "
         "SELECT scorer, avg(CAST(details->>'seconds' AS DOUBLE)), "
         "avg(CAST(details->>'tokens_in' AS DOUBLE) + CAST(details->>'tokens_out' AS DOUBLE)) "
         "FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer", [base + "/f", base + "/f"])
-    calls = {f"{stage}_call_s": s for stage, s in zip(stages["stage"], stages["seconds"])}
-    return {"in_flight": in_flight, **calls, "explain_wall_s": walls["explaining"] / n,
-            "scoring_wall_s": walls["scoring"] / n, "llm_wall_s": sum(walls.values()) / n,
-            "end_to_end_s": total / n, "tokens": float(stages["tokens"].sum())}
+    read = store.query(
+        "SELECT scorer, avg(CAST(details->>'tokens_in' AS DOUBLE) - CAST(details->>'tokens_reused' AS DOUBLE)) AS r "
+        "FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer", [base + "/f"])
+    explain = stages["explaining"].usage
+    return {"in_flight": in_flight, **{f"{stage}_call_s": s for stage, s in zip(per["stage"], per["seconds"])},
+            "explain_wall_s": stages["explaining"].seconds / n, "scoring_wall_s": stages["scoring"].seconds / n,
+            "llm_wall_s": sum(s.seconds for s in stages.values()) / n, "end_to_end_s": total / n,
+            "tokens": float(per["tokens"].sum()), "read_explain": (explain.tokens_in - explain.tokens_reused) / n,
+            **{f"read_{scorer}": r for scorer, r in zip(read["scorer"], read["r"])},
+            "read_total": sum((s.usage.tokens_in - s.usage.tokens_reused) / n for s in stages.values())}
 
 
 def naming(args: argparse.Namespace) -> str:

@@ -114,6 +114,9 @@ class Response(NamedTuple):
     """True when the reply came from the response cache."""
     top_logprobs: list[dict[str, float]] | None = None
     """Per generated token, {token: logprob} of the most likely alternatives, when asked for."""
+    tokens_reused: int = 0
+    """Prompt tokens the server did not read again, taken from its prompt cache (OpenAI's
+    `usage.prompt_tokens_details.cached_tokens`; 0 when it reports none)."""
 
 
 class LLMError(RuntimeError):
@@ -135,6 +138,13 @@ class Usage(NamedTuple):
     tokens_in: int
     tokens_out: int
     seconds: float
+    tokens_reused: int = 0
+
+    def since(self, earlier: Usage) -> Usage:
+        """What was spent after `earlier` (a snapshot of the same client's totals)."""
+        return Usage(self.calls - earlier.calls, self.cached - earlier.cached, self.tokens_in - earlier.tokens_in,
+                     self.tokens_out - earlier.tokens_out, self.seconds - earlier.seconds,
+                     self.tokens_reused - earlier.tokens_reused)
 
 
 class ResponseCache:
@@ -200,8 +210,8 @@ def _classify(err: Exception) -> Exception:
     return err
 
 
-def _parse(completion: Any) -> tuple[str, int, int, list[dict[str, float]] | None]:
-    """(text, tokens_in, tokens_out, top_logprobs) from a ChatCompletion; _Retry when malformed."""
+def _parse(completion: Any) -> tuple[str, int, int, list[dict[str, float]] | None, int]:
+    """(text, tokens_in, tokens_out, top_logprobs, tokens_reused) from a ChatCompletion; _Retry when malformed."""
     choices = getattr(completion, "choices", None)
     if not choices or getattr(choices[0], "message", None) is None:
         raise _Retry("malformed response: no choices")
@@ -209,12 +219,13 @@ def _parse(completion: Any) -> tuple[str, int, int, list[dict[str, float]] | Non
     usage = getattr(completion, "usage", None)
     tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
     tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+    tokens_reused = int(getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0)
     top = None
     content = getattr(getattr(choice, "logprobs", None), "content", None)
     if content:
         top = [{alt.token: alt.logprob for alt in (tok.top_logprobs or [])} or {tok.token: tok.logprob}
                for tok in content]
-    return choice.message.content or "", tokens_in, tokens_out, top
+    return choice.message.content or "", tokens_in, tokens_out, top, tokens_reused
 
 
 class LLMClient:
@@ -254,7 +265,7 @@ class LLMClient:
         with self._totals_lock:
             t = self._totals
             self._totals = Usage(t.calls + 1, t.cached + int(r.cached), t.tokens_in + r.tokens_in,
-                                 t.tokens_out + r.tokens_out, t.seconds + r.seconds)
+                                 t.tokens_out + r.tokens_out, t.seconds + r.seconds, t.tokens_reused + r.tokens_reused)
 
     async def chat(self, messages: Messages, *, max_tokens: int | None = None, temperature: float | None = None,
                    top_logprobs: int | None = None, stop: list[str] | None = None, seed: int | None = None) -> Response:
@@ -293,8 +304,8 @@ class LLMClient:
                             model=self.cfg.model, messages=messages, **params)  # type: ignore[arg-type]
                     finally:
                         spent += time.perf_counter() - start
-                text, tokens_in, tokens_out, top = _parse(completion)
-                return Response(text, tokens_in, tokens_out, spent, False, top)
+                text, tokens_in, tokens_out, top, reused = _parse(completion)
+                return Response(text, tokens_in, tokens_out, spent, False, top, reused)
             except Exception as err:  # noqa: BLE001 - classified below; anything unknown is re-raised
                 failure = err if isinstance(err, _Retry) else _classify(err)
                 if isinstance(failure, LLMError):

@@ -14,6 +14,7 @@ import asyncio
 import time
 from dataclasses import asdict
 from functools import cache
+from typing import NamedTuple
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -26,12 +27,21 @@ from pipelines.autointerp.judge_check import calibrated_thresholds
 from pipelines.autointerp.scorers import SCORERS, ScoreContext, ScoreError, ScoreResult
 from pipelines.autointerp.serve import endpoint
 from workbench import queries
-from workbench.llm import LLMClient, LLMError, run_sync
+from workbench.llm import LLMClient, LLMError, Usage, run_sync
 from workbench.models import load_model
 from workbench.registered import load_dictionary
 from workbench.store import Store
 
 RECOVERABLE = (LLMError, ExplainError, ScoreError)
+
+
+class Stage(NamedTuple):
+    """What one stage (`explaining`, `scoring`) took."""
+
+    seconds: float
+    """Wall clock (calls in flight together overlap here, not in `usage.seconds`)."""
+    usage: Usage
+    """The LLM calls made during the stage."""
 
 
 def check_inputs(cfg: InterpretConfig, store: Store) -> dict:
@@ -59,8 +69,7 @@ class Job:
         self.scorers = {name: SCORERS[name]() for name in cfg.scorers}
         self.failures: dict[int, str] = {}
         self.skipped: dict[int, str] = {}
-        self.stage_seconds: dict[str, float] = {}
-        """Wall-clock seconds of the `explaining` and `scoring` stages (calls in flight overlap there)."""
+        self.stages: dict[str, Stage] = {}
         subject = cache(lambda: load_model(row["model"], store=store))
         scorer_model = cache(lambda: load_model(cfg.scorer_model, store=store) if cfg.scorer_model else subject())
         sae = cache(lambda: load_dictionary(row))
@@ -152,7 +161,7 @@ class Job:
         data = self.load_data(todo)
         have = set(storage.stored_explanations(self.store, self.base)["feature"].astype(int))
         pending = [(f, d) for f, d in data.items() if f not in have]
-        start, bar = time.perf_counter(), self._bar("explaining", len(pending))
+        start, used, bar = time.perf_counter(), self.client.usage, self._bar("explaining", len(pending))
 
         async def explain_one(f: int, d: FeatureData) -> None:
             await self.explain(f, d)
@@ -160,11 +169,11 @@ class Job:
 
         await asyncio.gather(*(explain_one(f, d) for f, d in pending))
         bar.close()
-        self.stage_seconds["explaining"] = time.perf_counter() - start
+        self._end_stage("explaining", start, used)
         explained = storage.stored_explanations(self.store, self.base)
         texts = dict(zip(explained["feature"].astype(int), explained["text"]))
         order = sorted(texts)
-        start, bar = time.perf_counter(), self._bar("scoring", len(data))
+        start, used, bar = time.perf_counter(), self.client.usage, self._bar("scoring", len(data))
         for f, d in data.items():
             if f in texts:
                 nxt = order[(order.index(f) + 1) % len(order)]
@@ -172,12 +181,15 @@ class Job:
                 await self.score(f, d, texts[f], control)
             self._tick(bar, start)
         bar.close()
-        self.stage_seconds["scoring"] = time.perf_counter() - start
+        self._end_stage("scoring", start, used)
+
+    def _end_stage(self, name: str, start: float, used: Usage) -> None:
+        self.stages[name] = Stage(time.perf_counter() - start, self.client.usage.since(used))
 
 
-def run(cfg: InterpretConfig, store: Store, stage_seconds: dict[str, float] | None = None) -> str:
+def run(cfg: InterpretConfig, store: Store, stages: dict[str, Stage] | None = None) -> str:
     """Explain and score `cfg.features`; returns the interpret run id. Already finished features are skipped.
-    `stage_seconds`, when given, receives the wall-clock seconds of each stage (`Job.stage_seconds`)."""
+    `stages`, when given, receives what each stage took (`Job.stages`)."""
     row = check_inputs(cfg, store)
     with endpoint(cfg) as (url, model):
         base = cfg.base_run_id(model)
@@ -191,8 +203,8 @@ def run(cfg: InterpretConfig, store: Store, stage_seconds: dict[str, float] | No
         with store.running(base, "interpret", {**asdict(cfg), "resolved_model": model, "base_url": url}):
             job = Job(cfg, store, row, LLMClient(cfg.llm_config(model, url)), base)
             run_sync(job.run(todo))
-    if stage_seconds is not None:
-        stage_seconds.update(job.stage_seconds)
+    if stages is not None:
+        stages.update(job.stages)
     _finish(store, base, job)
     if cfg.export_dir:
         print(f"exported to {storage.export_delphi(store, base, cfg.export_dir)}")
@@ -203,8 +215,9 @@ def _finish(store: Store, base: str, job: Job) -> None:
     usage = job.client.usage
     print(f"{base}: {len(job.failures)} features failed, {len(job.skipped)} skipped (fewer than 2 activating "
           f"examples: {sorted(job.skipped)[:20]}); LLM calls {usage.calls} ({usage.cached} cached), "
-          f"tokens in {usage.tokens_in} out {usage.tokens_out}, {usage.seconds:.0f} s in calls; "
-          + ", ".join(f"{stage} {s:.0f} s" for stage, s in job.stage_seconds.items()) + " wall clock")
+          f"tokens in {usage.tokens_in} ({usage.tokens_reused} reused from the server's prompt cache) out "
+          f"{usage.tokens_out}, {usage.seconds:.0f} s in calls; "
+          + ", ".join(f"{name} {stage.seconds:.0f} s" for name, stage in job.stages.items()) + " wall clock")
     if job.failures:
         store.fail_run(base, "; ".join(f"f{f}: {e}" for f, e in sorted(job.failures.items()))[:2000])
     else:

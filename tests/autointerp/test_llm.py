@@ -7,9 +7,10 @@ import time
 
 import pytest
 from interp_helpers import set_faults
+from openai.types.chat import ChatCompletion
 
 from pipelines.autointerp.serve import free_port
-from workbench.llm import LLMClient, LLMConfig, LLMError
+from workbench.llm import LLMClient, LLMConfig, LLMError, Usage, _parse
 
 HELLO = [{"role": "user", "content": "the river in the city"}]
 
@@ -25,10 +26,28 @@ def test_reply_has_usage_time_and_is_cached(faulty, data_dir):
                         max_tokens=6)
     assert first.text and not first.cached
     assert first.tokens_in > 0 and first.tokens_out == 6 and first.seconds > 0
+    assert first.tokens_reused == 0  # the transformers server reads every prompt whole
     again = c.chat_sync([{"role": "user", "content": "river"}, {"role": "assistant", "content": "[EXPLANATION]:"}],
                         max_tokens=6)
     assert again.cached and again.text == first.text and again.seconds == 0
     assert c.usage.calls == 2 and c.usage.cached == 1
+
+
+def test_prompt_tokens_reused_are_read_from_the_usage_details():
+    """OpenAI's `usage.prompt_tokens_details.cached_tokens` (our llama.cpp server fills it) becomes
+    `tokens_reused`; a server that leaves it out reports none."""
+    body = {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Yes"}}],
+            "usage": {"prompt_tokens": 90, "completion_tokens": 1, "total_tokens": 91,
+                      "prompt_tokens_details": {"cached_tokens": 62}}}
+    assert _parse(ChatCompletion.model_validate(body)) == ("Yes", 90, 1, None, 62)
+    del body["usage"]["prompt_tokens_details"]
+    assert _parse(ChatCompletion.model_validate(body))[-1] == 0
+
+
+def test_usage_since_subtracts_field_by_field():
+    later, earlier = Usage(7, 2, 900, 30, 4.5, 600), Usage(3, 1, 400, 10, 1.5, 250)
+    assert later.since(earlier) == Usage(4, 1, 500, 20, 3.0, 350)
 
 
 def test_top_logprobs_are_returned(faulty):

@@ -9,6 +9,7 @@ import pytest
 from interp_helpers import DICT_ID, set_faults, start
 
 from pipelines.autointerp import InterpretConfig, export_delphi, results, run, testbed
+from pipelines.autointerp.pipeline import Stage
 from pipelines.autointerp.serve import free_port
 from workbench.config import build_config
 from workbench.store import Store
@@ -51,10 +52,12 @@ def test_run_scores_real_and_shuffled_and_resumes(faulty, store, tmp_path):
     rare = store.query("SELECT feature FROM feature_examples GROUP BY feature HAVING count(DISTINCT (doc_id, pos)) = 1 "
                        "LIMIT 1")["feature"].tolist()
     never = sorted(set(range(256)) - set(store.query("SELECT DISTINCT feature FROM feature_examples")["feature"]))[:1]
-    stages: dict[str, float] = {}
-    base = run(config(faulty, features=ids(live[:3] + rare + never)), store, stage_seconds=stages)
+    stages: dict[str, Stage] = {}
+    base = run(config(faulty, features=ids(live[:3] + rare + never)), store, stages=stages)
     assert store.run_status(base) == "finished", run_error(store, base)
-    assert set(stages) == {"explaining", "scoring"} and all(s > 0 for s in stages.values())
+    assert set(stages) == {"explaining", "scoring"} and all(s.seconds > 0 for s in stages.values())
+    assert stages["explaining"].usage.calls >= 3 and stages["explaining"].usage.tokens_in > 0
+    assert stages["scoring"].usage.calls == 0  # these scorers run the subject model, not the LLM
     assert feature_status(store, base) == {f: "finished" for f in live[:3]}  # rare/dead ones skipped, not failed
     scores = store.query("SELECT scorer, score, details FROM scores")
     assert sorted(scores["scorer"].unique()) == sorted(LOCAL_SCORERS + [f"{s}:shuffled" for s in LOCAL_SCORERS])

@@ -124,6 +124,7 @@ class ClassifierScorer(Scorer):
                    "threshold": threshold.value, "threshold_source": threshold.source,
                    "strata": strata_auroc(probs, labels, [r["kind"] for r in answered]),
                    "tokens_in": sum(r.tokens_in for r in replies), "tokens_out": sum(r.tokens_out for r in replies),
+                   "tokens_reused": sum(r.tokens_reused for r in replies),
                    "seconds": sum(r.seconds for r in replies)}
         return ScoreResult(separation(probs, labels), len(answered), details)
 
