@@ -44,8 +44,8 @@ class DelphiExplainer(Explainer):
     With `prefill` the reply is prefilled with the marker (for endpoints that continue a final
     assistant message). When a reply is broken (no marker without prefill, or empty or too short)
     the model is shown its reply and a repair message and asked again, up to `repairs` times; so it
-    is when the explanation names a word that few of the examples have marked (`prompts.rarely_marked`).
-    If every try names such a word, the last well-formed explanation is kept."""
+    is when the explanation quotes a word that no example contains (`prompts.unseen_quotes`). If
+    every try quotes such a word, the last well-formed explanation is kept."""
 
     name = "delphi"
     prompt_version = prompts.EXPLAIN_VERSION
@@ -69,14 +69,14 @@ class DelphiExplainer(Explainer):
                                                complete=reply.tokens_out < self.max_tokens)
             repair = prompts.REPAIR
             if parsed is not None:
-                rare = prompts.rarely_marked(parsed, data.train)
-                if not rare:
+                unseen = prompts.unseen_quotes(parsed, data.train)
+                if not unseen:
                     return Explanation(parsed, tokens_in, tokens_out, seconds)
-                answer, repair = parsed, prompts.rare_repair(rare, len(data.train))
+                answer, repair = parsed, prompts.unseen_repair(unseen)
             said = (prompts.MARKER if self.prefill else "") + prompts.plain_text(reply.text)
             messages = [*messages, {"role": "assistant", "content": said or "(no answer)"},
                         {"role": "user", "content": repair}]
-        if answer is not None:   # well-formed, but naming a rarely marked word, after every repair
+        if answer is not None:   # well-formed, but naming a word no example has, after every repair
             return Explanation(answer, tokens_in, tokens_out, seconds)
         raise ExplainError(f"no well-formed explanation after {self.repairs + 1} tries "
                            f"(last reply {reply.text[:120]!r})")

@@ -64,12 +64,12 @@ def explain(server: Scripted) -> str:
     return asyncio.run(DelphiExplainer().explain(client, SHADOW)).text
 
 
-def test_an_explanation_naming_a_word_few_examples_have_marked_is_asked_again(scripted):
+def test_an_explanation_naming_a_word_no_example_has_is_asked_again(scripted):
     server = scripted([f"{prompts.MARKER} the word 'however'", f"{prompts.MARKER} the word 'shadow'"])
     assert explain(server) == "the word 'shadow'"
     repair = server.requests[1]["messages"]
     assert repair[-2] == {"role": "assistant", "content": f"{prompts.MARKER} the word 'however'"}
-    assert repair[-1]["content"] == prompts.rare_repair({"however": 0}, 3)
+    assert repair[-1]["content"] == prompts.unseen_repair(["however"])
 
 
 def test_a_grounded_explanation_is_kept_at_once_and_an_ungrounded_one_after_the_last_repair(scripted):

@@ -115,17 +115,12 @@ def test_fuzzing_prompt_lists_the_marked_words_after_its_detection_twins_text():
     assert prompts.marked_words("no marks here") == ""
 
 
-def test_rarely_marked_finds_named_words_that_few_examples_have_marked():
-    shadow = Example(("The", " shadow", " fell", " however"), (0.0, 1.0, 0.0, 0.0), "top")
-    night = Example(("Dark", " night", " fell"), (1.0, 0.9, 0.0), "top")
-    examples = [shadow, shadow, shadow, night]
-    assert prompts.rarely_marked("the word 'however'", examples) == {"however": 0}  # in a text, never marked
-    assert prompts.rarely_marked("'Fell'", examples) == {"Fell": 0}   # the whole explanation a quote
-    assert prompts.rarely_marked("the word 'Shadow'", examples) == {}   # 3 of 4 marked; case ignored
-    assert prompts.rarely_marked("the token 'ado'", examples) == {"ado": 0}   # a piece of a marked word is not it
-    assert prompts.rarely_marked("the words 'dark' and 'night'", examples) == {}   # 1 of 4: a quarter is enough
-    assert prompts.rarely_marked("the words 'dark' and 'night'", examples, share=0.5) == {"dark": 1, "night": 1}
-    assert prompts.rarely_marked("the words 'Dark night'", examples) == {}   # a run of marked tokens
-    assert prompts.rarely_marked("the concept of 'darkness'", examples) == {}   # a concept, not a word
-    assert prompts.rare_repair({"however": 0, "dark": 1}, 20).startswith(
-        'Of the 20 examples, "however" is marked in 0, "dark" is marked in 1. Say what the marked tokens')
+def test_unseen_quotes_are_words_named_as_words_that_no_example_contains():
+    examples = [Example(("The", " shadow", " fell"), (0.0, 1.0, 0.0), "top"), Example(("Dark",), (1.0,), "top")]
+    assert prompts.unseen_quotes("the word 'however'", examples) == ["however"]
+    assert prompts.unseen_quotes("'However'", examples) == ["However"]   # the whole explanation a quote
+    assert prompts.unseen_quotes("the word 'Shadow'", examples) == []   # case ignored
+    assert prompts.unseen_quotes("the token 'ado'", examples) == []   # a piece inside a word is in the text
+    assert prompts.unseen_quotes("the words 'dark' and 'night'", examples) == ["night"]
+    assert prompts.unseen_quotes("the concept of 'darkness'", examples) == []   # a concept, not a word
+    assert prompts.unseen_repair(["however"]).startswith('No example contains "however".')
