@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pipelines.autointerp.examples import Example
 
-EXPLAIN_VERSION = "explain-v15"
+EXPLAIN_VERSION = "explain-v11"
 DETECTION_VERSION = "detection-v4"
 FUZZING_VERSION = "fuzzing-v5"
 SURPRISAL_VERSION = "surprisal-v1"
@@ -29,11 +29,10 @@ tokens where the feature is active are marked like <<this>>. Last comes the toke
 peaks on, with how many examples peak on it.
 
 Say what the feature responds to as a short noun phrase of at most ten words, as specific as the
-examples allow, for example: four-digit years; closing parentheses; football match results; names
-of European capitals; the word "however". Name a single token in quotes (a word, part of a word, a
-number or a punctuation mark) only when the last line says that most examples peak on it; otherwise
-say what the marked tokens have in common. Write a noun phrase, not a sentence: do not start with
-"The marked tokens" or "This feature".
+examples allow, for example: the word "however"; four-digit years; closing parentheses; football
+match results; names of European capitals. If most examples peak on the same token (a word, part of
+a word, a number or a punctuation mark), name that token in quotes. Write a noun phrase, not a
+sentence: do not start with "The marked tokens" or "This feature".
 
 Answer with one line: {MARKER} <noun phrase>"""
 
