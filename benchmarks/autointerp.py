@@ -173,8 +173,8 @@ def cost(args: argparse.Namespace) -> str:
 
 
 def _cost_row(store: Store, base: str, in_flight: int, stages: dict[str, Stage], total: float, n: int) -> dict:
-    """Per feature: each stage's call seconds, tokens and prompt tokens read, the stages' wall seconds,
-    end to end."""
+    """Per feature: each stage's call seconds and tokens (averaged over the features scored), prompt
+    tokens read (over all `n` features, as the stages' wall seconds), end to end."""
     per = store.query(
         "SELECT 'explain' AS stage, avg(seconds) AS seconds, avg(tokens_in + tokens_out) AS tokens "
         "FROM explanations WHERE starts_with(run_id, ?) UNION ALL "
@@ -182,8 +182,9 @@ def _cost_row(store: Store, base: str, in_flight: int, stages: dict[str, Stage],
         "avg(CAST(details->>'tokens_in' AS DOUBLE) + CAST(details->>'tokens_out' AS DOUBLE)) "
         "FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer", [base + "/f", base + "/f"])
     read = store.query(
-        "SELECT scorer, avg(CAST(details->>'tokens_in' AS DOUBLE) - CAST(details->>'tokens_reused' AS DOUBLE)) AS r "
-        "FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer", [base + "/f"])
+        "SELECT scorer, sum(CAST(details->>'tokens_in' AS DOUBLE) "
+        "- coalesce(CAST(details->>'tokens_reused' AS DOUBLE), 0)) / ? AS r "
+        "FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer", [n, base + "/f"])
     explain = stages["explaining"].usage
     return {"in_flight": in_flight, **{f"{stage}_call_s": s for stage, s in zip(per["stage"], per["seconds"])},
             "explain_wall_s": stages["explaining"].seconds / n, "scoring_wall_s": stages["scoring"].seconds / n,

@@ -170,7 +170,8 @@ class ResponseCache:
             row = con.execute("SELECT value FROM responses WHERE key = ?", [key]).fetchone()
         if row is None:
             return None
-        return Response(**{**json.loads(row[0]), "seconds": 0.0, "cached": True})
+        stored = {k: v for k, v in json.loads(row[0]).items() if k in Response._fields}  # rows of other versions
+        return Response(**{**stored, "seconds": 0.0, "cached": True})
 
     def put(self, key: str, response: Response) -> None:
         with self._lock, self._connect() as con:

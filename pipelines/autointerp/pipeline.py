@@ -70,6 +70,7 @@ class Job:
         self.failures: dict[int, str] = {}
         self.skipped: dict[int, str] = {}
         self.stages: dict[str, Stage] = {}
+        """What the `explaining` and `scoring` stages took."""
         subject = cache(lambda: load_model(row["model"], store=store))
         scorer_model = cache(lambda: load_model(cfg.scorer_model, store=store) if cfg.scorer_model else subject())
         sae = cache(lambda: load_dictionary(row))

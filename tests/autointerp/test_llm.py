@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from interp_helpers import set_faults
 from openai.types.chat import ChatCompletion
 
 from pipelines.autointerp.serve import free_port
-from workbench.llm import LLMClient, LLMConfig, LLMError, Usage, _parse
+from workbench.llm import LLMClient, LLMConfig, LLMError, Response, ResponseCache, Usage, _parse
 
 HELLO = [{"role": "user", "content": "the river in the city"}]
 
@@ -43,6 +45,19 @@ def test_prompt_tokens_reused_are_read_from_the_usage_details():
     assert _parse(ChatCompletion.model_validate(body)) == ("Yes", 90, 1, None, 62)
     del body["usage"]["prompt_tokens_details"]
     assert _parse(ChatCompletion.model_validate(body))[-1] == 0
+
+
+def test_cached_replies_keep_reused_tokens_and_load_rows_of_other_versions(tmp_path):
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    cache.put("new", Response("Yes", 90, 1, 0.4, False, None, 62))
+    assert cache.get("new") == Response("Yes", 90, 1, 0.0, True, None, 62)
+    with sqlite3.connect(tmp_path / "cache.sqlite") as con:   # a row from before the field, one from after it
+        con.execute("INSERT INTO responses VALUES ('old', ?)", [json.dumps({"text": "No", "tokens_in": 5,
+                    "tokens_out": 1, "seconds": 0.1, "cached": False, "top_logprobs": None})])
+        con.execute("INSERT INTO responses VALUES ('later', ?)", [json.dumps({"text": "No", "tokens_in": 5,
+                    "tokens_out": 1, "seconds": 0.1, "cached": False, "top_logprobs": None, "tokens_reused": 3,
+                    "a_field_to_come": 1})])
+    assert cache.get("old").tokens_reused == 0 and cache.get("later").tokens_reused == 3
 
 
 def test_usage_since_subtracts_field_by_field():
