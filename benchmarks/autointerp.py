@@ -185,13 +185,12 @@ def _cost_row(store: Store, base: str, in_flight: int, stages: dict[str, Stage],
         "SELECT scorer, sum(CAST(details->>'tokens_in' AS DOUBLE) "
         "- coalesce(CAST(details->>'tokens_reused' AS DOUBLE), 0)) / ? AS r "
         "FROM scores WHERE starts_with(run_id, ?) GROUP BY scorer", [n, base + "/f"])
-    explain = stages["explaining"].usage
     return {"in_flight": in_flight, **{f"{stage}_call_s": s for stage, s in zip(per["stage"], per["seconds"])},
             "explain_wall_s": stages["explaining"].seconds / n, "scoring_wall_s": stages["scoring"].seconds / n,
             "llm_wall_s": sum(s.seconds for s in stages.values()) / n, "end_to_end_s": total / n,
-            "tokens": float(per["tokens"].sum()), "read_explain": (explain.tokens_in - explain.tokens_reused) / n,
+            "tokens": float(per["tokens"].sum()), "read_explain": stages["explaining"].usage.tokens_read / n,
             **{f"read_{scorer}": r for scorer, r in zip(read["scorer"], read["r"])},
-            "read_total": sum((s.usage.tokens_in - s.usage.tokens_reused) / n for s in stages.values())}
+            "read_total": sum(s.usage.tokens_read for s in stages.values()) / n}
 
 
 def naming(args: argparse.Namespace) -> str:

@@ -140,6 +140,11 @@ class Usage(NamedTuple):
     seconds: float
     tokens_reused: int = 0
 
+    @property
+    def tokens_read(self) -> int:
+        """Prompt tokens the server read (the rest it took from its prompt cache)."""
+        return self.tokens_in - self.tokens_reused
+
     def since(self, earlier: Usage) -> Usage:
         """What was spent after `earlier` (a snapshot of the same client's totals)."""
         return Usage(self.calls - earlier.calls, self.cached - earlier.cached, self.tokens_in - earlier.tokens_in,

@@ -63,6 +63,7 @@ def test_cached_replies_keep_reused_tokens_and_load_rows_of_other_versions(tmp_p
 def test_usage_since_subtracts_field_by_field():
     later, earlier = Usage(7, 2, 900, 30, 4.5, 600), Usage(3, 1, 400, 10, 1.5, 250)
     assert later.since(earlier) == Usage(4, 1, 500, 20, 3.0, 350)
+    assert later.since(earlier).tokens_read == 150
 
 
 def test_top_logprobs_are_returned(faulty):
